@@ -1,0 +1,41 @@
+#!/bin/sh
+# PID 1 of the test VM. Console (ttyS0) gets the test output; ttyS1 gets only RESULT lines, so a
+# kernel panic on the console can never be mistaken for a result.
+export PATH=/bin HOME=/tmp TMPDIR=/tmp TWTRACE_BIN=/twtrace
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1 # the initramfs has no /dev/console node of its own
+mkdir -p /sys/fs/bpf /sys/kernel/tracing /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+ip link set lo up
+
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p"; }
+kernel=$(arg kernel)
+[ "$(arg long)" = 1 ] || export TWTRACE_SKIP_LONG=1
+stty -F /dev/ttyS1 raw -echo
+
+verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 backend not available)
+  case $1 in 0) echo passed ;; 3) echo unavailable ;; *) echo failed ;; esac
+}
+
+echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}"
+for b in fentry kprobe tracepoint; do
+  echo "=== vmtest: /tracer.test -backend=$b"
+  /tracer.test -test.v -test.timeout 10m -backend=$b
+  t=$(verdict $?)
+  echo "=== vmtest: /twtrace-cmd.test -backend=$b"
+  /twtrace-cmd.test -test.v -backend=$b
+  c=$(verdict $?)
+  # Both binaries must agree; one passing while the other says "not available" is a bug.
+  r=$t
+  [ "$t" = "$c" ] || r=failed
+  echo "RESULT $kernel $b $r (tracer.test: $t, twtrace-cmd.test: $c)"
+  echo "RESULT $kernel $b $r" >/dev/ttyS1
+done
+sleep 1 # let the UARTs drain before the power goes
+poweroff -f

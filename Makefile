@@ -1,0 +1,38 @@
+# twtrace's front door: make, make generate, make test, make vmtest, make run.
+GO       ?= go
+CLANG    ?= clang-19
+BIN      := bin/twtrace
+export CGO_ENABLED := 0
+
+.PHONY: all build generate test test-unit vmtest run clean tools-clang
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/twtrace
+
+# Regenerates the committed eBPF objects and their Go bindings from bpf/.
+generate: tools-clang
+	cd tracer && $(GO) generate ./...
+
+tools-clang:
+	@command -v $(CLANG) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CLANG) llvm-19; }
+
+# Everything that proves twtrace works. Integration tests need root (they skip without it).
+test: build
+	$(GO) vet ./...
+	TWTRACE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./...
+
+# Unit tests only: no privileges needed.
+test-unit:
+	TWTRACE_UNIT_ONLY=1 $(GO) test -count=1 ./...
+
+# The integration suite on Linux 5.10, 6.1 and 6.12 under QEMU, once per backend.
+vmtest:
+	bash .ci/vmtest/run.sh
+
+run: build
+	@if [ "$$(id -u)" = 0 ]; then $(BIN) watch; else sudo $(BIN) watch; fi
+
+clean:
+	rm -rf bin .ci/vmtest/out

@@ -1,0 +1,159 @@
+/* Settings, socket reading and emission shared by every hook. */
+#ifndef TWTRACE_COMMON_H
+#define TWTRACE_COMMON_H
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define RCV_SHUTDOWN 1
+#define SHUTDOWN_MASK 3
+
+/* enum tcp_state values are stable kernel ABI (include/net/tcp_states.h) */
+#define S_ESTABLISHED 1
+#define S_SYN_SENT 2
+#define S_SYN_RECV 3
+#define S_FIN_WAIT1 4
+#define S_FIN_WAIT2 5
+#define S_TIME_WAIT 6
+#define S_CLOSE 7
+#define S_CLOSE_WAIT 8
+#define S_LAST_ACK 9
+#define S_LISTEN 10
+#define S_CLOSING 11
+#define S_NEW_SYN_RECV 12
+
+/* event families selected with --events */
+#define FAM_STATE (1 << 0)
+#define FAM_TW (1 << 1)
+#define FAM_OVERFLOW (1 << 2)
+#define FAM_RESET (1 << 3)
+
+/* Set from Go before load; the verifier prunes what they switch off. */
+volatile const __u32 cfg_events = FAM_STATE | FAM_TW | FAM_OVERFLOW | FAM_RESET;
+volatile const __u16 cfg_port;
+volatile const __u16 cfg_sport;
+volatile const __u16 cfg_dport;
+volatile const __u32 cfg_pid;
+volatile const __u32 cfg_netns;
+volatile const __u8 cfg_family;      /* 0, 4 or 6 */
+volatile const __u8 cfg_addr_family; /* 0 when --addr is unset */
+volatile const __u8 cfg_addr_prefix;
+volatile const __u8 cfg_addr[16];
+volatile const __u64 cfg_tw_timer_handler; /* address of tw_timer_handler */
+
+static __always_inline bool read_tuple(struct event *e, struct sock_common *skc)
+{
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+
+	if (family == AF_INET) {
+		e->family = 4;
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, skc, skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, skc, skc_daddr);
+	} else if (family == AF_INET6) {
+		e->family = 6;
+		BPF_CORE_READ_INTO(&e->saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, skc, skc_v6_daddr);
+	} else {
+		return false;
+	}
+	e->sport = BPF_CORE_READ(skc, skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	return true;
+}
+
+/* A full socket's local port: tcp_set_state(CLOSE) zeroes skc_num before the
+ * tracepoint fires, inet_sport survives. */
+static __always_inline bool read_sock_tuple(struct event *e, struct sock *sk)
+{
+	if (!read_tuple(e, &sk->__sk_common))
+		return false;
+	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return true;
+}
+
+static __always_inline void set_owner(struct event *e, const struct owner *o)
+{
+	if (!o->known)
+		return;
+	e->pid = o->pid;
+	__builtin_memcpy(e->comm, o->comm, COMM_LEN);
+	e->flags |= F_OWNER_KNOWN;
+}
+
+static __always_inline void current_owner(struct owner *o)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->known = 1;
+	bpf_get_current_comm(o->comm, COMM_LEN);
+}
+
+static __always_inline bool prefix_match(const __u8 *a)
+{
+	__u32 bits = cfg_addr_prefix;
+
+	for (int i = 0; i < 16; i++) {
+		if (bits == 0)
+			return true;
+		__u8 mask = bits >= 8 ? 0xff : (__u8)(0xff << (8 - bits));
+		if ((a[i] ^ cfg_addr[i]) & mask)
+			return false;
+		bits = bits >= 8 ? bits - 8 : 0;
+	}
+	return true;
+}
+
+static __always_inline bool v4_mapped(const __u8 *a)
+{
+	return ((const __u64 *)a)[0] == 0 && ((const __u32 *)a)[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline bool addr_match(const struct event *e, const __u8 *a)
+{
+	if (e->family == cfg_addr_family)
+		return prefix_match(a);
+	/* an IPv4 peer of a dual-stack IPv6 socket */
+	if (cfg_addr_family == 4 && e->family == 6 && v4_mapped(a))
+		return prefix_match(a + 12);
+	return false;
+}
+
+static __always_inline bool wanted(const struct event *e)
+{
+	if (cfg_family && e->family != cfg_family)
+		return false;
+	if (cfg_netns && e->netns != cfg_netns)
+		return false;
+	if (cfg_port && e->sport != cfg_port && e->dport != cfg_port)
+		return false;
+	if (cfg_sport && e->sport != cfg_sport)
+		return false;
+	if (cfg_dport && e->dport != cfg_dport)
+		return false;
+	if (cfg_pid && (!(e->flags & F_OWNER_KNOWN) || e->pid != cfg_pid))
+		return false;
+	if (cfg_addr_family && !addr_match(e, e->saddr) && !addr_match(e, e->daddr))
+		return false;
+	return true;
+}
+
+static __always_inline void send(struct event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(STAT_LOST);
+	else
+		count(STAT_EMITTED);
+}
+
+/* emit sends e if the user's filters keep it, and says whether they did. */
+static __always_inline bool emit(struct event *e)
+{
+	if (!wanted(e)) {
+		count(STAT_FILTERED);
+		return false;
+	}
+	send(e);
+	return true;
+}
+
+#endif

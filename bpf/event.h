@@ -1,0 +1,79 @@
+/* The record layout shared with Go: bpf2go generates the Go type from struct event (-type event). */
+#ifndef TWTRACE_EVENT_H
+#define TWTRACE_EVENT_H
+
+#define COMM_LEN 16
+
+enum event_kind {
+	EV_STATE = 1,
+	EV_TW_ENTER = 2,    /* a full socket handed off to a timewait socket: also a state transition */
+	EV_TW_REARM = 3,
+	EV_TW_EXIT = 4,     /* a timewait socket died: also the TIME_WAIT->CLOSE transition */
+	EV_TW_OVERFLOW = 5,
+	EV_RESET = 6,
+};
+
+enum event_flag {
+	F_DURATION_KNOWN = 1 << 0, /* duration_ns holds in_old / lifetime */
+	F_OWNER_KNOWN = 1 << 1,
+	F_REASON_KERNEL = 1 << 2,  /* reason came from the kernel's tracepoint, not inferred */
+	F_RESET_RECV = 1 << 3,
+	F_VALUE_KNOWN = 1 << 4,    /* value holds timeout / max buckets / unread bytes */
+	F_NO_SOCKET = 1 << 5,      /* reset sent for a packet that matched no socket */
+};
+
+enum tw_cause {
+	CAUSE_EXPIRED = 1,
+	CAUSE_KILLED = 2,
+};
+
+enum tw_detail {
+	DETAIL_NONE = 0,
+	DETAIL_SYN = 1,
+	DETAIL_RST = 2,
+	DETAIL_REUSE = 3,
+	DETAIL_NETNS_EXIT = 4,
+};
+
+/* Inferred reset reasons, reported on kernels whose tcp_send_reset has no reason argument.
+ * Values are outside enum sk_rst_reason's range so the two never collide. */
+enum inferred_reason {
+	INFERRED_NOT_SPECIFIED = 0xff00,
+	INFERRED_ABORT_ON_CLOSE = 0xff01,
+	INFERRED_TCP_STATE = 0xff02,
+};
+
+struct event {
+	__u64 ts_ns;       /* CLOCK_MONOTONIC */
+	__u64 duration_ns; /* time in old state, or timewait lifetime */
+	__u32 netns;
+	__u32 pid;
+	__u32 value;       /* timeout in jiffies, max_tw_buckets, or unread bytes: see kind */
+	__u16 sport;       /* local */
+	__u16 dport;       /* remote */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[COMM_LEN];
+	__u8 kind;
+	__u8 family; /* 4 or 6 */
+	__u8 old_state;
+	__u8 new_state;
+	__u8 substate;
+	__u8 cause;
+	__u8 detail;
+	__u8 flags;
+	__u16 reason;
+	__u8 _pad[6];
+};
+
+enum stat_index {
+	STAT_EMITTED = 0,
+	STAT_LOST = 1,      /* ring buffer full */
+	STAT_FILTERED = 2,  /* dropped by a filter, in the kernel */
+	STAT_SOCK_UNTRACKED = 3, /* transition of a socket whose previous state was never seen */
+	STAT_TW_UNKNOWN_BIRTH = 4, /* timewait socket died whose birth we did not see */
+	STAT_TW_UNMATCHED = 5,     /* timewait timer armed with no full socket handing off */
+	STAT_MAX = 6,
+};
+
+#endif

@@ -1,0 +1,94 @@
+#ifndef TWTRACE_MAPS_H
+#define TWTRACE_MAPS_H
+
+/* Sizes are rewritten from Go before load (--ringbuf-size etc.); these are the defaults. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct owner {
+	__u32 pid;
+	__u32 known;
+	char comm[COMM_LEN];
+};
+
+/* Per full socket: when it entered its current state, and its owner. Deleted at CLOSE. */
+struct sock_info {
+	__u64 since_ns;
+	struct owner owner;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/* Per timewait socket: its birth and the owner carried over. Deleted at death. */
+struct tw_info {
+	__u64 birth_ns;
+	struct owner owner;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tw_info);
+} tws SEC(".maps");
+
+/* What one CPU just did, to join events the kernel emits back to back in one
+ * bottom-half-disabled section (timer armed, then full socket closed, then reset sent). */
+struct cpu_scratch {
+	/* a timewait timer armed for a socket we have not seen handed off yet */
+	__u64 armed_tw;
+	__u64 armed_ts;
+	__u32 armed_timeout;
+	__u32 armed_netns;
+	__u16 armed_sport;
+	__u16 armed_dport;
+	__u8 armed_substate;
+	__u8 _pad0[3];
+	/* a timewait timer detached: re-arm, expiry or kill, settled by what follows */
+	__u64 pending_tw;
+	__u64 pending_ts;
+	__u8 pending_due;
+	__u8 _pad1[7];
+	struct event pending_ev;
+	/* the last full socket closed here, whose owner a following reset still needs */
+	__u64 closed_sk;
+	struct owner closed_owner;
+	/* the last full socket that sent a reset here: its close is not an overflow */
+	__u64 reset_sk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_scratch);
+} scratch SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct cpu_scratch *this_cpu(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+#endif

@@ -1,0 +1,53 @@
+/* Bucket overflow without kprobes: tcp_time_wait() found the namespace's timewait table
+ * full, so the full socket goes to CLOSE with no timewait timer armed for it. */
+#ifndef TWTRACE_OVERFLOW_H
+#define TWTRACE_OVERFLOW_H
+
+static __always_inline struct inet_timewait_death_row *death_row(struct net *net)
+{
+	if (bpf_core_field_size(net->ipv4.tcp_death_row) == sizeof(void *))
+		return BPF_CORE_READ((struct netns_ipv4___dr_ptr *)&net->ipv4, tcp_death_row);
+	return &net->ipv4.tcp_death_row;
+}
+
+/* tw_table_full mirrors inet_twsk_alloc()'s test and reports the limit. */
+static __always_inline bool tw_table_full(struct sock *sk, __u32 *max)
+{
+	struct inet_timewait_death_row *dr = death_row(BPF_CORE_READ(sk, __sk_common.skc_net.net));
+	int limit = BPF_CORE_READ(dr, sysctl_max_tw_buckets);
+
+	*max = limit;
+	if (bpf_core_field_exists(dr->tw_refcount))
+		return (int)BPF_CORE_READ(dr, tw_refcount.refs.counter) - 1 >= limit;
+	return BPF_CORE_READ((struct inet_timewait_death_row___v510 *)dr, tw_count.counter) >= limit;
+}
+
+/* Other ways a closing socket reaches CLOSE without a timewait socket: a reset received
+ * (sk_err) or sent, or linger2 < 0. None of them is an overflow. */
+static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratch *c)
+{
+	if (c->reset_sk == (__u64)sk)
+		return true;
+	if (BPF_CORE_READ(sk, sk_err))
+		return true;
+	return BPF_CORE_READ((struct tcp_sock *)sk, linger2) < 0;
+}
+
+static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st)
+{
+	__u32 max;
+
+	if (closed_abortively(sk, c) || !tw_table_full(sk, &max))
+		return;
+	struct event e = *st;
+	e.kind = EV_TW_OVERFLOW;
+	e.new_state = S_CLOSE;
+	e.value = max;
+	e.flags |= F_VALUE_KNOWN;
+	/* tcp_fin() marks RCV_SHUTDOWN before asking for TIME_WAIT; otherwise it was FIN_WAIT2 */
+	bool fin_received = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN;
+	e.substate = (st->old_state == S_CLOSING || fin_received) ? S_TIME_WAIT : S_FIN_WAIT2;
+	emit(&e);
+}
+
+#endif

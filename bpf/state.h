@@ -1,0 +1,81 @@
+/* Full-socket transitions from sock:inet_sock_set_state. */
+#ifndef TWTRACE_STATE_H
+#define TWTRACE_STATE_H
+
+/* Transitions made only by the owner's own system calls (connect, listen, close,
+ * shutdown). Everywhere else the tracepoint may run in softirq, where the current
+ * task is a bystander. */
+static __always_inline bool in_owner_context(struct sock *sk, int old, int new)
+{
+	if ((old == S_CLOSE && (new == S_SYN_SENT || new == S_LISTEN)) ||
+	    (new == S_FIN_WAIT1 && (old == S_ESTABLISHED || old == S_SYN_RECV)) ||
+	    (old == S_CLOSE_WAIT && new == S_LAST_ACK))
+		return true;
+	/* close() with unread data or zero linger: __tcp_close() sets SHUTDOWN_MASK before
+	 * the state change; every softirq path to CLOSE (tcp_done) sets it only after. */
+	return new == S_CLOSE && (old == S_ESTABLISHED || old == S_CLOSE_WAIT || old == S_SYN_RECV) &&
+	       BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) == SHUTDOWN_MASK;
+}
+
+static __always_inline int on_set_state(struct sock *sk, int old, int new)
+{
+	struct cpu_scratch *c;
+	struct sock_info *si;
+	struct owner owner = {};
+	struct event e = {};
+	__u64 key = (__u64)sk;
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	if (!read_sock_tuple(&e, sk))
+		return 0;
+	c = this_cpu();
+	if (!c)
+		return 0;
+	pending_settle(c, 0, false);
+
+	e.ts_ns = bpf_ktime_get_ns();
+	e.kind = EV_STATE;
+	e.old_state = old;
+	e.new_state = new;
+
+	si = bpf_map_lookup_elem(&socks, &key);
+	if (si) {
+		e.duration_ns = e.ts_ns - si->since_ns;
+		e.flags |= F_DURATION_KNOWN;
+		owner = si->owner;
+	} else if (old != S_CLOSE && old != S_LISTEN) {
+		count(STAT_SOCK_UNTRACKED);
+	}
+	if (in_owner_context(sk, old, new))
+		current_owner(&owner);
+	set_owner(&e, &owner);
+
+	if (new != S_CLOSE) {
+		if (si) {
+			si->since_ns = e.ts_ns;
+			si->owner = owner;
+		} else {
+			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
+			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
+		}
+		if (cfg_events & FAM_STATE)
+			emit(&e);
+		return 0;
+	}
+
+	bpf_map_delete_elem(&socks, &key);
+	c->closed_sk = key;
+	c->closed_owner = owner;
+	if (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING) {
+		if (tw_handoff(c, &e, &owner))
+			return 0;
+		if (cfg_events & FAM_OVERFLOW)
+			check_overflow(sk, c, &e);
+	}
+	if (cfg_events & FAM_STATE)
+		emit(&e);
+	return 0;
+}
+
+#endif

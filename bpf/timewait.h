@@ -1,0 +1,205 @@
+/* Timewait sockets: birth (hand-off from the full socket), re-arm and death.
+ * The tracepoint backend sees them through the timer tracepoints, filtered on
+ * timer->function == tw_timer_handler:
+ *   new socket:  timer_start, then (same CPU, same bh section) the full socket's ->CLOSE
+ *   re-arm:      timer_cancel immediately followed by timer_start of the same timer
+ *   expiry:      timer_cancel immediately followed by timer_expire_entry of the same timer
+ *   early kill:  timer_cancel alone; the socket may be freed right after, so the
+ *                exit record is built at cancel time and held per CPU until resolved. */
+#ifndef TWTRACE_TIMEWAIT_H
+#define TWTRACE_TIMEWAIT_H
+
+#define PENDING_MAX_AGE_NS (20 * 1000 * 1000ULL)
+#define HANDOFF_MAX_AGE_NS (10 * 1000 * 1000ULL)
+
+static __always_inline struct inet_timewait_sock *tw_of(struct timer_list *t)
+{
+	return (void *)t - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+}
+
+static __always_inline __u32 netns_refs(struct net *net)
+{
+	if (bpf_core_field_exists(net->ns.__ns_ref))
+		return BPF_CORE_READ(net, ns.__ns_ref.refs.counter);
+	if (bpf_core_field_exists(((struct ns_common___count *)0)->count))
+		return BPF_CORE_READ((struct ns_common___count *)&net->ns, count.refs.counter);
+	return BPF_CORE_READ((struct net___count *)net, count.refs.counter);
+}
+
+/* tw_exit_record fills what a timewait socket's exit reports, while it is still alive. */
+static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait_sock *tw, __u64 now)
+{
+	__u64 key = (__u64)tw;
+
+	if (!read_tuple(e, &tw->__tw_common))
+		return false;
+	e->ts_ns = now;
+	e->kind = EV_TW_EXIT;
+	e->old_state = S_TIME_WAIT;
+	e->new_state = S_CLOSE;
+	e->substate = BPF_CORE_READ(tw, tw_substate);
+	struct tw_info *ti = bpf_map_lookup_elem(&tws, &key);
+	if (ti) {
+		e->duration_ns = now - ti->birth_ns;
+		e->flags |= F_DURATION_KNOWN;
+		set_owner(e, &ti->owner);
+	}
+	if (netns_refs(BPF_CORE_READ(tw, __tw_common.skc_net.net)) == 0)
+		e->detail = DETAIL_NETNS_EXIT;
+	return true;
+}
+
+static __always_inline void tw_exit_send(struct event *e, __u64 tw, __u8 cause)
+{
+	if (!(e->flags & F_DURATION_KNOWN))
+		count(STAT_TW_UNKNOWN_BIRTH);
+	else
+		bpf_map_delete_elem(&tws, &tw);
+	e->cause = cause;
+	if (cause == CAUSE_EXPIRED)
+		e->detail = DETAIL_NONE;
+	if (cfg_events & (FAM_STATE | FAM_TW))
+		emit(e);
+}
+
+static __always_inline void pending_clear(struct cpu_scratch *c)
+{
+	c->pending_tw = 0;
+}
+
+static __always_inline void pending_flush_killed(struct cpu_scratch *c)
+{
+	__u64 tw = c->pending_tw;
+
+	if (!tw)
+		return;
+	c->pending_tw = 0;
+	tw_exit_send(&c->pending_ev, tw, CAUSE_KILLED);
+}
+
+/* Any other event on this CPU proves a held timer_cancel was neither a re-arm nor an
+ * expiry, except that a hardirq may run between an expiring timer's cancel and its
+ * callback: a due timer is only settled by timewait timers, transitions, or age. */
+static __always_inline void pending_settle(struct cpu_scratch *c, __u64 tw, bool is_tw)
+{
+	if (!c->pending_tw || (is_tw && c->pending_tw == tw))
+		return;
+	if (is_tw || !c->pending_due)
+		pending_flush_killed(c);
+}
+
+static __always_inline void tw_armed(struct cpu_scratch *c, struct inet_timewait_sock *tw,
+				     unsigned long expires, __u64 now)
+{
+	__u64 key = (__u64)tw;
+	__u32 timeout = expires - bpf_jiffies64();
+
+	if (c->pending_tw == key) {
+		pending_clear(c);
+		struct event *e = &c->pending_ev;
+		e->kind = EV_TW_REARM;
+		e->old_state = S_TIME_WAIT;
+		e->new_state = S_TIME_WAIT;
+		e->detail = DETAIL_NONE;
+		e->substate = BPF_CORE_READ(tw, tw_substate);
+		e->value = timeout;
+		e->flags |= F_VALUE_KNOWN;
+		if ((cfg_events & FAM_TW) && (e->flags & F_DURATION_KNOWN))
+			emit(e);
+		return;
+	}
+	c->armed_tw = key;
+	c->armed_ts = now;
+	c->armed_timeout = timeout;
+	c->armed_substate = BPF_CORE_READ(tw, tw_substate);
+	c->armed_sport = BPF_CORE_READ(tw, __tw_common.skc_num);
+	c->armed_dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
+	c->armed_netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void tw_cancelled(struct cpu_scratch *c, struct inet_timewait_sock *tw,
+					 struct timer_list *timer, __u64 now)
+{
+	struct event *e = &c->pending_ev;
+
+	__builtin_memset(e, 0, sizeof(*e));
+	if (!tw_exit_record(e, tw, now))
+		return;
+	c->pending_tw = (__u64)tw;
+	c->pending_ts = now;
+	c->pending_due = (long)(bpf_jiffies64() - BPF_CORE_READ(timer, expires)) >= 0;
+}
+
+static __always_inline void tw_expiring(struct cpu_scratch *c, struct inet_timewait_sock *tw, __u64 now)
+{
+	__u64 key = (__u64)tw;
+
+	if (c->pending_tw == key) {
+		pending_clear(c);
+		tw_exit_send(&c->pending_ev, key, CAUSE_EXPIRED);
+		return;
+	}
+	struct event e = {};
+	if (tw_exit_record(&e, tw, now))
+		tw_exit_send(&e, key, CAUSE_EXPIRED);
+}
+
+/* One body for the three timer tracepoints. */
+enum timer_op { TIMER_START, TIMER_CANCEL, TIMER_EXPIRE };
+
+static __always_inline int on_timer(struct timer_list *timer, enum timer_op op)
+{
+	bool is_tw = (__u64)timer->function == cfg_tw_timer_handler;
+	struct cpu_scratch *c = this_cpu();
+	struct inet_timewait_sock *tw = tw_of(timer);
+	__u64 now;
+
+	if (!c)
+		return 0;
+	pending_settle(c, (__u64)tw, is_tw);
+	if (!is_tw)
+		return 0;
+	now = bpf_ktime_get_ns();
+	switch (op) {
+	case TIMER_START:
+		/* the tracepoint's own expiry argument changed meaning in 6.8 */
+		tw_armed(c, tw, BPF_CORE_READ(timer, expires), now);
+		break;
+	case TIMER_CANCEL:
+		tw_cancelled(c, tw, timer, now);
+		break;
+	case TIMER_EXPIRE:
+		tw_expiring(c, tw, now);
+		break;
+	}
+	return 0;
+}
+
+/* tw_handoff turns a full socket's ->CLOSE into its hand-off to the timewait socket
+ * armed just before on this CPU, if there is one with the same tuple. */
+static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, const struct owner *o)
+{
+	if (!c->armed_tw || e->ts_ns - c->armed_ts > HANDOFF_MAX_AGE_NS ||
+	    c->armed_sport != e->sport || c->armed_dport != e->dport || c->armed_netns != e->netns)
+		return false;
+
+	__u64 tw = c->armed_tw;
+	c->armed_tw = 0;
+	e->kind = EV_TW_ENTER;
+	e->new_state = S_TIME_WAIT;
+	e->substate = c->armed_substate;
+	e->value = c->armed_timeout;
+	e->flags |= F_VALUE_KNOWN;
+	if (!(cfg_events & (FAM_STATE | FAM_TW)))
+		return true;
+	if (!wanted(e)) {
+		count(STAT_FILTERED);
+		return true;
+	}
+	struct tw_info ti = { .birth_ns = c->armed_ts, .owner = *o };
+	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
+	send(e);
+	return true;
+}
+
+#endif

@@ -1,0 +1,87 @@
+//go:build ignore
+
+#include "vmlinux.h"
+#include "bpf/bpf_helpers.h"
+#include "bpf/bpf_core_read.h"
+#include "bpf/bpf_tracing.h"
+#include "bpf/bpf_endian.h"
+
+#include "event.h"
+#include "maps.h"
+#include "compat.h"
+#include "common.h"
+#include "timewait.h"
+#include "overflow.h"
+#include "state.h"
+#include "reset.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Referenced so that BTF, and through bpf2go the Go code, carries these enums. */
+const enum event_kind *_kind __attribute__((unused));
+const enum event_flag *_flag __attribute__((unused));
+const enum tw_cause *_cause __attribute__((unused));
+const enum tw_detail *_detail __attribute__((unused));
+const enum stat_index *_stat __attribute__((unused));
+const enum inferred_reason *_inferred __attribute__((unused));
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	return on_set_state(sk, oldstate, newstate);
+}
+
+SEC("tp_btf/timer_start")
+int BPF_PROG(tp_timer_start, struct timer_list *timer)
+{
+	return on_timer(timer, TIMER_START);
+}
+
+SEC("tp_btf/timer_cancel")
+int BPF_PROG(tp_timer_cancel, struct timer_list *timer)
+{
+	return on_timer(timer, TIMER_CANCEL);
+}
+
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(tp_timer_expire_entry, struct timer_list *timer)
+{
+	return on_timer(timer, TIMER_EXPIRE);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int tp_send_reset(unsigned long long *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	struct sk_buff *skb = (struct sk_buff *)ctx[1];
+
+	/* 6.10 added the reason argument together with enum sk_rst_reason */
+	if (bpf_core_enum_value_exists(enum sk_rst_reason, SK_RST_REASON_NOT_SPECIFIED))
+		return on_reset(sk, skb, (__u32)ctx[2], true, false);
+	return on_reset(sk, skb, 0, false, false);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tp_receive_reset, struct sock *sk)
+{
+	return on_reset(sk, NULL, 0, false, true);
+}
+
+/* Run from Go on each CPU (BPF_F_TEST_RUN_ON_CPU): settles a held timer_cancel on an
+ * otherwise idle CPU. An expiry's cancel and callback are microseconds apart. */
+SEC("raw_tp/twtrace_settle")
+int settle_pending(void *ctx)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (c && c->pending_tw && bpf_ktime_get_ns() - c->pending_ts > PENDING_MAX_AGE_NS)
+		pending_flush_killed(c);
+	return 0;
+}
+
+/* Run from Go twice to measure the kernel's HZ, which timeouts in jiffies need. */
+SEC("raw_tp/twtrace_jiffies")
+int read_jiffies(void *ctx)
+{
+	return (__u32)bpf_jiffies64();
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// traceFlags are the options every tracing command shares.
+type traceFlags struct {
+	output   string
+	events   string
+	backend  string
+	duration time.Duration
+	ringbuf  string
+	port     int
+	sport    int
+	dport    int
+	addr     string
+	pid      int
+	netns    uint64
+	ipv4     bool
+	ipv6     bool
+	logLevel string
+}
+
+func (f *traceFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.output, "o", "text", "output format: text or json (one object per line)")
+	fs.StringVar(&f.events, "events", "all", "event families, comma-separated: state, tw, overflow, reset, or all")
+	fs.StringVar(&f.backend, "backend", "auto", "attach with: auto, fentry, kprobe or tracepoint")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); 0 runs until interrupted")
+	fs.StringVar(&f.ringbuf, "ringbuf-size", "4M", "kernel ring buffer size: a power of two, multiple of the page size (K and M suffixes)")
+	fs.IntVar(&f.port, "port", 0, "only sockets with this local or remote port")
+	fs.IntVar(&f.sport, "sport", 0, "only sockets with this local port")
+	fs.IntVar(&f.dport, "dport", 0, "only sockets with this remote port")
+	fs.StringVar(&f.addr, "addr", "", "only sockets with a local or remote address in this CIDR (e.g. 10.0.0.0/8, ::1/128)")
+	fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
+	fs.Uint64Var(&f.netns, "netns", 0, "only sockets in this network namespace (inode number, as lsns shows)")
+	fs.BoolVar(&f.ipv4, "4", false, "only IPv4")
+	fs.BoolVar(&f.ipv6, "6", false, "only IPv6")
+	fs.StringVar(&f.logLevel, "log-level", "info", "diagnostics on stderr: debug, info, warn or error")
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return usagef("%s", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+func portFlag(name string, v int) (uint16, error) {
+	if v == 0 {
+		return 0, nil
+	}
+	if v < 1 || v > 65535 {
+		return 0, usagef("--%s %d: a port is 1-65535", name, v)
+	}
+	return uint16(v), nil
+}
+
+// options turns validated flags into tracer options.
+func (f *traceFlags) options() (tracer.Options, error) {
+	var o tracer.Options
+	var err error
+	if f.output != "text" && f.output != "json" {
+		return o, usagef("-o %q: want text or json", f.output)
+	}
+	if f.duration < 0 {
+		return o, usagef("--duration %s: must not be negative", f.duration)
+	}
+	if o.Families, err = tracer.ParseFamilies(f.events); err != nil {
+		return o, usagef("--events: %s", err)
+	}
+	if o.Backend, err = tracer.ParseBackend(f.backend); err != nil {
+		return o, usagef("--backend: %s", err)
+	}
+	if o.RingBufferSize, err = parseSize(f.ringbuf); err != nil {
+		return o, usagef("--ringbuf-size: %s", err)
+	}
+	if err := tracer.ValidateRingBufferSize(o.RingBufferSize, os.Getpagesize()); err != nil {
+		return o, usagef("--ringbuf-size: %s", err)
+	}
+	flt := &o.Filter
+	if flt.Port, err = portFlag("port", f.port); err != nil {
+		return o, err
+	}
+	if flt.SPort, err = portFlag("sport", f.sport); err != nil {
+		return o, err
+	}
+	if flt.DPort, err = portFlag("dport", f.dport); err != nil {
+		return o, err
+	}
+	if f.pid < 0 || f.pid > 1<<22 {
+		return o, usagef("--pid %d: not a process ID", f.pid)
+	}
+	flt.PID = uint32(f.pid)
+	if f.netns > 1<<32-1 {
+		return o, usagef("--netns %d: an inode number fits in 32 bits", f.netns)
+	}
+	flt.NetNS = uint32(f.netns)
+	if f.ipv4 && f.ipv6 {
+		return o, usagef("-4 and -6 together match nothing: give one or neither")
+	}
+	if f.ipv4 {
+		flt.Family = 4
+	} else if f.ipv6 {
+		flt.Family = 6
+	}
+	if f.addr != "" {
+		if flt.Addr, err = parseCIDR(f.addr); err != nil {
+			return o, usagef("--addr: %s", err)
+		}
+		if (flt.Family == 6 && flt.Addr.Addr().Is4()) || (flt.Family == 4 && flt.Addr.Addr().Is6()) {
+			return o, usagef("--addr %s conflicts with -%d", f.addr, flt.Family)
+		}
+	}
+	return o, nil
+}
+
+// parseCIDR accepts a prefix or a bare address (a /32 or /128).
+func parseCIDR(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a valid CIDR (address/prefix length, e.g. 10.0.0.0/8)", s)
+	}
+	if p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q: zones are not supported", s)
+	}
+	return p.Masked(), nil
+}
+
+// parseSize parses a byte count with an optional K or M suffix.
+func parseSize(s string) (uint32, error) {
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n*mult > 1<<31 {
+		return 0, fmt.Errorf("%q is not a size between 1 and 2G (e.g. 65536, 256K, 4M)", s)
+	}
+	return uint32(n * mult), nil
+}

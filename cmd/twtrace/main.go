@@ -1,0 +1,79 @@
+// Command twtrace traces the Linux TCP stack: state transitions, TIME_WAIT sockets
+// from birth to death, timewait bucket overflows and resets.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cilium/ebpf"
+)
+
+var version = "dev"
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const topUsage = `twtrace: trace TCP state transitions, TIME_WAIT lifetimes, bucket overflows and resets.
+
+Usage:
+  twtrace watch [flags]    stream events until interrupted or --duration
+  twtrace probe            show the kernel's support and the backend chosen per hook
+  twtrace version          print the version
+
+Run 'twtrace CMD --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "twtrace: %s\n", ue.msg)
+		return 2
+	}
+	var un errUnavailable
+	if errors.As(err, &un) {
+		fmt.Fprintf(stderr, "twtrace: %s\n", un)
+		return 3
+	}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		fmt.Fprintf(stderr, "twtrace: the kernel's verifier rejected a program:\n%+v\n", ve)
+		return 1
+	}
+	fmt.Fprintf(stderr, "twtrace: %s\n", err)
+	return 1
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return usagef("missing command")
+	}
+	switch args[0] {
+	case "watch":
+		return watch(args[1:], stdout, stderr)
+	case "probe":
+		return probe(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "twtrace %s\n", version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, topUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, topUsage)
+	return usagef("unknown command %q", args[0])
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+func probe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	output := fs.String("o", "text", "output format: text or json")
+	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when that backend is not available here.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("-o %q: want text or json", *output)
+	}
+	b, err := tracer.ParseBackend(*backend)
+	if err != nil {
+		return usagef("--backend: %s", err)
+	}
+	if err := tracer.CheckPrivileges(); err != nil {
+		return err
+	}
+	r := tracer.Probe(b)
+	if *output == "json" {
+		err = writeProbeJSON(stdout, r)
+	} else {
+		writeProbeText(stdout, r)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Err != nil {
+		return errUnavailable{r.Err}
+	}
+	return nil
+}
+
+// errUnavailable exits with status 3: this kernel cannot run the requested backend.
+type errUnavailable struct{ err error }
+
+func (e errUnavailable) Error() string { return "not available on this kernel: " + e.err.Error() }
+
+func writeProbeText(w io.Writer, r tracer.Report) {
+	fmt.Fprintf(w, "kernel:  %s\n", r.Kernel)
+	if r.BTF {
+		fmt.Fprintf(w, "BTF:     yes (/sys/kernel/btf/vmlinux)\n")
+	} else {
+		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.8+ with CONFIG_DEBUG_INFO_BTF=y\n")
+	}
+	if r.HZ != 0 {
+		fmt.Fprintf(w, "HZ:      %d (measured)\n", r.HZ)
+	}
+	fmt.Fprintf(w, "\nattach methods:\n")
+	for _, f := range r.Features {
+		if f.OK {
+			fmt.Fprintf(w, "  %-32s yes\n", f.Name)
+		} else {
+			fmt.Fprintf(w, "  %-32s no: %s\n", f.Name, f.Detail)
+		}
+	}
+	fmt.Fprintf(w, "\nhooks:\n")
+	for _, c := range r.Choices {
+		fmt.Fprintf(w, "  %-9s -> %s\n", c.Hook, c.Backend)
+		for _, b := range sortedBackends(c.Unavailable) {
+			fmt.Fprintf(w, "  %-9s    %s: %s\n", "", b, c.Unavailable[b])
+		}
+	}
+	if r.Err != nil {
+		fmt.Fprintf(w, "\ncannot trace: %s\n", r.Err)
+	}
+}
+
+func sortedBackends(m map[tracer.Backend]string) []tracer.Backend {
+	var bs []tracer.Backend
+	for b := range m {
+		bs = append(bs, b)
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i] < bs[j] })
+	return bs
+}
+
+func writeProbeJSON(w io.Writer, r tracer.Report) error {
+	type hook struct {
+		Hook        string            `json:"hook"`
+		Backend     string            `json:"backend"`
+		Unavailable map[string]string `json:"unavailable"`
+	}
+	out := struct {
+		Kernel   string           `json:"kernel"`
+		BTF      bool             `json:"btf"`
+		HZ       uint32           `json:"hz,omitempty"`
+		Features []tracer.Feature `json:"features"`
+		Hooks    []hook           `json:"hooks"`
+		Error    *string          `json:"error"`
+	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ, Features: r.Features}
+	for _, c := range r.Choices {
+		h := hook{Hook: string(c.Hook), Backend: string(c.Backend), Unavailable: map[string]string{}}
+		for b, why := range c.Unavailable {
+			h.Unavailable[string(b)] = why
+		}
+		out.Hooks = append(out.Hooks, h)
+	}
+	if r.Err != nil {
+		s := r.Err.Error()
+		out.Error = &s
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

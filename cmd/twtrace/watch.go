@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+func watch(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	var f traceFlags
+	f.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	opts, err := f.options()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	if err := tracer.CheckPrivileges(); err != nil {
+		return err
+	}
+	t, err := tracer.New(opts)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	for _, c := range t.Choices() {
+		log.Debug().Str("hook", string(c.Hook)).Str("backend", string(c.Backend)).Msg("attached")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+
+	p := newPrinter(stdout, f.output == "json")
+	if f.output == "text" {
+		p.header()
+	}
+	lostDone := make(chan struct{})
+	go func() {
+		defer close(lostDone)
+		reportLost(ctx, t, p)
+	}()
+	runErr := t.Run(ctx, p.event, p.flush)
+	stop()
+	<-lostDone
+	p.reportLost(t)
+	p.flush()
+	summary(stderr, t)
+	return runErr
+}
+
+// printer serialises output from the event loop and the loss reporter.
+type printer struct {
+	mu       sync.Mutex
+	w        *bufio.Writer
+	json     bool
+	buf      []byte
+	lastLost uint64
+}
+
+func newPrinter(w io.Writer, json bool) *printer {
+	return &printer{w: bufio.NewWriterSize(w, 64<<10), json: json}
+}
+
+func (p *printer) header() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w.WriteString(textHeader)
+	p.w.Flush()
+}
+
+func (p *printer) event(e *tracer.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		p.buf = appendJSON(p.buf[:0], e)
+	} else {
+		p.buf = appendText(p.buf[:0], e)
+	}
+	p.w.Write(p.buf)
+}
+
+func (p *printer) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w.Flush()
+}
+
+// reportLost writes a record whenever the kernel counted events it could not deliver.
+func (p *printer) reportLost(t *tracer.Tracer) {
+	s, err := t.Stats()
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.Lost <= p.lastLost {
+		return
+	}
+	n := s.Lost - p.lastLost
+	p.lastLost = s.Lost
+	now := time.Now()
+	if p.json {
+		fmt.Fprintf(p.w, "{\"ts\":%q,\"kind\":\"lost\",\"count\":%d,\"total\":%d}\n", now.UTC().Format(time.RFC3339Nano), n, s.Lost)
+	} else {
+		fmt.Fprintf(p.w, "%-12s LOST %d events (ring buffer full; %d in total): raise --ringbuf-size or narrow the filters\n", now.Format("15:04:05.000"), n, s.Lost)
+	}
+	p.w.Flush()
+}
+
+func reportLost(ctx context.Context, t *tracer.Tracer, p *printer) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			p.reportLost(t)
+		}
+	}
+}
+
+func summary(w io.Writer, t *tracer.Tracer) {
+	s, err := t.Stats()
+	if err != nil {
+		fmt.Fprintf(w, "twtrace: read counters: %s\n", err)
+		return
+	}
+	fmt.Fprintf(w, "twtrace: %d events, %d lost %v, %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
+		s.Decoded, s.Lost, s.LostPerCPU, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+}

@@ -1,0 +1,99 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrUnavailable wraps every error saying a backend cannot run on this kernel.
+var ErrUnavailable = errors.New("backend not available")
+
+// Backend is a way of attaching to the kernel.
+type Backend string
+
+const (
+	BackendAuto       Backend = "auto"
+	BackendFentry     Backend = "fentry"
+	BackendKprobe     Backend = "kprobe"
+	BackendTracepoint Backend = "tracepoint"
+)
+
+// ParseBackend validates a --backend value.
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(s); b {
+	case BackendAuto, BackendFentry, BackendKprobe, BackendTracepoint:
+		return b, nil
+	}
+	return "", fmt.Errorf("unknown backend %q (want auto, fentry, kprobe or tracepoint)", s)
+}
+
+// Hook is a group of kernel attach points serving one concern.
+type Hook string
+
+const (
+	HookState    Hook = "state"    // sock:inet_sock_set_state
+	HookTimewait Hook = "timewait" // timewait sockets: birth, re-arm, death
+	HookReset    Hook = "reset"    // tcp:tcp_send_reset, tcp:tcp_receive_reset
+)
+
+// implementation is one backend's programs for a hook.
+type implementation struct {
+	backend  Backend
+	programs []string
+	needs    string // what the kernel must offer, for messages
+}
+
+// implementations lists, per hook, the backends in order of preference.
+var implementations = map[Hook][]implementation{
+	HookState: {
+		{BackendTracepoint, []string{"tp_set_state"}, "tp_btf/inet_sock_set_state"},
+	},
+	HookTimewait: {
+		{BackendTracepoint, []string{"tp_timer_start", "tp_timer_cancel", "tp_timer_expire_entry"}, "tp_btf/timer_start, timer_cancel, timer_expire_entry"},
+	},
+	HookReset: {
+		{BackendTracepoint, []string{"tp_send_reset", "tp_receive_reset"}, "tp_btf/tcp_send_reset, tcp_receive_reset"},
+	},
+}
+
+// hooksFor returns the hooks the selected families need. Every family needs the
+// state hook: it learns socket owners and joins the others.
+func hooksFor(fs Families) []Hook {
+	hooks := []Hook{HookState}
+	if fs&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
+		hooks = append(hooks, HookTimewait)
+	}
+	if fs&(FamilyReset|FamilyOverflow) != 0 {
+		hooks = append(hooks, HookReset)
+	}
+	return hooks
+}
+
+// Choice records which backend serves a hook, and why the others do not.
+type Choice struct {
+	Hook        Hook
+	Backend     Backend
+	Unavailable map[Backend]string
+}
+
+// candidates returns the implementations of hook allowed by the forced backend.
+// The state hook has only its tracepoint: a forced backend applies to the hooks that have one.
+func candidates(hook Hook, forced Backend) ([]implementation, map[Backend]string) {
+	why := map[Backend]string{}
+	var out []implementation
+	have := map[Backend]bool{}
+	for _, impl := range implementations[hook] {
+		have[impl.backend] = true
+		if forced == BackendAuto || forced == impl.backend || hook == HookState {
+			out = append(out, impl)
+		} else {
+			why[impl.backend] = "not selected (--backend " + string(forced) + ")"
+		}
+	}
+	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
+		if !have[b] {
+			why[b] = "not implemented for this hook yet"
+		}
+	}
+	return out, why
+}

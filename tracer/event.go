@@ -1,0 +1,125 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Kind is what an Event reports.
+type Kind uint8
+
+const (
+	KindState Kind = iota + 1
+	KindTWEnter
+	KindTWRearm
+	KindTWExit
+	KindTWOverflow
+	KindReset
+)
+
+var kindNames = [...]string{
+	KindState:      "state",
+	KindTWEnter:    "tw_enter",
+	KindTWRearm:    "tw_rearm",
+	KindTWExit:     "tw_exit",
+	KindTWOverflow: "tw_overflow",
+	KindReset:      "reset",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Cause is how a timewait socket ended.
+type Cause uint8
+
+const (
+	CauseExpired Cause = 1
+	CauseKilled  Cause = 2
+)
+
+func (c Cause) String() string {
+	switch c {
+	case CauseExpired:
+		return "expired"
+	case CauseKilled:
+		return "killed"
+	}
+	return "unknown"
+}
+
+// Detail says what killed a timewait socket early, where the backend can tell.
+type Detail uint8
+
+const (
+	DetailNone Detail = iota
+	DetailSYN
+	DetailRST
+	DetailReuse
+	DetailNetnsExit
+)
+
+// String returns the detail's name, or "" when there is none.
+func (d Detail) String() string {
+	switch d {
+	case DetailSYN:
+		return "syn"
+	case DetailRST:
+		return "rst"
+	case DetailReuse:
+		return "reuse"
+	case DetailNetnsExit:
+		return "netns_exit"
+	}
+	return ""
+}
+
+// Event is one decoded event. The tracer reuses one Event for every callback:
+// copy what you keep.
+type Event struct {
+	Time     time.Time
+	Kind     Kind
+	Family   uint8 // 4 or 6
+	SAddr    netip.Addr
+	DAddr    netip.Addr
+	SPort    uint16 // local
+	DPort    uint16 // remote
+	NetNS    uint32
+	PID      uint32
+	Comm     [16]byte
+	OwnerOK  bool
+	OldState State // for resets: the socket's state; 0 when there was no socket
+	NewState State
+
+	// Duration is the time spent in OldState (state) or the timewait lifetime (tw_exit);
+	// DurationOK is false when it is unknown.
+	Duration   time.Duration
+	DurationOK bool
+
+	Substate  State
+	Timeout   time.Duration // tw_enter, tw_rearm: the timer the kernel armed
+	TimeoutOK bool
+	Cause     Cause
+	Detail    Detail
+
+	MaxBuckets uint32 // tw_overflow
+
+	Recv         bool // reset received rather than sent
+	NoSocket     bool // reset sent for a packet that matched no socket
+	Reason       string
+	ReasonKernel bool
+	Unread       uint32 // unread bytes at a sent reset
+	UnreadOK     bool
+}
+
+// CommString returns the owner's command name.
+func (e *Event) CommString() string {
+	n := 0
+	for n < len(e.Comm) && e.Comm[n] != 0 {
+		n++
+	}
+	return string(e.Comm[:n])
+}

@@ -1,0 +1,188 @@
+package tracer
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// netns is a private network namespace held by one locked OS thread. Sockets
+// created inside Do belong to it for life, whichever goroutine uses them later.
+type netns struct {
+	inode uint32
+	work  chan func()
+	done  chan struct{}
+}
+
+// newNetns creates a namespace with loopback up. It dies when Destroy ends its
+// thread and the last socket in it is closed.
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	ns := &netns{work: make(chan func()), done: make(chan struct{})}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// never unlocked: the thread exits with the goroutine and takes the namespace reference with it
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := loopbackUp(); err != nil {
+			errc <- err
+			return
+		}
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			errc <- err
+			return
+		}
+		ns.inode = uint32(st.Ino)
+		errc <- nil
+		for f := range ns.work {
+			f()
+		}
+		close(ns.done)
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("create network namespace: %v", err)
+	}
+	t.Cleanup(ns.Destroy)
+	return ns
+}
+
+// Do runs f on the namespace's thread.
+func (ns *netns) Do(f func()) {
+	finished := make(chan struct{})
+	ns.work <- func() { f(); close(finished) }
+	<-finished
+}
+
+// Destroy ends the namespace's thread; the kernel tears the namespace down once
+// its sockets are closed too.
+func (ns *netns) Destroy() {
+	select {
+	case <-ns.done:
+		return
+	default:
+	}
+	close(ns.work)
+	<-ns.done
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// Sysctl writes a per-namespace sysctl such as "net/ipv4/tcp_max_tw_buckets".
+func (ns *netns) Sysctl(t *testing.T, name, value string) {
+	t.Helper()
+	var err error
+	ns.Do(func() { err = os.WriteFile(filepath.Join("/proc/sys", name), []byte(value), 0o644) })
+	if err != nil {
+		t.Fatalf("sysctl %s=%s: %v", name, value, err)
+	}
+}
+
+// HasSysctl reports whether this kernel has the sysctl.
+func (ns *netns) HasSysctl(name string) bool {
+	var err error
+	ns.Do(func() { _, err = os.Stat(filepath.Join("/proc/sys", name)) })
+	return err == nil
+}
+
+// Netstat reads one TcpExt counter of the namespace, as nstat shows it.
+func (ns *netns) Netstat(t *testing.T, name string) uint64 {
+	t.Helper()
+	var v uint64
+	var err error
+	ns.Do(func() { v, err = readNetstat("/proc/thread-self/net/netstat", name) })
+	if err != nil {
+		t.Fatalf("netstat %s: %v", name, err)
+	}
+	return v
+}
+
+func readNetstat(path, name string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		keys := strings.Fields(sc.Text())
+		if !sc.Scan() {
+			break
+		}
+		vals := strings.Fields(sc.Text())
+		if len(keys) == 0 || keys[0] != "TcpExt:" || len(vals) != len(keys) {
+			continue
+		}
+		for i, k := range keys {
+			if k == name {
+				return strconv.ParseUint(vals[i], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("no TcpExt counter %s", name)
+}
+
+// TimeWaitCount counts the namespace's sockets in TIME_WAIT from /proc/net/tcp{,6},
+// the table ss reads too.
+func (ns *netns) TimeWaitCount(t *testing.T) int {
+	t.Helper()
+	n := 0
+	ns.Do(func() {
+		for _, file := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n")[1:] {
+				fields := strings.Fields(line)
+				if len(fields) > 3 && fields[3] == "06" {
+					n++
+				}
+			}
+		}
+	})
+	return n
+}
+
+// SocketIn creates a TCP socket inside the namespace.
+func (ns *netns) SocketIn(t *testing.T, family int) int {
+	t.Helper()
+	var fd int
+	var err error
+	ns.Do(func() { fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0) })
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	return fd
+}
+
+var _ = syscall.SIGKILL

@@ -1,0 +1,89 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Families selects event families (--events).
+type Families uint32
+
+// The bits match FAM_* in bpf/common.h.
+const (
+	FamilyState Families = 1 << iota
+	FamilyTW
+	FamilyOverflow
+	FamilyReset
+
+	AllFamilies = FamilyState | FamilyTW | FamilyOverflow | FamilyReset
+)
+
+var familyNames = []struct {
+	name string
+	f    Families
+}{{"state", FamilyState}, {"tw", FamilyTW}, {"overflow", FamilyOverflow}, {"reset", FamilyReset}}
+
+// ParseFamilies parses a comma-separated list such as "state,tw"; "all" selects every family.
+func ParseFamilies(s string) (Families, error) {
+	var fs Families
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "all" {
+			fs |= AllFamilies
+			continue
+		}
+		found := false
+		for _, n := range familyNames {
+			if n.name == part {
+				fs |= n.f
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("unknown event family %q (want state, tw, overflow, reset or all)", part)
+		}
+	}
+	return fs, nil
+}
+
+func (fs Families) String() string {
+	var names []string
+	for _, n := range familyNames {
+		if fs&n.f != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// Filter is applied in the kernel; zero values match everything.
+type Filter struct {
+	Port   uint16 // either side
+	SPort  uint16 // local
+	DPort  uint16 // remote
+	PID    uint32 // owner
+	NetNS  uint32 // inode number
+	Family uint8  // 4 or 6
+	Addr   netip.Prefix
+}
+
+// Options configure a Tracer.
+type Options struct {
+	Families Families
+	Filter   Filter
+	Backend  Backend
+	// RingBufferSize in bytes: a power of two and a multiple of the page size. 0 means the default.
+	RingBufferSize uint32
+}
+
+// DefaultRingBufferSize is what the ring buffer holds when Options leave it 0.
+const DefaultRingBufferSize = 4 << 20
+
+// ValidateRingBufferSize checks what the kernel would refuse, with a clearer message.
+func ValidateRingBufferSize(size uint32, pageSize int) error {
+	if size == 0 || size&(size-1) != 0 || size%uint32(pageSize) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two and a multiple of the page size (%d)", size, pageSize)
+	}
+	return nil
+}

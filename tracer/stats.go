@@ -1,0 +1,52 @@
+package tracer
+
+import "fmt"
+
+// BPF_F_TEST_RUN_ON_CPU from include/uapi/linux/bpf.h.
+const bpfFTestRunOnCPU = 1 << 1
+
+// Stats are the counters that prove nothing was lost silently.
+type Stats struct {
+	Emitted        uint64   // records written by the kernel
+	Lost           uint64   // records the kernel could not write: ring buffer full
+	LostPerCPU     []uint64 //
+	Filtered       uint64   // events dropped in the kernel by the filters
+	SockUntracked  uint64   // transitions of sockets first seen mid-life (in_old unknown)
+	TWUnknownBirth uint64   // timewait deaths whose birth was not seen (lifetime unknown)
+	Decoded        uint64   // records decoded in userspace
+	Corrupt        uint64   // records userspace could not decode
+}
+
+// Stats reads the kernel's per-CPU counters and userspace's own.
+func (t *Tracer) Stats() (Stats, error) {
+	s := Stats{Decoded: t.decoded.Load(), Corrupt: t.corrupt.Load()}
+	if t.coll == nil {
+		return s, fmt.Errorf("tracer closed")
+	}
+	read := func(idx twtraceStatIndex) ([]uint64, uint64, error) {
+		var perCPU []uint64
+		if err := t.coll.Maps["stats"].Lookup(uint32(idx), &perCPU); err != nil {
+			return nil, 0, fmt.Errorf("read stats: %w", err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		return perCPU, sum, nil
+	}
+	var err error
+	if _, s.Emitted, err = read(twtraceStatIndexSTAT_EMITTED); err != nil {
+		return s, err
+	}
+	if s.LostPerCPU, s.Lost, err = read(twtraceStatIndexSTAT_LOST); err != nil {
+		return s, err
+	}
+	if _, s.Filtered, err = read(twtraceStatIndexSTAT_FILTERED); err != nil {
+		return s, err
+	}
+	if _, s.SockUntracked, err = read(twtraceStatIndexSTAT_SOCK_UNTRACKED); err != nil {
+		return s, err
+	}
+	_, s.TWUnknownBirth, err = read(twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH)
+	return s, err
+}

@@ -1,0 +1,246 @@
+// Package tracer loads twtrace's eBPF programs, attaches them and decodes what they report.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// settleInterval is how often held timewait cancels are settled on idle CPUs.
+const settleInterval = 100 * time.Millisecond
+
+// Tracer is a set of attached programs and the ring buffer they write to.
+type Tracer struct {
+	opts    Options
+	coll    *ebpf.Collection
+	links   []link.Link
+	reader  *ringbuf.Reader
+	dec     Decoder
+	choices []Choice
+	cpus    int
+
+	decoded atomic.Uint64
+	corrupt atomic.Uint64
+}
+
+// New loads and attaches the programs the options need. Close releases everything.
+func New(opts Options) (_ *Tracer, err error) {
+	if opts.Families == 0 {
+		opts.Families = AllFamilies
+	}
+	if opts.Backend == "" {
+		opts.Backend = BackendAuto
+	}
+	if opts.RingBufferSize == 0 {
+		opts.RingBufferSize = DefaultRingBufferSize
+	}
+	if err := ValidateRingBufferSize(opts.RingBufferSize, os.Getpagesize()); err != nil {
+		return nil, err
+	}
+	if err := CheckBTF(); err != nil {
+		return nil, err
+	}
+	// Kernels >= 5.11 account BPF memory to the cgroup; there this is a no-op, and
+	// where it is needed but refused, loading reports the real error.
+	_ = rlimit.RemoveMemlock()
+
+	t := &Tracer{opts: opts}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load kernel BTF: %w", err)
+	}
+	t.dec.reasons = loadResetReasons(kernel)
+	t.dec.BootWall = bootWall()
+	if t.cpus, err = ebpf.PossibleCPU(); err != nil {
+		return nil, err
+	}
+	if err := t.load(kernel); err != nil {
+		return nil, err
+	}
+	if t.dec.HZ, err = measureHZ(t.coll.Programs["read_jiffies"]); err != nil {
+		return nil, err
+	}
+	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return t, nil
+}
+
+func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
+	spec, err := loadTwtrace()
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps["events"].MaxEntries = t.opts.RingBufferSize
+	f := t.opts.Filter
+	settings := map[string]any{
+		"cfg_events": uint32(t.opts.Families),
+		"cfg_port":   f.Port,
+		"cfg_sport":  f.SPort,
+		"cfg_dport":  f.DPort,
+		"cfg_pid":    f.PID,
+		"cfg_netns":  f.NetNS,
+		"cfg_family": f.Family,
+	}
+	if f.Addr.IsValid() {
+		var addr [16]byte
+		a := f.Addr.Addr()
+		if a.Is4() {
+			settings["cfg_addr_family"] = uint8(4)
+			a4 := a.As4()
+			copy(addr[:], a4[:])
+		} else {
+			settings["cfg_addr_family"] = uint8(6)
+			addr = a.As16()
+		}
+		settings["cfg_addr"] = addr
+		settings["cfg_addr_prefix"] = uint8(f.Addr.Bits())
+	}
+	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
+		handler, err := kernelSymbol("tw_timer_handler")
+		if err != nil {
+			return nil, fmt.Errorf("find the timewait timer: %w", err)
+		}
+		settings["cfg_tw_timer_handler"] = handler
+	}
+	for name, v := range settings {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// load chooses a backend per hook, loads only the programs it attaches, and attaches them.
+func (t *Tracer) load(kernel *btf.Spec) error {
+	spec, err := t.spec()
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
+	chosen := map[Hook]implementation{}
+	for _, hook := range hooksFor(t.opts.Families) {
+		impls, why := candidates(hook, t.opts.Backend)
+		if len(impls) == 0 {
+			return fmt.Errorf("%w: %s cannot serve hook %s: %s", ErrUnavailable, t.opts.Backend, hook, why[t.opts.Backend])
+		}
+		chosen[hook] = impls[0]
+		t.choices = append(t.choices, Choice{Hook: hook, Backend: impls[0].backend, Unavailable: why})
+		for _, p := range impls[0].programs {
+			keep[p] = true
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	t.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
+	})
+	if err != nil {
+		return fmt.Errorf("load programs: %w", err)
+	}
+	for _, hook := range hooksFor(t.opts.Families) {
+		for _, name := range chosen[hook].programs {
+			l, err := link.AttachTracing(link.TracingOptions{Program: t.coll.Programs[name]})
+			if err != nil {
+				return fmt.Errorf("attach %s (%s): %w", name, chosen[hook].needs, err)
+			}
+			t.links = append(t.links, l)
+		}
+	}
+	return nil
+}
+
+// Choices reports the backend serving each hook.
+func (t *Tracer) Choices() []Choice { return t.choices }
+
+// Families reports the event families this tracer delivers.
+func (t *Tracer) Families() Families { return t.opts.Families }
+
+// HZ reports the kernel tick rate measured at start.
+func (t *Tracer) HZ() uint32 { return t.dec.HZ }
+
+// Run delivers events to fn until ctx is done, then drains what the kernel already
+// wrote. fn must not keep the *Event it is given. idle, if not nil, is called whenever
+// the ring buffer has been emptied: the moment to flush buffered output.
+func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
+	var rec ringbuf.Record
+	var ev Event
+	nextSettle := time.Now().Add(settleInterval)
+	draining := false
+	for {
+		if !draining && ctx.Err() != nil {
+			t.settle()
+			draining = true
+			t.reader.SetDeadline(time.Now())
+		} else if !draining {
+			t.reader.SetDeadline(nextSettle)
+		}
+		err := t.reader.ReadInto(&rec)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if draining {
+				return nil
+			}
+			t.settle()
+			nextSettle = time.Now().Add(settleInterval)
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if err := t.dec.Decode(rec.RawSample, &ev); err != nil {
+			t.corrupt.Add(1)
+			continue
+		}
+		t.decoded.Add(1)
+		Dispatch(&ev, t.opts.Families, fn)
+		if idle != nil && t.reader.AvailableBytes() == 0 {
+			idle()
+		}
+	}
+}
+
+// settle resolves, on every CPU, a timewait timer cancel that nothing followed.
+func (t *Tracer) settle() {
+	p := t.coll.Programs["settle_pending"]
+	for cpu := 0; cpu < t.cpus; cpu++ {
+		// a CPU that is offline refuses; its scratch is settled when it returns
+		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: bpfFTestRunOnCPU})
+	}
+}
+
+// Close detaches everything. It is safe to call more than once.
+func (t *Tracer) Close() error {
+	if t.reader != nil {
+		t.reader.Close()
+		t.reader = nil
+	}
+	for _, l := range t.links {
+		l.Close()
+	}
+	t.links = nil
+	if t.coll != nil {
+		t.coll.Close()
+		t.coll = nil
+	}
+	return nil
+}
