@@ -8,6 +8,19 @@ import (
 // ErrUnavailable wraps every error saying a backend cannot run on this kernel.
 var ErrUnavailable = errors.New("backend not available")
 
+// ErrNotImplemented wraps errors saying twtrace has no such backend for a hook yet.
+var ErrNotImplemented = errors.New("backend not implemented")
+
+// implemented reports whether twtrace has backend b for hook.
+func implemented(hook Hook, b Backend) bool {
+	for _, impl := range implementations[hook] {
+		if impl.backend == b {
+			return true
+		}
+	}
+	return false
+}
+
 // Backend is a way of attaching to the kernel.
 type Backend string
 

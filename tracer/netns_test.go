@@ -8,73 +8,72 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// netns is a private network namespace held by one locked OS thread. Sockets
-// created inside Do belong to it for life, whichever goroutine uses them later.
+// netns is a private network namespace, held by a file descriptor. Do enters it on
+// a throwaway OS thread, so no thread of the test lingers in it: the namespace dies
+// when Destroy closes the descriptor and its last socket is closed.
 type netns struct {
 	inode uint32
-	work  chan func()
-	done  chan struct{}
+	fd    int
 }
 
-// newNetns creates a namespace with loopback up. It dies when Destroy ends its
-// thread and the last socket in it is closed.
 func newNetns(t *testing.T) *netns {
 	t.Helper()
-	ns := &netns{work: make(chan func()), done: make(chan struct{})}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// never unlocked: the thread exits with the goroutine and takes the namespace reference with it
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
+	ns := &netns{fd: -1}
+	var err error
+	onThread(func() {
+		if err = unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return
 		}
-		if err := loopbackUp(); err != nil {
-			errc <- err
+		if ns.fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 			return
 		}
 		var st unix.Stat_t
-		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-			errc <- err
+		if err = unix.Fstat(ns.fd, &st); err != nil {
 			return
 		}
 		ns.inode = uint32(st.Ino)
-		errc <- nil
-		for f := range ns.work {
-			f()
-		}
-		close(ns.done)
-	}()
-	if err := <-errc; err != nil {
+		err = loopbackUp()
+	})
+	if err != nil {
 		t.Fatalf("create network namespace: %v", err)
 	}
 	t.Cleanup(ns.Destroy)
 	return ns
 }
 
-// Do runs f on the namespace's thread.
-func (ns *netns) Do(f func()) {
-	finished := make(chan struct{})
-	ns.work <- func() { f(); close(finished) }
-	<-finished
+// onThread runs f on a new OS thread that dies afterwards, taking any namespace
+// it entered with it.
+func onThread(f func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
-// Destroy ends the namespace's thread; the kernel tears the namespace down once
-// its sockets are closed too.
+// Do runs f inside the namespace.
+func (ns *netns) Do(f func()) {
+	onThread(func() {
+		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			panic(fmt.Sprintf("setns: %v", err))
+		}
+		f()
+	})
+}
+
+// Destroy drops the test's hold on the namespace.
 func (ns *netns) Destroy() {
-	select {
-	case <-ns.done:
-		return
-	default:
+	if ns.fd >= 0 {
+		unix.Close(ns.fd)
+		ns.fd = -1
 	}
-	close(ns.work)
-	<-ns.done
 }
 
 func loopbackUp() error {
@@ -184,5 +183,3 @@ func (ns *netns) SocketIn(t *testing.T, family int) int {
 	}
 	return fd
 }
-
-var _ = syscall.SIGKILL

@@ -70,8 +70,9 @@ func listenIn(t *testing.T, ns *netns, family int) (int, uint16) {
 func connectIn(t *testing.T, ns *netns, family int, port, bindPort uint16) (int, uint16) {
 	t.Helper()
 	fd := ns.SocketIn(t, family)
+	// so that a later socket may bind this port while it is in TIME_WAIT
+	must(t, "setsockopt SO_REUSEADDR", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
 	if bindPort != 0 {
-		must(t, "setsockopt SO_REUSEADDR", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
 		must(t, "bind", unix.Bind(fd, sockaddr(loopbackAddr(family), bindPort)))
 	}
 	must(t, "connect", unix.Connect(fd, sockaddr(loopbackAddr(family), port)))

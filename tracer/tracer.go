@@ -137,7 +137,11 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 	for _, hook := range hooksFor(t.opts.Families) {
 		impls, why := candidates(hook, t.opts.Backend)
 		if len(impls) == 0 {
-			return fmt.Errorf("%w: %s cannot serve hook %s: %s", ErrUnavailable, t.opts.Backend, hook, why[t.opts.Backend])
+			kind := ErrUnavailable
+			if !implemented(hook, t.opts.Backend) {
+				kind = ErrNotImplemented
+			}
+			return fmt.Errorf("%w: %s cannot serve hook %s: %s", kind, t.opts.Backend, hook, why[t.opts.Backend])
 		}
 		chosen[hook] = impls[0]
 		t.choices = append(t.choices, Choice{Hook: hook, Backend: impls[0].backend, Unavailable: why})

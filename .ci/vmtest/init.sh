@@ -19,8 +19,8 @@ kernel=$(arg kernel)
 [ "$(arg long)" = 1 ] || export TWTRACE_SKIP_LONG=1
 stty -F /dev/ttyS1 raw -echo
 
-verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 backend not available)
-  case $1 in 0) echo passed ;; 3) echo unavailable ;; *) echo failed ;; esac
+verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 backend not available, 4 not implemented by twtrace)
+  case $1 in 0) echo passed ;; 3) echo unavailable ;; 4) echo unimplemented ;; *) echo failed ;; esac
 }
 
 echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kernel matrix: boots twtrace's test binaries under every kernel in .ci/vmtest/kernels (QEMU TCG)
-# and prints kernel x backend -> passed / failed / not available. Run from anywhere: bash .ci/vmtest/run.sh
+# and prints kernel x backend -> passed / failed / not available / not implemented. Run from anywhere: bash .ci/vmtest/run.sh
 #
 # Environment:
 #   VMTEST_KERNELS       subset of kernel names to run, e.g. "5.10 6.12" (default: all in the kernels file)
@@ -182,13 +182,14 @@ boot_kernel() { # name
   ((n == ${#BACKENDS[@]})) || log "$1: only $n of ${#BACKENDS[@]} results reported (crash or timeout?), see $OUT/$1.log"
 }
 
-cell() { # kernel backend -> passed | failed | not available
+cell() { # kernel backend -> passed | failed | not available | not implemented
   local r
   r=$(tr -d '\r' <"$OUT/$1.status" 2>/dev/null |
     awk -v k="$1" -v b="$2" '$1 == "RESULT" && $2 == k && $3 == b { r = $4 } END { print r }')
   case $r in
     passed) echo passed ;;
     unavailable) echo "not available" ;;
+    unimplemented) echo "not implemented" ;;
     *) echo failed ;; # also when the VM died before reporting
   esac
 }

@@ -142,6 +142,9 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
 		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: zones are not supported", s)
+		}
 		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 	}
 	p, err := netip.ParsePrefix(s)
@@ -156,6 +159,7 @@ func parseCIDR(s string) (netip.Prefix, error) {
 
 // parseSize parses a byte count with an optional K or M suffix.
 func parseSize(s string) (uint32, error) {
+	orig := s
 	mult := uint64(1)
 	switch {
 	case strings.HasSuffix(s, "K"):
@@ -165,7 +169,7 @@ func parseSize(s string) (uint32, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
 	if err != nil || n*mult > 1<<31 {
-		return 0, fmt.Errorf("%q is not a size between 1 and 2G (e.g. 65536, 256K, 4M)", s)
+		return 0, fmt.Errorf("%q is not a size between 1 and 2G (e.g. 65536, 256K, 4M)", orig)
 	}
 	return uint32(n * mult), nil
 }

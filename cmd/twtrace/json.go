@@ -120,7 +120,9 @@ func appendString(b []byte, raw []byte) []byte {
 		switch {
 		case r == '"' || r == '\\':
 			b = append(b, '\\', byte(r))
-		case r < 0x20 || r == utf8.RuneError:
+		case r == utf8.RuneError:
+			b = append(b, `\ufffd`...)
+		case r < 0x20:
 			b = append(b, `\u00`...)
 			b = append(b, "0123456789abcdef"[byte(r)>>4&0xf], "0123456789abcdef"[byte(r)&0xf])
 		default:

@@ -46,7 +46,7 @@ func exitCode(err error, stderr io.Writer) int {
 	var un errUnavailable
 	if errors.As(err, &un) {
 		fmt.Fprintf(stderr, "twtrace: %s\n", un)
-		return 3
+		return un.exitStatus()
 	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {

@@ -16,7 +16,7 @@ func probe(args []string, stdout, stderr io.Writer) error {
 	output := fs.String("o", "text", "output format: text or json")
 	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when that backend is not available here.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -50,10 +50,23 @@ func probe(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// exitStatus: 3 when the kernel cannot run the backend, 4 when twtrace does not implement it.
+func (e errUnavailable) exitStatus() int {
+	if errors.Is(e.err, tracer.ErrNotImplemented) {
+		return 4
+	}
+	return 3
+}
+
 // errUnavailable exits with status 3: this kernel cannot run the requested backend.
 type errUnavailable struct{ err error }
 
-func (e errUnavailable) Error() string { return "not available on this kernel: " + e.err.Error() }
+func (e errUnavailable) Error() string {
+	if e.exitStatus() == 4 {
+		return "not implemented by twtrace yet: " + e.err.Error()
+	}
+	return "not available on this kernel: " + e.err.Error()
+}
 
 func writeProbeText(w io.Writer, r tracer.Report) {
 	fmt.Fprintf(w, "kernel:  %s\n", r.Kernel)

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// unitOptions parses args the way watch does and returns the tracer options.
+func unitOptions(args []string) (tracer.Options, error) {
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	var f traceFlags
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return tracer.Options{}, err
+	}
+	return f.options()
+}
+
+// unitDefaults are the options watch gets with no flags; mod adjusts them per case.
+func unitDefaults(mod func(*tracer.Options)) tracer.Options {
+	o := tracer.Options{
+		Families:       tracer.AllFamilies,
+		Backend:        tracer.BackendAuto,
+		RingBufferSize: 4 << 20,
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	return o
+}
+
+func TestFlagsOptions(t *testing.T) {
+	tests := []struct {
+		args []string
+		want tracer.Options
+	}{
+		{nil, unitDefaults(nil)},
+		{[]string{"-o", "json", "--duration", "30s", "--log-level", "debug"}, unitDefaults(nil)},
+		{[]string{"--port", "443"}, unitDefaults(func(o *tracer.Options) { o.Filter.Port = 443 })},
+		{[]string{"--port", "65535"}, unitDefaults(func(o *tracer.Options) { o.Filter.Port = 65535 })},
+		{[]string{"--sport", "8080", "--dport", "1"}, unitDefaults(func(o *tracer.Options) { o.Filter.SPort, o.Filter.DPort = 8080, 1 })},
+		{[]string{"--addr", "10.1.2.3/8"}, unitDefaults(func(o *tracer.Options) { o.Filter.Addr = netip.MustParsePrefix("10.0.0.0/8") })},
+		{[]string{"--addr", "10.1.2.3"}, unitDefaults(func(o *tracer.Options) { o.Filter.Addr = netip.MustParsePrefix("10.1.2.3/32") })},
+		{[]string{"--addr", "::1"}, unitDefaults(func(o *tracer.Options) { o.Filter.Addr = netip.MustParsePrefix("::1/128") })},
+		{[]string{"--addr", "2001:db8::1/32"}, unitDefaults(func(o *tracer.Options) { o.Filter.Addr = netip.MustParsePrefix("2001:db8::/32") })},
+		{[]string{"--addr", "::ffff:10.1.2.3"}, unitDefaults(func(o *tracer.Options) { o.Filter.Addr = netip.MustParsePrefix("10.1.2.3/32") })},
+		{[]string{"-4"}, unitDefaults(func(o *tracer.Options) { o.Filter.Family = 4 })},
+		{[]string{"-6"}, unitDefaults(func(o *tracer.Options) { o.Filter.Family = 6 })},
+		{[]string{"-4", "--addr", "192.168.0.0/16"}, unitDefaults(func(o *tracer.Options) {
+			o.Filter.Family, o.Filter.Addr = 4, netip.MustParsePrefix("192.168.0.0/16")
+		})},
+		{[]string{"-6", "--addr", "::1/128"}, unitDefaults(func(o *tracer.Options) {
+			o.Filter.Family, o.Filter.Addr = 6, netip.MustParsePrefix("::1/128")
+		})},
+		{[]string{"--pid", "1234"}, unitDefaults(func(o *tracer.Options) { o.Filter.PID = 1234 })},
+		{[]string{"--netns", "4026531840"}, unitDefaults(func(o *tracer.Options) { o.Filter.NetNS = 4026531840 })},
+		{[]string{"--netns", "4294967295"}, unitDefaults(func(o *tracer.Options) { o.Filter.NetNS = 4294967295 })},
+		{[]string{"--events", "state,reset"}, unitDefaults(func(o *tracer.Options) { o.Families = tracer.FamilyState | tracer.FamilyReset })},
+		{[]string{"--events", "tw"}, unitDefaults(func(o *tracer.Options) { o.Families = tracer.FamilyTW })},
+		{[]string{"--backend", "fentry"}, unitDefaults(func(o *tracer.Options) { o.Backend = tracer.BackendFentry })},
+		{[]string{"--backend", "kprobe"}, unitDefaults(func(o *tracer.Options) { o.Backend = tracer.BackendKprobe })},
+		{[]string{"--backend", "tracepoint"}, unitDefaults(func(o *tracer.Options) { o.Backend = tracer.BackendTracepoint })},
+		{[]string{"--ringbuf-size", "256K"}, unitDefaults(func(o *tracer.Options) { o.RingBufferSize = 256 << 10 })},
+		{[]string{"--ringbuf-size", "4M"}, unitDefaults(func(o *tracer.Options) { o.RingBufferSize = 4 << 20 })},
+		{[]string{"--ringbuf-size", "65536"}, unitDefaults(func(o *tracer.Options) { o.RingBufferSize = 65536 })},
+		{[]string{"--port=80", "-4", "--pid=1", "--events=all"}, unitDefaults(func(o *tracer.Options) {
+			o.Filter.Port, o.Filter.Family, o.Filter.PID = 80, 4, 1
+		})},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			got, err := unitOptions(tt.args)
+			if err != nil {
+				t.Fatalf("options: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("options:\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlagsOptionsErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		name string // what the message must mention
+	}{
+		{[]string{"--port", "70000"}, "--port 70000"},
+		{[]string{"--port", "-1"}, "--port -1"},
+		{[]string{"--sport", "65536"}, "--sport 65536"},
+		{[]string{"--dport", "-2"}, "--dport -2"},
+		{[]string{"--addr", "10.0.0.0/33"}, "--addr"},
+		{[]string{"--addr", "banana"}, "--addr"},
+		{[]string{"--addr", "fe80::1%eth0/64"}, "--addr"},
+		{[]string{"--duration", "-1s"}, "--duration -1s"},
+		{[]string{"-o", "yaml"}, "-o \"yaml\""},
+		{[]string{"--events", "bogus"}, "--events"},
+		{[]string{"--events", ""}, "--events"},
+		{[]string{"--backend", "ebpf"}, "--backend"},
+		{[]string{"--ringbuf-size", "1000"}, "--ringbuf-size"},
+		{[]string{"--ringbuf-size", "3M"}, "--ringbuf-size"},
+		{[]string{"--ringbuf-size", "0"}, "--ringbuf-size"},
+		{[]string{"--ringbuf-size", "4G"}, "--ringbuf-size"},
+		{[]string{"--ringbuf-size", "4096M"}, "--ringbuf-size"},
+		{[]string{"-4", "-6"}, "-4 and -6"},
+		{[]string{"-4", "--addr", "::1/128"}, "--addr ::1/128 conflicts with -4"},
+		{[]string{"-6", "--addr", "10.0.0.1"}, "--addr 10.0.0.1 conflicts with -6"},
+		{[]string{"--pid", "-5"}, "--pid -5"},
+		{[]string{"--pid", "99999999"}, "--pid 99999999"},
+		{[]string{"--netns", "4294967296"}, "--netns 4294967296"},
+		{[]string{"--bogus"}, "bogus"},
+		{[]string{"--port", "http"}, "port"},
+		{[]string{"extra"}, `"extra"`},
+		{[]string{"-4", "extra", "-6"}, `"extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			got, err := unitOptions(tt.args)
+			if err == nil {
+				t.Fatalf("options = %+v, want a usage error", got)
+			}
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("error %v (%T) is not a usageError", err, err)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Errorf("error %q does not mention %q", err, tt.name)
+			}
+		})
+	}
+}
+
+func TestFlagsParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want uint32
+		ok   bool
+	}{
+		{"65536", 65536, true},
+		{"256K", 256 << 10, true},
+		{"4M", 4 << 20, true},
+		{"2048M", 1 << 31, true},
+		{"2049M", 0, false},
+		{"4k", 0, false},
+		{"K", 0, false},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"1.5M", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestRunDispatch(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		usage      bool   // a usageError is expected
+		wantStdout string // exact, when not ""
+		stdoutHas  string
+		stderrHas  string
+	}{
+		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
+		{name: "unknown command", args: []string{"frobnicate"}, usage: true, stderrHas: "Usage:"},
+		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
+		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
+		{name: "-h", args: []string{"-h"}, stdoutHas: "twtrace watch [flags]"},
+		{name: "help", args: []string{"help"}, stdoutHas: "twtrace watch [flags]"},
+		// These fail on the flags, before any privilege check or kernel access.
+		{name: "watch bad flag", args: []string{"watch", "--port", "70000"}, usage: true},
+		{name: "watch unknown flag", args: []string{"watch", "--bogus"}, usage: true},
+		{name: "probe bad output", args: []string{"probe", "-o", "yaml"}, usage: true},
+		{name: "probe bad backend", args: []string{"probe", "--backend", "ebpf"}, usage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(tt.args, &stdout, &stderr)
+			var ue usageError
+			if tt.usage != errors.As(err, &ue) {
+				t.Fatalf("run(%q) = %v (%T), want usage error: %v", tt.args, err, err, tt.usage)
+			}
+			if !tt.usage && err != nil {
+				t.Fatalf("run(%q) = %v, want nil", tt.args, err)
+			}
+			if tt.wantStdout != "" && stdout.String() != tt.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout.String(), tt.wantStdout)
+			}
+			if !strings.Contains(stdout.String(), tt.stdoutHas) {
+				t.Errorf("stdout = %q, want it to contain %q", stdout.String(), tt.stdoutHas)
+			}
+			if !strings.Contains(stderr.String(), tt.stderrHas) {
+				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tt.stderrHas)
+			}
+		})
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		want       int
+		wantStderr string
+	}{
+		{"nil", nil, 0, ""},
+		{"usage", usagef("bad %s", "flag"), 2, "twtrace: bad flag\n"},
+		{"wrapped usage", fmt.Errorf("watch: %w", usagef("bad")), 2, "twtrace: bad\n"},
+		{"unavailable", errUnavailable{errors.New("no BTF")}, 3, "twtrace: not available on this kernel: no BTF\n"},
+		{"wrapped unavailable", fmt.Errorf("probe: %w", errUnavailable{errors.New("x")}), 3, "twtrace: not available on this kernel: x\n"},
+		{"other", errors.New("boom"), 1, "twtrace: boom\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if got := exitCode(tt.err, &stderr); got != tt.want {
+				t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+			}
+			if stderr.String() != tt.wantStderr {
+				t.Errorf("stderr = %q, want %q", stderr.String(), tt.wantStderr)
+			}
+		})
+	}
+}
