@@ -14,37 +14,66 @@ func TestOverflowMatchesKernelCounter(t *testing.T) {
 		t.Run(familyName(family), func(t *testing.T) {
 			t.Parallel()
 			requireRoot(t)
-			ns := newNetns(t)
-			ns.Sysctl(t, "net/ipv4/tcp_max_tw_buckets", "4")
-			c := startTracer(t, Options{Filter: Filter{NetNS: ns.inode}})
-			before := ns.Netstat(t, "TCPTimeWaitOverflow")
-			lfd, port := listenIn(t, ns, family)
-			defer unix.Close(lfd)
-			const n = 20
-			for i := 0; i < n; i++ {
-				clientCloses(t, ns, family, lfd, port)
-			}
-			overflowed := ns.Netstat(t, "TCPTimeWaitOverflow") - before
-			if overflowed != 16 {
-				t.Fatalf("kernel counted %d overflows, want 16 (is tcp_max_tw_buckets per namespace here?)", overflowed)
-			}
-			evs := c.waitFor(t, 5*time.Second, "20 client closes", func(evs []Event) bool {
-				return len(filter(evs, func(e *Event) bool {
-					return e.Kind == KindTWEnter || e.Kind == KindTWOverflow
-				})) >= n
-			})
-			enters, overflows := filter(evs, ofKind(KindTWEnter)), filter(evs, ofKind(KindTWOverflow))
-			if len(enters) != 4 || uint64(len(overflows)) != overflowed {
-				t.Fatalf("%d tw_enter and %d tw_overflow, want 4 and %d:\n%s", len(enters), len(overflows), overflowed, dump(evs))
-			}
-			for _, o := range overflows {
-				if o.MaxBuckets != 4 || o.Substate != StateTimeWait || o.DPort != port || !o.OwnerOK || o.NetNS != ns.inode {
-					t.Errorf("overflow should name the 4-bucket limit, TIME_WAIT, the peer and the owner: %s", o)
+			// The kernel skips a program that a softirq re-enters on the same CPU and counts
+			// it (recursion_misses, reported as Missed); only then is a retry honest.
+			for attempt := 1; ; attempt++ {
+				missed, ok := overflowScenario(t, family)
+				if ok {
+					return
 				}
-			}
-			if k := ns.TimeWaitCount(t); k != 4 {
-				t.Errorf("kernel lists %d timewait sockets, want 4", k)
+				if missed == 0 || attempt == 3 {
+					t.Fatalf("counts differ with %d hook runs missed by the kernel (attempt %d)", missed, attempt)
+				}
+				t.Logf("attempt %d: the kernel skipped %d hook runs (recursion); retrying", attempt, missed)
 			}
 		})
 	}
+}
+
+// overflowScenario makes 20 client-first connections with tcp_max_tw_buckets=4 and
+// checks the events against the kernel's counters; it reports the kernel's missed hook
+// runs when they disagree.
+func overflowScenario(t *testing.T, family int) (missed uint64, ok bool) {
+	t.Helper()
+	var c *collector
+	fail := func(format string, args ...any) (uint64, bool) {
+		t.Logf(format, args...)
+		s := c.Stop(t)
+		return s.Missed, false
+	}
+	ns := newNetns(t)
+	ns.Sysctl(t, "net/ipv4/tcp_max_tw_buckets", "4")
+	c = startTracer(t, Options{Filter: Filter{NetNS: ns.inode}})
+	before := ns.Netstat(t, "TCPTimeWaitOverflow")
+	lfd, port := listenIn(t, ns, family)
+	defer unix.Close(lfd)
+	const n = 20
+	for i := 0; i < n; i++ {
+		clientCloses(t, ns, family, lfd, port)
+	}
+	overflowed := ns.Netstat(t, "TCPTimeWaitOverflow") - before
+	if overflowed != 16 {
+		return fail("kernel counted %d overflows, want 16 (is tcp_max_tw_buckets per namespace here?)", overflowed)
+	}
+	evs, _ := c.tryWait(5*time.Second, func(evs []Event) bool {
+		return len(filter(evs, func(e *Event) bool {
+			return e.Kind == KindTWEnter || e.Kind == KindTWOverflow
+		})) >= n
+	})
+	enters, overflows := filter(evs, ofKind(KindTWEnter)), filter(evs, ofKind(KindTWOverflow))
+	if len(enters) != 4 || uint64(len(overflows)) != overflowed {
+		return fail("%d tw_enter and %d tw_overflow, want 4 and %d:\n%s", len(enters), len(overflows), overflowed, dump(evs))
+	}
+	for _, o := range overflows {
+		// FIN_WAIT2 when the peer's FIN came after the ACK of ours (seen under QEMU)
+		sub := o.Substate == StateTimeWait || o.Substate == StateFinWait2
+		if o.MaxBuckets != 4 || !sub || o.DPort != port || !o.OwnerOK || o.NetNS != ns.inode {
+			return fail("overflow should name the 4-bucket limit, the substate, the peer and the owner: %s", o)
+		}
+	}
+	if k := ns.TimeWaitCount(t); k != 4 {
+		return fail("kernel lists %d timewait sockets, want 4", k)
+	}
+	s := c.Stop(t)
+	return s.Missed, true
 }

@@ -13,8 +13,12 @@ type Stats struct {
 	Filtered       uint64   // events dropped in the kernel by the filters
 	SockUntracked  uint64   // transitions of sockets first seen mid-life (in_old unknown)
 	TWUnknownBirth uint64   // timewait deaths whose birth was not seen (lifetime unknown)
-	Decoded        uint64   // records decoded in userspace
-	Corrupt        uint64   // records userspace could not decode
+	// Missed counts hook firings the kernel did not run a program for, because the same
+	// program was already running on that CPU (a softirq interrupting it): those events
+	// never existed. Linux 5.12+ reports it (bpf_prog_info.recursion_misses).
+	Missed  uint64
+	Decoded uint64 // records decoded in userspace
+	Corrupt uint64 // records userspace could not decode
 }
 
 // Stats reads the kernel's per-CPU counters and userspace's own.
@@ -47,6 +51,13 @@ func (t *Tracer) Stats() (Stats, error) {
 	if _, s.SockUntracked, err = read(twtraceStatIndexSTAT_SOCK_UNTRACKED); err != nil {
 		return s, err
 	}
-	_, s.TWUnknownBirth, err = read(twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH)
-	return s, err
+	if _, s.TWUnknownBirth, err = read(twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH); err != nil {
+		return s, err
+	}
+	for _, p := range t.coll.Programs {
+		if ps, err := p.Stats(); err == nil {
+			s.Missed += ps.RecursionMisses
+		}
+	}
+	return s, nil
 }

@@ -172,7 +172,7 @@ boot_kernel() { # name
   local long=0 rc=0 n
   [[ $1 == "$LONG_KERNEL" ]] && long=1
   rm -f "$OUT/$1.log" "$OUT/$1.status"
-  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2G \
+  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 2G \
     -nographic -monitor none -nic none -no-reboot \
     -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initramfs.cpio.gz" \
     -serial "file:$OUT/$1.log" -serial "file:$OUT/$1.status" \

@@ -153,6 +153,6 @@ func summary(w io.Writer, t *tracer.Tracer) {
 		fmt.Fprintf(w, "twtrace: read counters: %s\n", err)
 		return
 	}
-	fmt.Fprintf(w, "twtrace: %d events, %d lost %v, %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
-		s.Decoded, s.Lost, s.LostPerCPU, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+	fmt.Fprintf(w, "twtrace: %d events, %d lost %v, %d missed (hook fired while its program ran on that CPU), %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
+		s.Decoded, s.Lost, s.LostPerCPU, s.Missed, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
 }
