@@ -172,6 +172,7 @@ boot_kernel() { # name
   local long=0 rc=0 n
   [[ $1 == "$LONG_KERNEL" ]] && long=1
   rm -f "$OUT/$1.log" "$OUT/$1.status"
+  # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs
   timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 2G \
     -nographic -monitor none -nic none -no-reboot \
     -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initramfs.cpio.gz" \
@@ -197,11 +198,11 @@ cell() { # kernel backend -> passed | failed | not available | not implemented
 matrix() { # kernel names...
   local k b
   printf '%-8s' kernel
-  printf ' %-14s' "${BACKENDS[@]}"
+  printf ' %-16s' "${BACKENDS[@]}"
   echo
   for k in "$@"; do
     printf '%-8s' "$k"
-    for b in "${BACKENDS[@]}"; do printf ' %-14s' "$(cell "$k" "$b")"; done
+    for b in "${BACKENDS[@]}"; do printf ' %-16s' "$(cell "$k" "$b")"; done
     echo
   done
   echo "host     $(uname -r): covered by 'make test' (tracepoint backend)"
