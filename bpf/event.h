@@ -72,8 +72,7 @@ enum stat_index {
 	STAT_FILTERED = 2,  /* dropped by a filter, in the kernel */
 	STAT_SOCK_UNTRACKED = 3, /* transition of a socket whose previous state was never seen */
 	STAT_TW_UNKNOWN_BIRTH = 4, /* timewait socket died whose birth we did not see */
-	STAT_TW_UNMATCHED = 5,     /* timewait timer armed with no full socket handing off */
-	STAT_MAX = 6,
+	STAT_MAX = 5,
 };
 
 #endif

@@ -112,12 +112,10 @@ static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 
 				c->reset_sk = (__u64)sk;
 		}
 	}
-	if (recv)
-		e.reason = 0;
-	else if (kernel_reason) {
+	if (!recv && kernel_reason) {
 		e.reason = reason;
 		e.flags |= F_REASON_KERNEL;
-	} else {
+	} else if (!recv) {
 		e.reason = sk && (e.flags & F_VALUE_KNOWN) ? infer_reason(sk, &e) : INFERRED_NOT_SPECIFIED;
 	}
 	if (cfg_events & FAM_RESET)

@@ -94,9 +94,7 @@ type Choice struct {
 func candidates(hook Hook, forced Backend) ([]implementation, map[Backend]string) {
 	why := map[Backend]string{}
 	var out []implementation
-	have := map[Backend]bool{}
 	for _, impl := range implementations[hook] {
-		have[impl.backend] = true
 		if forced == BackendAuto || forced == impl.backend || hook == HookState {
 			out = append(out, impl)
 		} else {
@@ -104,7 +102,7 @@ func candidates(hook Hook, forced Backend) ([]implementation, map[Backend]string
 		}
 	}
 	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
-		if !have[b] {
+		if !implemented(hook, b) {
 			why[b] = "not implemented for this hook yet"
 		}
 	}

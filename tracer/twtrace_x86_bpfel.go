@@ -111,8 +111,7 @@ const (
 	twtraceStatIndexSTAT_FILTERED         twtraceStatIndex = 2
 	twtraceStatIndexSTAT_SOCK_UNTRACKED   twtraceStatIndex = 3
 	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH twtraceStatIndex = 4
-	twtraceStatIndexSTAT_TW_UNMATCHED     twtraceStatIndex = 5
-	twtraceStatIndexSTAT_MAX              twtraceStatIndex = 6
+	twtraceStatIndexSTAT_MAX              twtraceStatIndex = 5
 )
 
 type twtraceTwCause uint32
