@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(childEnv); role != "" {
 		os.Exit(runChild(role))
 	}
-	if os.Geteuid() == 0 && *testBackend != string(BackendAuto) {
+	if integration() && *testBackend != string(BackendAuto) {
 		b, err := ParseBackend(*testBackend)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -45,8 +45,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// integration reports whether the kernel tests run: as root, unless make test-unit
+// asked for unit tests only.
+func integration() bool {
+	return os.Geteuid() == 0 && os.Getenv("TWTRACE_UNIT_ONLY") == ""
+}
+
 func requireRoot(t *testing.T) {
 	t.Helper()
+	if os.Getenv("TWTRACE_UNIT_ONLY") != "" {
+		t.Skip("TWTRACE_UNIT_ONLY is set (make test-unit): kernel tests skipped")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loads eBPF programs and creates network namespaces (run make test as root)")
 	}
