@@ -94,6 +94,44 @@ func TestTimewaitFinWait2Substate(t *testing.T) {
 	}
 }
 
+// The peer's FIN turns a FIN_WAIT2 timewait socket into TIME_WAIT: the kernel re-arms
+// its timer from tcp_fin_timeout to 60 s, which the tracer reports as tw_rearm.
+func TestTimewaitRearmedByPeerFIN(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ns := newNetns(t)
+	ns.Sysctl(t, "net/ipv4/tcp_fin_timeout", "30")
+	c := startTracer(t, Options{Families: FamilyTW, Filter: Filter{NetNS: ns.inode}})
+	lfd, port := listenIn(t, ns, unix.AF_INET)
+	defer unix.Close(lfd)
+	cfd, cport := connectIn(t, ns, unix.AF_INET, port, 0)
+	afd := acceptOn(t, lfd)
+	unix.Close(cfd)
+	c.waitFor(t, 5*time.Second, "tw_enter FIN_WAIT2", func(evs []Event) bool {
+		return hasKind(filter(evs, twOf(cport, port)), KindTWEnter)
+	})
+	readEOF(t, afd)
+	unix.Close(afd) // the FIN reaches the timewait socket
+
+	evs := c.waitFor(t, 5*time.Second, "tw_rearm", func(evs []Event) bool {
+		return hasKind(filter(evs, twOf(cport, port)), KindTWRearm)
+	})
+	tw := filter(evs, twOf(cport, port))
+	enter, rearm := filter(tw, ofKind(KindTWEnter)), filter(tw, ofKind(KindTWRearm))
+	if len(enter) != 1 || enter[0].Substate != StateFinWait2 || enter[0].Timeout != 30*time.Second {
+		t.Errorf("want tw_enter FIN_WAIT2 with a 30 s timer:\n%s", dump(tw))
+	}
+	if len(rearm) != 1 || rearm[0].Substate != StateTimeWait || !rearm[0].TimeoutOK || rearm[0].Timeout != 60*time.Second {
+		t.Errorf("want one tw_rearm TIME_WAIT with a 60 s timer:\n%s", dump(tw))
+	}
+	if len(rearm) == 1 && (!rearm[0].OwnerOK || rearm[0].PID != enter[0].PID) {
+		t.Errorf("tw_rearm must carry the owner of tw_enter: %s", rearm[0])
+	}
+	if hasKind(tw, KindTWExit) {
+		t.Errorf("a re-arm is not a death:\n%s", dump(tw))
+	}
+}
+
 // A SYN for the same tuple kills the server's timewait socket early.
 func TestTimewaitKilledBySYN(t *testing.T) {
 	t.Parallel()
