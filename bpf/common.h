@@ -40,6 +40,8 @@ volatile const __u8 cfg_addr_family; /* 0 when --addr is unset */
 volatile const __u8 cfg_addr_prefix;
 volatile const __u8 cfg_addr[16];
 volatile const __u64 cfg_tw_timer_handler; /* address of tw_timer_handler */
+/* the timewait hook runs on function probes (fentry or kprobe) instead of timer tracepoints */
+volatile const __u8 cfg_tw_probes;
 
 static __always_inline bool read_tuple(struct event *e, struct sock_common *skc)
 {

@@ -69,6 +69,14 @@ struct cpu_scratch {
 	struct owner closed_owner;
 	/* the last full socket that sent a reset here: its close is not an overflow */
 	__u64 reset_sk;
+	/* function-probe backends: inet_twsk_alloc's arguments (kprobe) and its NULL result */
+	__u64 alloc_sk;
+	__u64 overflow_sk;
+	__u8 alloc_state;
+	__u8 overflow_substate;
+	__u8 _pad2[6];
+	/* the timewait socket whose timer handler is running here */
+	__u64 expiring_tw;
 };
 
 struct {

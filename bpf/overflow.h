@@ -33,20 +33,34 @@ static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratc
 	return BPF_CORE_READ((struct tcp_sock *)sk, linger2) < 0;
 }
 
+/* check_overflow reports a close that should have left a timewait socket and did not:
+ * from inet_twsk_alloc's NULL result on the function-probe backends, exactly; from
+ * the table's fill level on the tracepoint backend. */
 static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st)
 {
 	__u32 max;
+	bool fin_received;
+	__u8 substate;
 
-	if (closed_abortively(sk, c) || !tw_table_full(sk, &max))
-		return;
+	if (cfg_tw_probes) {
+		if (c->overflow_sk != (__u64)sk)
+			return;
+		c->overflow_sk = 0;
+		tw_table_full(sk, &max);
+		substate = c->overflow_substate;
+	} else {
+		if (closed_abortively(sk, c) || !tw_table_full(sk, &max))
+			return;
+		/* tcp_fin() marks RCV_SHUTDOWN before asking for TIME_WAIT; otherwise it was FIN_WAIT2 */
+		fin_received = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN;
+		substate = (st->old_state == S_CLOSING || fin_received) ? S_TIME_WAIT : S_FIN_WAIT2;
+	}
 	struct event e = *st;
 	e.kind = EV_TW_OVERFLOW;
 	e.new_state = S_CLOSE;
 	e.value = max;
 	e.flags |= F_VALUE_KNOWN;
-	/* tcp_fin() marks RCV_SHUTDOWN before asking for TIME_WAIT; otherwise it was FIN_WAIT2 */
-	bool fin_received = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN;
-	e.substate = (st->old_state == S_CLOSING || fin_received) ? S_TIME_WAIT : S_FIN_WAIT2;
+	e.substate = substate;
 	emit(&e);
 }
 

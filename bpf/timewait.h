@@ -189,6 +189,8 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	e->new_state = S_TIME_WAIT;
 	e->substate = c->armed_substate;
 	e->value = c->armed_timeout;
+	if (cfg_tw_probes) /* inet_twsk_alloc ran before the timer was armed; it is armed now */
+		e->value = BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_timer.expires) - bpf_jiffies64();
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)))
 		return true;
@@ -200,6 +202,81 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
 	send(e);
 	return true;
+}
+
+/* Function-probe backends (fentry/fexit or kprobe/kretprobe) see the allocation,
+ * the scheduling and the death of a timewait socket directly. */
+
+/* on_twsk_alloc: inet_twsk_alloc(sk, dr, state) returned tw; NULL is exactly the
+ * kernel's TCPTimeWaitOverflow. The hand-off is completed at the full socket's ->CLOSE. */
+static __always_inline void on_twsk_alloc(struct sock *sk, int state, struct inet_timewait_sock *tw)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (!c)
+		return;
+	if (!tw) {
+		c->overflow_sk = (__u64)sk;
+		c->overflow_substate = state;
+		return;
+	}
+	c->armed_tw = (__u64)tw;
+	c->armed_ts = bpf_ktime_get_ns();
+	c->armed_substate = state;
+	c->armed_sport = BPF_CORE_READ(tw, __tw_common.skc_num);
+	c->armed_dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
+	c->armed_netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+}
+
+/* on_twsk_schedule: __inet_twsk_schedule(tw, timeo, rearm); the first arming is the birth,
+ * already reported, a rearm is reported here, in jiffies. */
+static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int timeo, bool rearm)
+{
+	__u64 key = (__u64)tw;
+	struct tw_info *ti;
+	struct event e = {};
+
+	if (!rearm || !(cfg_events & FAM_TW))
+		return;
+	ti = bpf_map_lookup_elem(&tws, &key);
+	if (!ti || !read_tuple(&e, &tw->__tw_common))
+		return;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.kind = EV_TW_REARM;
+	e.old_state = S_TIME_WAIT;
+	e.new_state = S_TIME_WAIT;
+	e.substate = BPF_CORE_READ(tw, tw_substate);
+	e.value = timeo;
+	e.duration_ns = e.ts_ns - ti->birth_ns;
+	e.flags |= F_VALUE_KNOWN | F_DURATION_KNOWN;
+	set_owner(&e, &ti->owner);
+	emit(&e);
+}
+
+static __always_inline void on_tw_timer_handler(struct timer_list *t)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (c)
+		c->expiring_tw = (__u64)tw_of(t);
+}
+
+/* on_twsk_kill: inet_twsk_kill(tw) unhashes the socket; it expired if its timer handler
+ * called us, else something killed it early. */
+static __always_inline void on_twsk_kill(struct inet_timewait_sock *tw)
+{
+	struct cpu_scratch *c = this_cpu();
+	struct event e = {};
+	__u8 cause = CAUSE_KILLED;
+
+	if (!c)
+		return;
+	if (c->expiring_tw == (__u64)tw) {
+		c->expiring_tw = 0;
+		cause = CAUSE_EXPIRED;
+	}
+	if (tw_exit_record(&e, tw, bpf_ktime_get_ns()))
+		tw_exit_send(&e, (__u64)tw, cause);
 }
 
 #endif

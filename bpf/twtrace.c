@@ -49,6 +49,82 @@ int BPF_PROG(tp_timer_expire_entry, struct timer_list *timer)
 	return on_timer(timer, TIMER_EXPIRE);
 }
 
+/* timewait hook, fentry backend */
+
+SEC("fexit/inet_twsk_alloc")
+int BPF_PROG(fx_twsk_alloc, const struct sock *sk, struct inet_timewait_death_row *dr, int state,
+	     struct inet_timewait_sock *tw)
+{
+	on_twsk_alloc((struct sock *)sk, state, tw);
+	return 0;
+}
+
+SEC("fentry/__inet_twsk_schedule")
+int BPF_PROG(fe_twsk_schedule, struct inet_timewait_sock *tw, int timeo, bool rearm)
+{
+	on_twsk_schedule(tw, timeo, rearm);
+	return 0;
+}
+
+SEC("fentry/tw_timer_handler")
+int BPF_PROG(fe_tw_timer_handler, struct timer_list *t)
+{
+	on_tw_timer_handler(t);
+	return 0;
+}
+
+SEC("fentry/inet_twsk_kill")
+int BPF_PROG(fe_twsk_kill, struct inet_timewait_sock *tw)
+{
+	on_twsk_kill(tw);
+	return 0;
+}
+
+/* timewait hook, kprobe backend */
+
+SEC("kprobe/inet_twsk_alloc")
+int BPF_KPROBE(kp_twsk_alloc, struct sock *sk, void *dr, int state)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (c) {
+		c->alloc_sk = (__u64)sk;
+		c->alloc_state = state;
+	}
+	return 0;
+}
+
+SEC("kretprobe/inet_twsk_alloc")
+int BPF_KRETPROBE(krp_twsk_alloc, struct inet_timewait_sock *tw)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (c)
+		on_twsk_alloc((struct sock *)c->alloc_sk, c->alloc_state, tw);
+	return 0;
+}
+
+SEC("kprobe/__inet_twsk_schedule")
+int BPF_KPROBE(kp_twsk_schedule, struct inet_timewait_sock *tw, int timeo, bool rearm)
+{
+	on_twsk_schedule(tw, timeo, rearm);
+	return 0;
+}
+
+SEC("kprobe/tw_timer_handler")
+int BPF_KPROBE(kp_tw_timer_handler, struct timer_list *t)
+{
+	on_tw_timer_handler(t);
+	return 0;
+}
+
+SEC("kprobe/inet_twsk_kill")
+int BPF_KPROBE(kp_twsk_kill, struct inet_timewait_sock *tw)
+{
+	on_twsk_kill(tw);
+	return 0;
+}
+
 SEC("tp_btf/tcp_send_reset")
 int tp_send_reset(unsigned long long *ctx)
 {

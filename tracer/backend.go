@@ -62,6 +62,10 @@ var implementations = map[Hook][]implementation{
 		{BackendTracepoint, []string{"tp_set_state"}, "tp_btf/inet_sock_set_state"},
 	},
 	HookTimewait: {
+		{BackendFentry, []string{"fx_twsk_alloc", "fe_twsk_schedule", "fe_tw_timer_handler", "fe_twsk_kill"},
+			"fexit/inet_twsk_alloc, fentry/__inet_twsk_schedule, tw_timer_handler, inet_twsk_kill"},
+		{BackendKprobe, []string{"kp_twsk_alloc", "krp_twsk_alloc", "kp_twsk_schedule", "kp_tw_timer_handler", "kp_twsk_kill"},
+			"kprobes on inet_twsk_alloc (and its return), __inet_twsk_schedule, tw_timer_handler, inet_twsk_kill"},
 		{BackendTracepoint, []string{"tp_timer_start", "tp_timer_cancel", "tp_timer_expire_entry"}, "tp_btf/timer_start, timer_cancel, timer_expire_entry"},
 	},
 	HookReset: {
@@ -89,20 +93,25 @@ type Choice struct {
 	Unavailable map[Backend]string
 }
 
-// candidates returns the implementations of hook allowed by the forced backend.
-// The state hook has only its tracepoint: a forced backend applies to the hooks that have one.
+// candidates returns the implementations of hook allowed by the forced backend, in order
+// of preference. A hook with a single implementation (a tracepoint that every supported
+// kernel has) uses it whatever is forced: --backend chooses among alternatives.
 func candidates(hook Hook, forced Backend) ([]implementation, map[Backend]string) {
 	why := map[Backend]string{}
 	var out []implementation
 	for _, impl := range implementations[hook] {
-		if forced == BackendAuto || forced == impl.backend || hook == HookState {
+		if forced == BackendAuto || forced == impl.backend || len(implementations[hook]) == 1 {
 			out = append(out, impl)
 		} else {
 			why[impl.backend] = "not selected (--backend " + string(forced) + ")"
 		}
 	}
 	for _, b := range []Backend{BackendFentry, BackendKprobe, BackendTracepoint} {
-		if !implemented(hook, b) {
+		switch {
+		case implemented(hook, b):
+		case len(implementations[hook]) == 1:
+			why[b] = "not needed: its tracepoint exists on every supported kernel"
+		default:
 			why[b] = "not implemented for this hook yet"
 		}
 	}

@@ -126,27 +126,30 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// load chooses a backend per hook, loads only the programs it attaches, and attaches them.
+// load chooses a backend per hook by trying each candidate for real, then loads only
+// the chosen programs, with the settings that depend on the choice, and attaches them.
 func (t *Tracer) load(kernel *btf.Spec) error {
 	spec, err := t.spec()
 	if err != nil {
 		return err
 	}
+	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
 	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
-	chosen := map[Hook]implementation{}
+	var chosen []implementation
 	for _, hook := range hooksFor(t.opts.Families) {
-		impls, why := candidates(hook, t.opts.Backend)
-		if len(impls) == 0 {
-			kind := ErrUnavailable
-			if !implemented(hook, t.opts.Backend) {
-				kind = ErrNotImplemented
-			}
-			return fmt.Errorf("%w: %s cannot serve hook %s: %s", kind, t.opts.Backend, hook, why[t.opts.Backend])
+		impl, why, err := choose(spec, opts, hook, t.opts.Backend)
+		if err != nil {
+			return err
 		}
-		chosen[hook] = impls[0]
-		t.choices = append(t.choices, Choice{Hook: hook, Backend: impls[0].backend, Unavailable: why})
-		for _, p := range impls[0].programs {
+		chosen = append(chosen, impl)
+		t.choices = append(t.choices, Choice{Hook: hook, Backend: impl.backend, Unavailable: why})
+		for _, p := range impl.programs {
 			keep[p] = true
+		}
+		if hook == HookTimewait {
+			if err := spec.Variables["cfg_tw_probes"].Set(impl.backend != BackendTracepoint); err != nil {
+				return err
+			}
 		}
 	}
 	for name := range spec.Programs {
@@ -154,17 +157,14 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 			delete(spec.Programs, name)
 		}
 	}
-	t.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
-	})
-	if err != nil {
+	if t.coll, err = ebpf.NewCollectionWithOptions(spec, opts); err != nil {
 		return fmt.Errorf("load programs: %w", err)
 	}
-	for _, hook := range hooksFor(t.opts.Families) {
-		for _, name := range chosen[hook].programs {
-			l, err := link.AttachTracing(link.TracingOptions{Program: t.coll.Programs[name]})
+	for _, impl := range chosen {
+		for _, name := range impl.programs {
+			l, err := attach(spec.Programs[name], t.coll.Programs[name])
 			if err != nil {
-				return fmt.Errorf("attach %s (%s): %w", name, chosen[hook].needs, err)
+				return fmt.Errorf("attach %s (%s): %w", name, impl.needs, err)
 			}
 			t.links = append(t.links, l)
 		}

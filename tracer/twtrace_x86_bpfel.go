@@ -35,7 +35,13 @@ type twtraceCpuScratch struct {
 		Known uint32
 		Comm  [16]int8
 	}
-	ResetSk uint64
+	ResetSk          uint64
+	AllocSk          uint64
+	OverflowSk       uint64
+	AllocState       uint8
+	OverflowSubstate uint8
+	Pad2             [6]uint8
+	ExpiringTw       uint64
 }
 
 type twtraceEvent struct {
@@ -151,6 +157,15 @@ const (
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
 	twtraceMapTws                 = "tws"
+	twtraceProgFeTwTimerHandler   = "fe_tw_timer_handler"
+	twtraceProgFeTwskKill         = "fe_twsk_kill"
+	twtraceProgFeTwskSchedule     = "fe_twsk_schedule"
+	twtraceProgFxTwskAlloc        = "fx_twsk_alloc"
+	twtraceProgKpTwTimerHandler   = "kp_tw_timer_handler"
+	twtraceProgKpTwskAlloc        = "kp_twsk_alloc"
+	twtraceProgKpTwskKill         = "kp_twsk_kill"
+	twtraceProgKpTwskSchedule     = "kp_twsk_schedule"
+	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
@@ -175,6 +190,7 @@ const (
 	twtraceVarCfgPid              = "cfg_pid"
 	twtraceVarCfgPort             = "cfg_port"
 	twtraceVarCfgSport            = "cfg_sport"
+	twtraceVarCfgTwProbes         = "cfg_tw_probes"
 	twtraceVarCfgTwTimerHandler   = "cfg_tw_timer_handler"
 )
 
@@ -220,6 +236,15 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
+	FeTwTimerHandler   *ebpf.ProgramSpec `ebpf:"fe_tw_timer_handler"`
+	FeTwskKill         *ebpf.ProgramSpec `ebpf:"fe_twsk_kill"`
+	FeTwskSchedule     *ebpf.ProgramSpec `ebpf:"fe_twsk_schedule"`
+	FxTwskAlloc        *ebpf.ProgramSpec `ebpf:"fx_twsk_alloc"`
+	KpTwTimerHandler   *ebpf.ProgramSpec `ebpf:"kp_tw_timer_handler"`
+	KpTwskAlloc        *ebpf.ProgramSpec `ebpf:"kp_twsk_alloc"`
+	KpTwskKill         *ebpf.ProgramSpec `ebpf:"kp_twsk_kill"`
+	KpTwskSchedule     *ebpf.ProgramSpec `ebpf:"kp_twsk_schedule"`
+	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
@@ -261,6 +286,7 @@ type twtraceVariableSpecs struct {
 	CfgPid            *ebpf.VariableSpec `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.VariableSpec `ebpf:"cfg_port"`
 	CfgSport          *ebpf.VariableSpec `ebpf:"cfg_sport"`
+	CfgTwProbes       *ebpf.VariableSpec `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
 }
 
@@ -321,6 +347,7 @@ type twtraceVariables struct {
 	CfgPid            *ebpf.Variable `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.Variable `ebpf:"cfg_port"`
 	CfgSport          *ebpf.Variable `ebpf:"cfg_sport"`
+	CfgTwProbes       *ebpf.Variable `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
 }
 
@@ -328,6 +355,15 @@ type twtraceVariables struct {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
+	FeTwTimerHandler   *ebpf.Program `ebpf:"fe_tw_timer_handler"`
+	FeTwskKill         *ebpf.Program `ebpf:"fe_twsk_kill"`
+	FeTwskSchedule     *ebpf.Program `ebpf:"fe_twsk_schedule"`
+	FxTwskAlloc        *ebpf.Program `ebpf:"fx_twsk_alloc"`
+	KpTwTimerHandler   *ebpf.Program `ebpf:"kp_tw_timer_handler"`
+	KpTwskAlloc        *ebpf.Program `ebpf:"kp_twsk_alloc"`
+	KpTwskKill         *ebpf.Program `ebpf:"kp_twsk_kill"`
+	KpTwskSchedule     *ebpf.Program `ebpf:"kp_twsk_schedule"`
+	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
@@ -340,6 +376,15 @@ type twtracePrograms struct {
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
+		p.FeTwTimerHandler,
+		p.FeTwskKill,
+		p.FeTwskSchedule,
+		p.FxTwskAlloc,
+		p.KpTwTimerHandler,
+		p.KpTwskAlloc,
+		p.KpTwskKill,
+		p.KpTwskSchedule,
+		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
 		p.TpReceiveReset,

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,17 +53,24 @@ func TestWatchJSONEndToEnd(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip (iproute2 or busybox) to bring up loopback")
 	}
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
 	var cmd *exec.Cmd
+	var stderr *stderrWatch
 	inNetns(t, func(inode uint64) {
-		cmd = exec.Command(twtraceBin, "watch", "-o", "json", "--duration", "4s", "--backend", *testBackend,
+		cmd = exec.Command(twtraceBin, "watch", "-o", "json", "--duration", "20s", "--backend", *testBackend,
 			"--netns", fmt.Sprint(inode))
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.Stdout = &stdout
+		pipe, err := cmd.StderrPipe()
+		must(t, err)
+		stderr = watchStderr(pipe)
 		if err := cmd.Start(); err != nil {
 			t.Errorf("start twtrace: %v", err)
 			return
 		}
-		time.Sleep(1500 * time.Millisecond) // twtrace measures HZ and attaches before it traces
+		if !stderr.waitFor(" tracing ", 60*time.Second) {
+			t.Errorf("twtrace never said it was tracing:\n%s", stderr.String())
+			return
+		}
 		ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 		must(t, err)
 		must(t, unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
@@ -76,6 +86,12 @@ func TestWatchJSONEndToEnd(t *testing.T) {
 		unix.Close(a)
 		unix.Close(ln)
 	})
+	if cmd.Process == nil {
+		return
+	}
+	// the events are in the kernel's ring buffer by now; SIGINT makes twtrace drain it and exit
+	must(t, cmd.Process.Signal(os.Interrupt))
+	<-stderr.eof // all of stderr read before Wait closes the pipe
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("twtrace watch: %v\n%s", err, stderr.String())
 	}
@@ -109,4 +125,54 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stderrWatch collects a process's stderr and lets a test wait for a line.
+type stderrWatch struct {
+	mu    sync.Mutex
+	buf   strings.Builder
+	lines chan string
+	eof   chan struct{}
+}
+
+func watchStderr(r io.Reader) *stderrWatch {
+	w := &stderrWatch{lines: make(chan string, 64), eof: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.mu.Lock()
+			w.buf.WriteString(sc.Text() + "\n")
+			w.mu.Unlock()
+			select {
+			case w.lines <- sc.Text():
+			default:
+			}
+		}
+		close(w.lines)
+		close(w.eof)
+	}()
+	return w
+}
+
+func (w *stderrWatch) waitFor(substr string, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line, ok := <-w.lines:
+			if !ok {
+				return false
+			}
+			if strings.Contains(line, substr) {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+func (w *stderrWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

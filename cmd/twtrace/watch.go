@@ -45,9 +45,11 @@ func watch(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer t.Close()
+	ready := log.Info()
 	for _, c := range t.Choices() {
-		log.Debug().Str("hook", string(c.Hook)).Str("backend", string(c.Backend)).Msg("attached")
+		ready = ready.Str(string(c.Hook), string(c.Backend))
 	}
+	ready.Msg("tracing")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
