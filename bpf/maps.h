@@ -77,6 +77,14 @@ struct cpu_scratch {
 	__u8 _pad2[6];
 	/* the timewait socket whose timer handler is running here */
 	__u64 expiring_tw;
+	/* the last segment a timewait socket processed here, and the last connect() here:
+	 * a kill right after them was caused by them */
+	__u64 segment_tw;
+	__u64 segment_ts;
+	__u64 connect_task;
+	__u64 connect_ts;
+	__u8 segment_detail;
+	__u8 _pad3[7];
 };
 
 struct {

@@ -261,6 +261,44 @@ static __always_inline void on_tw_timer_handler(struct timer_list *t)
 		c->expiring_tw = (__u64)tw_of(t);
 }
 
+#define CAUSE_WINDOW_NS (10 * 1000 * 1000ULL)
+
+/* on_tw_segment: tcp_timewait_state_process(tw, skb, th). A reset kills the socket inside
+ * it; an acceptable SYN or an answer with a reset kills it right after it returns. */
+static __always_inline void on_tw_segment(struct inet_timewait_sock *tw, const struct tcphdr *th)
+{
+	struct cpu_scratch *c = this_cpu();
+	__u8 syn = BPF_CORE_READ_BITFIELD_PROBED(th, syn);
+
+	if (!c)
+		return;
+	c->segment_tw = (__u64)tw;
+	c->segment_ts = bpf_ktime_get_ns();
+	c->segment_detail = syn && !BPF_CORE_READ_BITFIELD_PROBED(th, rst) ? DETAIL_SYN : DETAIL_RST;
+}
+
+/* on_hash_connect: __inet_hash_connect() may take over a timewait socket (tcp_tw_reuse). */
+static __always_inline void on_hash_connect(void)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (!c)
+		return;
+	c->connect_task = bpf_get_current_pid_tgid();
+	c->connect_ts = bpf_ktime_get_ns();
+}
+
+static __always_inline __u8 kill_detail(struct cpu_scratch *c, struct inet_timewait_sock *tw, __u64 now)
+{
+	if (c->segment_tw == (__u64)tw && now - c->segment_ts < CAUSE_WINDOW_NS) {
+		c->segment_tw = 0;
+		return c->segment_detail;
+	}
+	if (c->connect_task == bpf_get_current_pid_tgid() && now - c->connect_ts < CAUSE_WINDOW_NS)
+		return DETAIL_REUSE;
+	return DETAIL_NONE;
+}
+
 /* on_twsk_kill: inet_twsk_kill(tw) unhashes the socket; it expired if its timer handler
  * called us, else something killed it early. */
 static __always_inline void on_twsk_kill(struct inet_timewait_sock *tw)
@@ -275,8 +313,11 @@ static __always_inline void on_twsk_kill(struct inet_timewait_sock *tw)
 		c->expiring_tw = 0;
 		cause = CAUSE_EXPIRED;
 	}
-	if (tw_exit_record(&e, tw, bpf_ktime_get_ns()))
-		tw_exit_send(&e, (__u64)tw, cause);
+	if (!tw_exit_record(&e, tw, bpf_ktime_get_ns()))
+		return;
+	if (cause == CAUSE_KILLED && e.detail == DETAIL_NONE)
+		e.detail = kill_detail(c, tw, e.ts_ns);
+	tw_exit_send(&e, (__u64)tw, cause);
 }
 
 #endif

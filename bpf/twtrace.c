@@ -80,6 +80,22 @@ int BPF_PROG(fe_twsk_kill, struct inet_timewait_sock *tw)
 	return 0;
 }
 
+/* optional: what killed a timewait socket early */
+
+SEC("fentry/tcp_timewait_state_process")
+int BPF_PROG(fe_tw_segment, struct inet_timewait_sock *tw, struct sk_buff *skb, const struct tcphdr *th)
+{
+	on_tw_segment(tw, th);
+	return 0;
+}
+
+SEC("fentry/__inet_hash_connect")
+int BPF_PROG(fe_hash_connect)
+{
+	on_hash_connect();
+	return 0;
+}
+
 /* timewait hook, kprobe backend */
 
 SEC("kprobe/inet_twsk_alloc")
@@ -122,6 +138,20 @@ SEC("kprobe/inet_twsk_kill")
 int BPF_KPROBE(kp_twsk_kill, struct inet_timewait_sock *tw)
 {
 	on_twsk_kill(tw);
+	return 0;
+}
+
+SEC("kprobe/tcp_timewait_state_process")
+int BPF_KPROBE(kp_tw_segment, struct inet_timewait_sock *tw, struct sk_buff *skb, const struct tcphdr *th)
+{
+	on_tw_segment(tw, th);
+	return 0;
+}
+
+SEC("kprobe/__inet_hash_connect")
+int BPF_KPROBE(kp_hash_connect)
+{
+	on_hash_connect();
 	return 0;
 }
 

@@ -54,22 +54,26 @@ type implementation struct {
 	backend  Backend
 	programs []string
 	needs    string // what the kernel must offer, for messages
+	// optional programs add detail; each is used where the kernel has its function
+	optional []string
 }
 
 // implementations lists, per hook, the backends in order of preference.
 var implementations = map[Hook][]implementation{
 	HookState: {
-		{BackendTracepoint, []string{"tp_set_state"}, "tp_btf/inet_sock_set_state"},
+		{BackendTracepoint, []string{"tp_set_state"}, "tp_btf/inet_sock_set_state", nil},
 	},
 	HookTimewait: {
 		{BackendFentry, []string{"fx_twsk_alloc", "fe_twsk_schedule", "fe_tw_timer_handler", "fe_twsk_kill"},
-			"fexit/inet_twsk_alloc, fentry/__inet_twsk_schedule, tw_timer_handler, inet_twsk_kill"},
+			"fexit/inet_twsk_alloc, fentry/__inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
+			[]string{"fe_tw_segment", "fe_hash_connect"}},
 		{BackendKprobe, []string{"kp_twsk_alloc", "krp_twsk_alloc", "kp_twsk_schedule", "kp_tw_timer_handler", "kp_twsk_kill"},
-			"kprobes on inet_twsk_alloc (and its return), __inet_twsk_schedule, tw_timer_handler, inet_twsk_kill"},
-		{BackendTracepoint, []string{"tp_timer_start", "tp_timer_cancel", "tp_timer_expire_entry"}, "tp_btf/timer_start, timer_cancel, timer_expire_entry"},
+			"kprobes on inet_twsk_alloc (and its return), __inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
+			[]string{"kp_tw_segment", "kp_hash_connect"}},
+		{BackendTracepoint, []string{"tp_timer_start", "tp_timer_cancel", "tp_timer_expire_entry"}, "tp_btf/timer_start, timer_cancel, timer_expire_entry", nil},
 	},
 	HookReset: {
-		{BackendTracepoint, []string{"tp_send_reset", "tp_receive_reset"}, "tp_btf/tcp_send_reset, tcp_receive_reset"},
+		{BackendTracepoint, []string{"tp_send_reset", "tp_receive_reset"}, "tp_btf/tcp_send_reset, tcp_receive_reset", nil},
 	},
 }
 
@@ -90,6 +94,7 @@ func hooksFor(fs Families) []Hook {
 type Choice struct {
 	Hook        Hook
 	Backend     Backend
+	Programs    []string // the programs attached, optional ones included where the kernel allows
 	Unavailable map[Backend]string
 }
 

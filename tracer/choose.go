@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -19,6 +20,7 @@ func choose(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, hook Hook, f
 		return implementation{}, why, fmt.Errorf("%w: %s cannot serve hook %s: %s", ErrNotImplemented, forced, hook, why[forced])
 	}
 	for _, impl := range impls {
+		impl = withOptional(impl, spec, opts.Programs.KernelTypes)
 		err := try(spec, opts, impl)
 		if err == nil {
 			return impl, why, nil
@@ -63,6 +65,20 @@ func try(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, impl implementa
 		l.Close()
 	}
 	return nil
+}
+
+// withOptional adds the optional programs whose kernel function this kernel's BTF has:
+// a function the compiler inlined everywhere has no BTF entry and cannot be probed.
+func withOptional(impl implementation, spec *ebpf.CollectionSpec, kernel *btf.Spec) implementation {
+	programs := append([]string(nil), impl.programs...)
+	for _, name := range impl.optional {
+		var fn *btf.Func
+		if kernel != nil && kernel.TypeByName(spec.Programs[name].AttachTo, &fn) == nil {
+			programs = append(programs, name)
+		}
+	}
+	impl.programs = programs
+	return impl
 }
 
 // attach links a loaded program to the kernel the way its section says.

@@ -13,13 +13,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netns is a private network namespace, held by a file descriptor. Do enters it on
-// a throwaway OS thread, so no thread of the test lingers in it: the namespace dies
-// when Destroy closes the descriptor and its last socket is closed.
+// netns is a private network namespace, held by a file descriptor. Do enters it on a
+// locked OS thread and leaves it again, so no thread of the test lingers in it: the
+// namespace dies when Destroy closes the descriptor and its last socket is closed.
 type netns struct {
 	inode uint32
 	fd    int
 }
+
+// hostNetns is the namespace the test process started in, where every thread returns.
+var hostNetns = func() int {
+	fd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		panic(err)
+	}
+	return fd
+}()
 
 func newNetns(t *testing.T) *netns {
 	t.Helper()
@@ -29,6 +38,7 @@ func newNetns(t *testing.T) *netns {
 		if err = unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return
 		}
+		defer leave()
 		if ns.fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
 			return
 		}
@@ -46,8 +56,15 @@ func newNetns(t *testing.T) *netns {
 	return ns
 }
 
-// onThread runs f on a new OS thread that dies afterwards, taking any namespace
-// it entered with it.
+// leave returns the calling thread to the host namespace: a thread left inside would
+// keep the namespace alive.
+func leave() {
+	if err := unix.Setns(hostNetns, unix.CLONE_NEWNET); err != nil {
+		panic(fmt.Sprintf("setns back to the host namespace: %v", err))
+	}
+}
+
+// onThread runs f on an OS thread locked for it and meant to die afterwards.
 func onThread(f func()) {
 	done := make(chan struct{})
 	go func() {
@@ -64,6 +81,7 @@ func (ns *netns) Do(f func()) {
 		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
 			panic(fmt.Sprintf("setns: %v", err))
 		}
+		defer leave()
 		f()
 	})
 }

@@ -20,6 +20,17 @@ func hasKind(evs []Event, k Kind) bool {
 	return slices.ContainsFunc(evs, func(e Event) bool { return e.Kind == k })
 }
 
+// expectedDetail is what a kill's detail must be: named where the backend attached the
+// program that sees the cause, null otherwise.
+func expectedDetail(c *collector, program string, d Detail) Detail {
+	for _, ch := range c.tr.Choices() {
+		if ch.Hook == HookTimewait && slices.ContainsFunc(ch.Programs, func(p string) bool { return strings.HasSuffix(p, program) }) {
+			return d
+		}
+	}
+	return DetailNone
+}
+
 func exitOf(t *testing.T, evs []Event) Event {
 	t.Helper()
 	exits := filter(evs, ofKind(KindTWExit))
@@ -158,6 +169,39 @@ func TestTimewaitKilledBySYN(t *testing.T) {
 	if exit.Cause != CauseKilled || !exit.DurationOK || exit.Duration > 5*time.Second {
 		t.Errorf("want killed within seconds: %s", exit)
 	}
+	if want := expectedDetail(c, "_tw_segment", DetailSYN); exit.Detail != want {
+		t.Errorf("detail %q, want %q: %s", exit.Detail, want, exit)
+	}
+}
+
+// A reset for a timewait socket kills it (tcp_rfc1337=0, the default).
+func TestTimewaitKilledByRST(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ns := newNetns(t)
+	c := startTracer(t, Options{Families: FamilyTW, Filter: Filter{NetNS: ns.inode}})
+	lfd, port := listenIn(t, ns, unix.AF_INET)
+	defer unix.Close(lfd)
+	cfd, cport := connectIn(t, ns, unix.AF_INET, port, 0)
+	afd := acceptOn(t, lfd)
+	unix.Close(afd) // the server's orphaned socket becomes a FIN_WAIT2 timewait socket
+	readEOF(t, cfd)
+	c.waitFor(t, 5*time.Second, "server tw_enter", func(evs []Event) bool {
+		return hasKind(filter(evs, twOf(port, cport)), KindTWEnter)
+	})
+	must(t, "SO_LINGER", unix.SetsockoptLinger(cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}))
+	unix.Close(cfd) // CLOSE_WAIT with zero linger: a reset
+
+	evs := c.waitFor(t, 5*time.Second, "server tw_exit", func(evs []Event) bool {
+		return hasKind(filter(evs, twOf(port, cport)), KindTWExit)
+	})
+	exit := exitOf(t, filter(evs, twOf(port, cport)))
+	if exit.Cause != CauseKilled || exit.Substate != StateFinWait2 {
+		t.Errorf("want killed in FIN_WAIT2: %s", exit)
+	}
+	if want := expectedDetail(c, "_tw_segment", DetailRST); exit.Detail != want {
+		t.Errorf("detail %q, want %q: %s", exit.Detail, want, exit)
+	}
 }
 
 // connect() from the same port under tcp_tw_reuse takes over the timewait socket.
@@ -184,8 +228,12 @@ func TestTimewaitKilledByReuse(t *testing.T) {
 	evs := c.waitFor(t, 5*time.Second, "client tw_exit", func(evs []Event) bool {
 		return hasKind(filter(evs, twOf(cport, port)), KindTWExit)
 	})
-	if exit := exitOf(t, filter(evs, twOf(cport, port))); exit.Cause != CauseKilled || !exit.DurationOK {
+	exit := exitOf(t, filter(evs, twOf(cport, port)))
+	if exit.Cause != CauseKilled || !exit.DurationOK {
 		t.Errorf("want killed with a known lifetime: %s", exit)
+	}
+	if want := expectedDetail(c, "_hash_connect", DetailReuse); exit.Detail != want {
+		t.Errorf("detail %q, want %q: %s", exit.Detail, want, exit)
 	}
 }
 

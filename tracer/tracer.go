@@ -142,7 +142,7 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 			return err
 		}
 		chosen = append(chosen, impl)
-		t.choices = append(t.choices, Choice{Hook: hook, Backend: impl.backend, Unavailable: why})
+		t.choices = append(t.choices, Choice{Hook: hook, Backend: impl.backend, Programs: impl.programs, Unavailable: why})
 		for _, p := range impl.programs {
 			keep[p] = true
 		}

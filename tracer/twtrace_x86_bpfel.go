@@ -42,6 +42,12 @@ type twtraceCpuScratch struct {
 	OverflowSubstate uint8
 	Pad2             [6]uint8
 	ExpiringTw       uint64
+	SegmentTw        uint64
+	SegmentTs        uint64
+	ConnectTask      uint64
+	ConnectTs        uint64
+	SegmentDetail    uint8
+	Pad3             [7]uint8
 }
 
 type twtraceEvent struct {
@@ -157,10 +163,14 @@ const (
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
 	twtraceMapTws                 = "tws"
+	twtraceProgFeHashConnect      = "fe_hash_connect"
+	twtraceProgFeTwSegment        = "fe_tw_segment"
 	twtraceProgFeTwTimerHandler   = "fe_tw_timer_handler"
 	twtraceProgFeTwskKill         = "fe_twsk_kill"
 	twtraceProgFeTwskSchedule     = "fe_twsk_schedule"
 	twtraceProgFxTwskAlloc        = "fx_twsk_alloc"
+	twtraceProgKpHashConnect      = "kp_hash_connect"
+	twtraceProgKpTwSegment        = "kp_tw_segment"
 	twtraceProgKpTwTimerHandler   = "kp_tw_timer_handler"
 	twtraceProgKpTwskAlloc        = "kp_twsk_alloc"
 	twtraceProgKpTwskKill         = "kp_twsk_kill"
@@ -236,10 +246,14 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
+	FeHashConnect      *ebpf.ProgramSpec `ebpf:"fe_hash_connect"`
+	FeTwSegment        *ebpf.ProgramSpec `ebpf:"fe_tw_segment"`
 	FeTwTimerHandler   *ebpf.ProgramSpec `ebpf:"fe_tw_timer_handler"`
 	FeTwskKill         *ebpf.ProgramSpec `ebpf:"fe_twsk_kill"`
 	FeTwskSchedule     *ebpf.ProgramSpec `ebpf:"fe_twsk_schedule"`
 	FxTwskAlloc        *ebpf.ProgramSpec `ebpf:"fx_twsk_alloc"`
+	KpHashConnect      *ebpf.ProgramSpec `ebpf:"kp_hash_connect"`
+	KpTwSegment        *ebpf.ProgramSpec `ebpf:"kp_tw_segment"`
 	KpTwTimerHandler   *ebpf.ProgramSpec `ebpf:"kp_tw_timer_handler"`
 	KpTwskAlloc        *ebpf.ProgramSpec `ebpf:"kp_twsk_alloc"`
 	KpTwskKill         *ebpf.ProgramSpec `ebpf:"kp_twsk_kill"`
@@ -355,10 +369,14 @@ type twtraceVariables struct {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
+	FeHashConnect      *ebpf.Program `ebpf:"fe_hash_connect"`
+	FeTwSegment        *ebpf.Program `ebpf:"fe_tw_segment"`
 	FeTwTimerHandler   *ebpf.Program `ebpf:"fe_tw_timer_handler"`
 	FeTwskKill         *ebpf.Program `ebpf:"fe_twsk_kill"`
 	FeTwskSchedule     *ebpf.Program `ebpf:"fe_twsk_schedule"`
 	FxTwskAlloc        *ebpf.Program `ebpf:"fx_twsk_alloc"`
+	KpHashConnect      *ebpf.Program `ebpf:"kp_hash_connect"`
+	KpTwSegment        *ebpf.Program `ebpf:"kp_tw_segment"`
 	KpTwTimerHandler   *ebpf.Program `ebpf:"kp_tw_timer_handler"`
 	KpTwskAlloc        *ebpf.Program `ebpf:"kp_twsk_alloc"`
 	KpTwskKill         *ebpf.Program `ebpf:"kp_twsk_kill"`
@@ -376,10 +394,14 @@ type twtracePrograms struct {
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
+		p.FeHashConnect,
+		p.FeTwSegment,
 		p.FeTwTimerHandler,
 		p.FeTwskKill,
 		p.FeTwskSchedule,
 		p.FxTwskAlloc,
+		p.KpHashConnect,
+		p.KpTwSegment,
 		p.KpTwTimerHandler,
 		p.KpTwskAlloc,
 		p.KpTwskKill,
