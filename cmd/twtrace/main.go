@@ -24,6 +24,7 @@ const topUsage = `twtrace: trace TCP state transitions, TIME_WAIT lifetimes, buc
 
 Usage:
   twtrace watch [flags]    stream events until interrupted or --duration
+  twtrace stat [flags]     count TCP sockets per state and namespace, now (no tracing)
   twtrace probe            show the kernel's support and the backend chosen per hook
   twtrace version          print the version
 
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return watch(args[1:], stdout, stderr)
 	case "probe":
 		return probe(args[1:], stdout, stderr)
+	case "stat":
+		return stat(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "twtrace %s\n", version)
 		return nil

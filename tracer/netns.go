@@ -1,0 +1,108 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace and a file that names it.
+type Netns struct {
+	Inode uint32
+	Path  string // /proc/PID/ns/net or /run/netns/NAME
+}
+
+// Namespaces lists every network namespace a process or a /run/netns name holds.
+func Namespaces() ([]Netns, error) {
+	seen := map[uint32]Netns{}
+	add := func(path string) {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) == nil {
+			if _, ok := seen[uint32(st.Ino)]; !ok {
+				seen[uint32(st.Ino)] = Netns{Inode: uint32(st.Ino), Path: path}
+			}
+		}
+	}
+	procs, err := filepath.Glob("/proc/[0-9]*/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range procs {
+		add(p)
+	}
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, p := range named {
+		add(p)
+	}
+	out := make([]Netns, 0, len(seen))
+	for _, ns := range seen {
+		out = append(out, ns)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Inode < out[j].Inode })
+	return out, nil
+}
+
+// FindNetns returns the namespace with this inode.
+func FindNetns(inode uint32) (Netns, error) {
+	all, err := Namespaces()
+	if err != nil {
+		return Netns{}, err
+	}
+	for _, ns := range all {
+		if ns.Inode == inode {
+			return ns, nil
+		}
+	}
+	return Netns{}, fmt.Errorf("no network namespace with inode %d (no process or /run/netns name holds it)", inode)
+}
+
+// Do runs f with the calling OS thread inside the namespace: sockets f creates belong to
+// it, /proc/sys/net and /proc/thread-self/net show it. The thread returns to its own
+// namespace afterwards, or dies if it cannot.
+func (ns Netns) Do(f func() error) error {
+	target, err := unix.Open(ns.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", ns.Path, err)
+	}
+	defer unix.Close(target)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(home)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter network namespace %d: %w", ns.Inode, err)
+			return
+		}
+		ferr := f()
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // back home: the thread may serve others again
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// readSysctl reads a sysctl of the calling thread's namespace, "" when it does not exist.
+func readSysctl(name string) string {
+	b, err := os.ReadFile(filepath.Join("/proc/sys", name))
+	if err != nil {
+		return ""
+	}
+	return string(trimSpace(b))
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

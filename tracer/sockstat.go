@@ -1,0 +1,129 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// SocketCounts is one namespace's TCP sockets by state, read from the kernel in one pass.
+type SocketCounts struct {
+	NetNS   uint32
+	Total   uint64
+	ByState [StateNewSynRecv + 1]uint64
+	// MaxTWBuckets is net.ipv4.tcp_max_tw_buckets, -1 when unreadable.
+	MaxTWBuckets int64
+	// PortLow..PortHigh is net.ipv4.ip_local_port_range (0, 0 when unreadable).
+	PortLow, PortHigh uint16
+	// EphemeralPorts counts distinct local ports inside that range that some socket holds.
+	EphemeralPorts int
+}
+
+// CountSockets dumps the namespace's TCP sockets (IPv4 and IPv6, every state, timewait
+// sockets included) through NETLINK_SOCK_DIAG.
+func CountSockets(ns Netns) (SocketCounts, error) {
+	c := SocketCounts{NetNS: ns.Inode, MaxTWBuckets: -1}
+	var fd int
+	err := ns.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return fmt.Errorf("open sock_diag netlink: %w", err)
+		}
+		if v, err := strconv.ParseInt(readSysctl("net/ipv4/tcp_max_tw_buckets"), 10, 64); err == nil {
+			c.MaxTWBuckets = v
+		}
+		if f := strings.Fields(readSysctl("net/ipv4/ip_local_port_range")); len(f) == 2 {
+			lo, _ := strconv.ParseUint(f[0], 10, 16)
+			hi, _ := strconv.ParseUint(f[1], 10, 16)
+			c.PortLow, c.PortHigh = uint16(lo), uint16(hi)
+		}
+		return nil
+	})
+	if err != nil {
+		return c, err
+	}
+	defer unix.Close(fd)
+	var used [1 << 16]bool
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		err := dumpTCP(fd, family, func(state uint8, sport uint16) {
+			c.Total++
+			if int(state) < len(c.ByState) {
+				c.ByState[state]++
+			}
+			if sport >= c.PortLow && sport <= c.PortHigh && !used[sport] {
+				used[sport] = true
+				c.EphemeralPorts++
+			}
+		})
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// inetDiagReqV2 is struct inet_diag_req_v2 from include/uapi/linux/inet_diag.h.
+type inetDiagReqV2 struct {
+	Family   uint8
+	Protocol uint8
+	Ext      uint8
+	Pad      uint8
+	States   uint32
+	ID       [48]byte
+}
+
+const sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+
+// dumpTCP asks for every TCP socket of one family and calls fn with each one's state
+// and local port.
+func dumpTCP(fd int, family uint8, fn func(state uint8, sport uint16)) error {
+	req := struct {
+		hdr unix.NlMsghdr
+		req inetDiagReqV2
+	}{
+		hdr: unix.NlMsghdr{Type: sockDiagByFamily, Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP, Seq: 1},
+		req: inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: ^uint32(0)},
+	}
+	req.hdr.Len = uint32(unsafe.Sizeof(req))
+	buf := (*[unsafe.Sizeof(req)]byte)(unsafe.Pointer(&req))[:]
+	if err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sock_diag request: %w", err)
+	}
+	rb := make([]byte, 1<<20)
+	for {
+		n, _, err := unix.Recvfrom(fd, rb, 0)
+		if err != nil {
+			return fmt.Errorf("sock_diag dump: %w", err)
+		}
+		for b := rb[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			l := binary.NativeEndian.Uint32(b[0:4])
+			typ := binary.NativeEndian.Uint16(b[4:6])
+			if l < unix.NLMSG_HDRLEN || int(l) > len(b) {
+				return fmt.Errorf("sock_diag dump: malformed message")
+			}
+			msg := b[unix.NLMSG_HDRLEN:l]
+			switch typ {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(msg) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(msg)); errno != 0 {
+						return fmt.Errorf("sock_diag dump: %w", unix.Errno(-errno))
+					}
+				}
+				return nil
+			case sockDiagByFamily:
+				// struct inet_diag_msg: family, state, timer, retrans, then id.idiag_sport (big endian)
+				if len(msg) >= 6 {
+					fn(msg[1], binary.BigEndian.Uint16(msg[4:6]))
+				}
+			}
+			b = b[min(int(l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
+		}
+	}
+}
