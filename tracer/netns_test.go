@@ -1,12 +1,10 @@
 package tracer
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -136,36 +134,11 @@ func (ns *netns) Netstat(t *testing.T, name string) uint64 {
 	t.Helper()
 	var v uint64
 	var err error
-	ns.Do(func() { v, err = readNetstat("/proc/thread-self/net/netstat", name) })
+	ns.Do(func() { v, err = ReadNetstat("/proc/thread-self/net/netstat", name) })
 	if err != nil {
 		t.Fatalf("netstat %s: %v", name, err)
 	}
 	return v
-}
-
-func readNetstat(path, name string) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		keys := strings.Fields(sc.Text())
-		if !sc.Scan() {
-			break
-		}
-		vals := strings.Fields(sc.Text())
-		if len(keys) == 0 || keys[0] != "TcpExt:" || len(vals) != len(keys) {
-			continue
-		}
-		for i, k := range keys {
-			if k == name {
-				return strconv.ParseUint(vals[i], 10, 64)
-			}
-		}
-	}
-	return 0, fmt.Errorf("no TcpExt counter %s", name)
 }
 
 // TimeWaitCount counts the namespace's sockets in TIME_WAIT from /proc/net/tcp{,6},

@@ -3,6 +3,7 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -50,7 +51,8 @@ func CountSockets(ns Netns) (SocketCounts, error) {
 	defer unix.Close(fd)
 	var used [1 << 16]bool
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		err := dumpTCP(fd, family, func(state uint8, sport uint16) {
+		err := dumpTCP(fd, family, ^uint32(0), func(msg []byte) {
+			state, sport := msg[1], binary.BigEndian.Uint16(msg[4:6])
 			c.Total++
 			if int(state) < len(c.ByState) {
 				c.ByState[state]++
@@ -79,15 +81,16 @@ type inetDiagReqV2 struct {
 
 const sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
 
-// dumpTCP asks for every TCP socket of one family and calls fn with each one's state
-// and local port.
-func dumpTCP(fd int, family uint8, fn func(state uint8, sport uint16)) error {
+// dumpTCP asks for the TCP sockets of one family in the states of the mask and calls fn
+// with each struct inet_diag_msg (family, state, timer, retrans, then the socket id:
+// sport, dport big endian, src and dst 16 bytes each).
+func dumpTCP(fd int, family uint8, states uint32, fn func(msg []byte)) error {
 	req := struct {
 		hdr unix.NlMsghdr
 		req inetDiagReqV2
 	}{
 		hdr: unix.NlMsghdr{Type: sockDiagByFamily, Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP, Seq: 1},
-		req: inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: ^uint32(0)},
+		req: inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: states},
 	}
 	req.hdr.Len = uint32(unsafe.Sizeof(req))
 	buf := (*[unsafe.Sizeof(req)]byte)(unsafe.Pointer(&req))[:]
@@ -118,12 +121,49 @@ func dumpTCP(fd int, family uint8, fn func(state uint8, sport uint16)) error {
 				}
 				return nil
 			case sockDiagByFamily:
-				// struct inet_diag_msg: family, state, timer, retrans, then id.idiag_sport (big endian)
-				if len(msg) >= 6 {
-					fn(msg[1], binary.BigEndian.Uint16(msg[4:6]))
+				if len(msg) >= 40 {
+					fn(msg)
 				}
 			}
 			b = b[min(int(l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
 		}
 	}
+}
+
+// Destination is one local address's connections to one remote endpoint: the unit
+// whose ephemeral ports run out, since each needs a distinct local port.
+type Destination struct {
+	NetNS uint32
+	SAddr netip.Addr
+	DAddr netip.Addr
+	DPort uint16
+}
+
+// TimewaitByDestination counts the namespace's TIME_WAIT sockets per destination.
+func TimewaitByDestination(ns Netns) (map[Destination]int, error) {
+	var fd int
+	err := ns.Do(func() (err error) {
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open sock_diag netlink: %w", err)
+	}
+	defer unix.Close(fd)
+	out := map[Destination]int{}
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		err := dumpTCP(fd, family, 1<<uint(StateTimeWait), func(msg []byte) {
+			d := Destination{NetNS: ns.Inode, DPort: binary.BigEndian.Uint16(msg[6:8])}
+			if msg[0] == unix.AF_INET {
+				d.SAddr, d.DAddr = netip.AddrFrom4([4]byte(msg[8:12])), netip.AddrFrom4([4]byte(msg[24:28]))
+			} else {
+				d.SAddr, d.DAddr = netip.AddrFrom16([16]byte(msg[8:24])), netip.AddrFrom16([16]byte(msg[24:40]))
+			}
+			out[d]++
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

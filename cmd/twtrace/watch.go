@@ -40,6 +40,9 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err := tracer.CheckPrivileges(); err != nil {
 		return err
 	}
+	// before loading, so that an interrupt at any moment after "tracing" is handled
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	t, err := tracer.New(opts)
 	if err != nil {
 		return err
@@ -51,8 +54,6 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	}
 	ready.Msg("tracing")
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	if f.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
