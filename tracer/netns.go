@@ -60,6 +60,15 @@ func FindNetns(inode uint32) (Netns, error) {
 	return Netns{}, fmt.Errorf("no network namespace with inode %d (no process or /run/netns name holds it)", inode)
 }
 
+// SelfNetns is the namespace twtrace itself runs in.
+func SelfNetns() (Netns, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return Netns{}, err
+	}
+	return Netns{Inode: uint32(st.Ino), Path: "/proc/self/ns/net"}, nil
+}
+
 // Do runs f with the calling OS thread inside the namespace: sockets f creates belong to
 // it, /proc/sys/net and /proc/thread-self/net show it. The thread returns to its own
 // namespace afterwards, or dies if it cannot.

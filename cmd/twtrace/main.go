@@ -24,6 +24,7 @@ const topUsage = `twtrace: trace TCP state transitions, TIME_WAIT lifetimes, buc
 
 Usage:
   twtrace watch [flags]    stream events until interrupted or --duration
+  twtrace timewait [flags] lifetimes, occupancy, port-exhaustion forecast, overflows, resets
   twtrace stat [flags]     count TCP sockets per state and namespace, now (no tracing)
   twtrace probe            show the kernel's support and the backend chosen per hook
   twtrace version          print the version
@@ -70,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return probe(args[1:], stdout, stderr)
 	case "stat":
 		return stat(args[1:], stdout, stderr)
+	case "timewait":
+		return timewait(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "twtrace %s\n", version)
 		return nil

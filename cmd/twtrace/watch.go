@@ -7,9 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twtrace/twtrace/tracer"
@@ -33,32 +31,12 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	sess, err := startSession(&f, opts, stderr)
 	if err != nil {
 		return err
 	}
-	if err := tracer.CheckPrivileges(); err != nil {
-		return err
-	}
-	// before loading, so that an interrupt at any moment after "tracing" is handled
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	t, err := tracer.New(opts)
-	if err != nil {
-		return err
-	}
-	defer t.Close()
-	ready := log.Info()
-	for _, c := range t.Choices() {
-		ready = ready.Str(string(c.Hook), string(c.Backend))
-	}
-	ready.Msg("tracing")
-
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
+	defer sess.Close()
+	t, ctx := sess.t, sess.ctx
 
 	p := newPrinter(stdout, f.output == "json")
 	if f.output == "text" {
@@ -70,7 +48,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 		reportLost(ctx, t, p)
 	}()
 	runErr := t.Run(ctx, p.event, p.flush)
-	stop()
+	sess.cancel()
 	<-lostDone
 	p.reportLost(t)
 	p.flush()

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// session is a started tracer and the context that ends it: SIGINT, SIGTERM or --duration.
+type session struct {
+	t      *tracer.Tracer
+	ctx    context.Context
+	cancel func()
+	log    zerolog.Logger
+}
+
+// startSession checks privileges, installs the signal handlers before loading (so an
+// interrupt at any moment is handled), starts the tracer and says it is tracing.
+func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*session, error) {
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return nil, err
+	}
+	if err := tracer.CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	cancel := stop
+	if f.duration > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, f.duration)
+		cancel = func() { cancelTimeout(); stop() }
+	}
+	t, err := tracer.New(opts)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ready := log.Info()
+	for _, c := range t.Choices() {
+		ready = ready.Str(string(c.Hook), string(c.Backend))
+	}
+	ready.Msg("tracing")
+	return &session{t: t, ctx: ctx, cancel: cancel, log: log}, nil
+}
+
+// Close detaches everything and releases the signal handlers.
+func (s *session) Close() {
+	s.t.Close()
+	s.cancel()
+}

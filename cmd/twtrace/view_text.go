@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+func writeViewText(w io.Writer, v view) {
+	fmt.Fprintf(w, "TIME_WAIT since %s (%s)", v.Since.Format("15:04:05"), v.Elapsed.Round(time.Millisecond))
+	if v.Lost > 0 || v.Missed > 0 {
+		fmt.Fprintf(w, " -- INCOMPLETE: %d events lost, %d missed", v.Lost, v.Missed)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "\nLifetimes of timewait sockets that died in the window (born before it: lifetime unknown, not shown)\n")
+	if len(v.Lifetimes) == 0 {
+		fmt.Fprintf(w, "  none yet\n")
+	}
+	for _, l := range v.Lifetimes {
+		h := l.H
+		approx := ""
+		if !h.Exact() {
+			approx = " (percentiles from a sample)"
+		}
+		fmt.Fprintf(w, "\n  %s %s: count %d, min %s, p50 %s, p99 %s, max %s%s\n", l.Key.Substate, causeName(l.Key),
+			h.Count, ms(h.Min), ms(h.Percentile(0.5)), ms(h.Percentile(0.99)), ms(h.Max), approx)
+		drawHistogram(w, h)
+	}
+
+	fmt.Fprintf(w, "\nLive TIME_WAIT per namespace (sock_diag, now)\n")
+	fmt.Fprintf(w, "  %-11s %8s %16s %7s %8s %10s %10s\n", "NETNS", "LIVE", "MAX_TW_BUCKETS", "USE", "CREATED", "OVERFLOWS", "KERNEL_CTR")
+	for _, n := range v.Namespaces {
+		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8d %10d %10s\n", n.NetNS, orUnknown(n.Live), orUnknown(n.MaxTWBuckets),
+			percent(n.Live, n.MaxTWBuckets), n.Created, n.Overflows, orUnknown(n.CounterDelta))
+	}
+
+	fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT (each needs its own local port from ip_local_port_range)\n")
+	fmt.Fprintf(w, "  %-11s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
+	for _, d := range v.Dests {
+		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9.1f  %s\n", d.Dest.NetNS, d.Dest.SAddr, addrPort(d.Dest.DAddr, d.Dest.DPort),
+			d.Live, 100*d.Share, d.Rate, forecastText(d.Forecast))
+	}
+
+	if len(v.Overflows) > 0 {
+		fmt.Fprintf(w, "\nOverflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)\n")
+		for _, o := range v.Overflows {
+			fmt.Fprintf(w, "  %-11d %-40s %-46s %d\n", o.Dest.NetNS, o.Dest.SAddr, addrPort(o.Dest.DAddr, o.Dest.DPort), o.Count)
+		}
+	}
+	if len(v.Resets) > 0 {
+		fmt.Fprintf(w, "\nResets by reason\n")
+		for _, r := range v.Resets {
+			dir, reason := "sent", r.Key.Reason
+			if r.Key.Recv {
+				dir, reason = "recv", "-"
+			}
+			fmt.Fprintf(w, "  %-4s %-28s %d\n", dir, reason, r.Count)
+		}
+		fmt.Fprintf(w, "\nResets by process (sent and received)\n")
+		for _, p := range v.ByProcess {
+			comm := commString(p.Key.Comm)
+			if p.Key.PID == 0 {
+				comm = "? (owner unknown)"
+			}
+			fmt.Fprintf(w, "  %-7d %-16s %d\n", p.Key.PID, comm, p.Count)
+		}
+	}
+}
+
+func causeName(k tracer.LifetimeKey) string {
+	if d := k.Detail.String(); d != "" {
+		return k.Cause.String() + " (" + d + ")"
+	}
+	return k.Cause.String()
+}
+
+// drawHistogram prints log2 millisecond buckets the way bcc's tools do.
+func drawHistogram(w io.Writer, h *tracer.Histogram) {
+	first, last := -1, -1
+	var peak uint64
+	for i, n := range h.Buckets {
+		if n > 0 {
+			if first < 0 {
+				first = i
+			}
+			last = i
+			peak = max(peak, n)
+		}
+	}
+	if first < 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %24s : %-8s %s\n", "msecs", "count", "distribution")
+	for i := first; i <= last; i++ {
+		lo, hi := uint64(0), uint64(1)
+		if i > 0 {
+			lo, hi = 1<<(i-1), 1<<i
+		}
+		bar := int(40 * h.Buckets[i] / peak)
+		fmt.Fprintf(w, "  %10d -> %-10d : %-8d |%-40s|\n", lo, hi-1, h.Buckets[i], strings.Repeat("*", bar))
+	}
+}
+
+func forecastText(f tracer.Forecast) string {
+	switch {
+	case !f.AtRisk:
+		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
+	case f.Exhaustion == 0:
+		return "ports exhausted now"
+	}
+	return fmt.Sprintf("ports run out in ~%s", f.Exhaustion.Round(time.Second))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+func orUnknown(n int64) string {
+	if n < 0 {
+		return "unknown"
+	}
+	return fmt.Sprint(n)
+}
+
+func percent(n, of int64) string {
+	if n < 0 || of <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
+}
+
+func commString(c [16]byte) string {
+	n := 0
+	for n < len(c) && c[n] != 0 {
+		n++
+	}
+	return string(c[:n])
+}

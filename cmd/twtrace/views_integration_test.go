@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startTwtrace runs the binary with args from the current thread's namespace and waits
+// until it says it is tracing.
+func startTwtrace(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer, *stderrWatch) {
+	t.Helper()
+	var stdout bytes.Buffer
+	cmd := exec.Command(twtraceBin, args...)
+	cmd.Stdout = &stdout
+	pipe, err := cmd.StderrPipe()
+	must(t, err)
+	stderr := watchStderr(pipe)
+	must(t, cmd.Start())
+	if !stderr.waitFor(" tracing ", 60*time.Second) {
+		cmd.Process.Kill()
+		t.Fatalf("twtrace never said it was tracing:\n%s", stderr.String())
+	}
+	return cmd, &stdout, stderr
+}
+
+// stopTwtrace interrupts it, as a user would, and waits for its output.
+func stopTwtrace(t *testing.T, cmd *exec.Cmd, stderr *stderrWatch) {
+	t.Helper()
+	must(t, cmd.Process.Signal(os.Interrupt))
+	<-stderr.eof
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("twtrace: %v\n%s", err, stderr.String())
+	}
+}
+
+// clientFirst makes n IPv4 loopback connections whose client closes first.
+func clientFirst(t *testing.T, n int) {
+	t.Helper()
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	must(t, err)
+	defer unix.Close(ln)
+	must(t, unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Listen(ln, 64))
+	sa, _ := unix.Getsockname(ln)
+	port := sa.(*unix.SockaddrInet4).Port
+	for i := 0; i < n; i++ {
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		must(t, err)
+		must(t, unix.Connect(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}))
+		a, _, err := unix.Accept(ln)
+		must(t, err)
+		unix.Close(c)
+		unix.Read(a, make([]byte, 1))
+		unix.Close(a)
+	}
+}
+
+// The timewait view's numbers equal the kernel's: live sockets (sock_diag), overflows
+// (TcpExtTCPTimeWaitOverflow) and timewait sockets created.
+func TestTimewaitViewMatchesKernel(t *testing.T) {
+	if twtraceBin == "" {
+		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
+	}
+	var cmd *exec.Cmd
+	var stdout *bytes.Buffer
+	var stderr *stderrWatch
+	inNetns(t, func(inode uint64) {
+		must(t, os.WriteFile("/proc/sys/net/ipv4/tcp_max_tw_buckets", []byte("4"), 0o644))
+		cmd, stdout, stderr = startTwtrace(t, "timewait", "-o", "json", "--backend", *testBackend, "--netns", fmt.Sprint(inode))
+		clientFirst(t, 20)
+		stopTwtrace(t, cmd, stderr)
+	})
+	var v struct {
+		Complete   bool `json:"complete"`
+		Namespaces []struct {
+			Live         *int64 `json:"live"`
+			MaxTWBuckets *int64 `json:"max_tw_buckets"`
+			Created      uint64 `json:"created"`
+			Overflows    uint64 `json:"overflows"`
+			CounterDelta *int64 `json:"overflow_counter_delta"`
+		} `json:"namespaces"`
+		Destinations []struct {
+			Live   int  `json:"live"`
+			AtRisk bool `json:"at_risk"`
+		} `json:"destinations"`
+		Overflows []struct {
+			Count uint64 `json:"count"`
+		} `json:"overflows"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
+		t.Fatalf("timewait -o json: %v\n%s", err, stdout.String())
+	}
+	if len(v.Namespaces) != 1 {
+		t.Fatalf("want the one namespace: %s", stdout.String())
+	}
+	n := v.Namespaces[0]
+	if n.Live == nil || *n.Live != 4 || *n.MaxTWBuckets != 4 || n.Created != 4 || n.Overflows != 16 ||
+		n.CounterDelta == nil || *n.CounterDelta != 16 {
+		t.Errorf("want 4 live of 4 buckets, 4 created, 16 overflows = counter delta 16:\n%s", stdout.String())
+	}
+	if len(v.Destinations) != 1 || v.Destinations[0].Live != 4 || len(v.Overflows) != 1 || v.Overflows[0].Count != 16 {
+		t.Errorf("want one destination with 4 live and 16 overflows:\n%s", stdout.String())
+	}
+	if !v.Complete {
+		t.Errorf("view says it is incomplete:\n%s", stdout.String())
+	}
+}

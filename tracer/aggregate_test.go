@@ -1,0 +1,102 @@
+package tracer
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestHistogramPercentilesAndBuckets(t *testing.T) {
+	var h Histogram
+	for i := 1; i <= 100; i++ {
+		h.Add(time.Duration(i) * time.Millisecond)
+	}
+	if h.Count != 100 || h.Min != time.Millisecond || h.Max != 100*time.Millisecond || !h.Exact() {
+		t.Fatalf("count %d min %v max %v", h.Count, h.Min, h.Max)
+	}
+	if p := h.Percentile(0.5); p != 50*time.Millisecond {
+		t.Errorf("p50 %v, want 50ms", p)
+	}
+	if p := h.Percentile(0.99); p != 99*time.Millisecond {
+		t.Errorf("p99 %v, want 99ms", p)
+	}
+	// log2 buckets: [1,2) [2,4) [4,8) ... [64,128) ms
+	want := map[int]uint64{1: 1, 2: 2, 3: 4, 4: 8, 5: 16, 6: 32, 7: 37}
+	for i, n := range h.Buckets {
+		if n != want[i] {
+			t.Errorf("bucket %d: %d, want %d", i, n, want[i])
+		}
+	}
+	h.Add(500 * time.Microsecond)
+	if h.Buckets[0] != 1 || h.Min != 500*time.Microsecond {
+		t.Errorf("sub-millisecond value: bucket0 %d min %v", h.Buckets[0], h.Min)
+	}
+}
+
+func TestAggregateFoldsEvents(t *testing.T) {
+	a := NewAggregate(time.Unix(0, 0))
+	dst := Destination{NetNS: 7, SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
+	base := Event{NetNS: 7, SAddr: dst.SAddr, DAddr: dst.DAddr, DPort: 443, SPort: 40000}
+	for i := 0; i < 3; i++ {
+		e := base
+		e.Kind = KindTWEnter
+		a.Add(&e)
+		e.Kind, e.Substate, e.Cause, e.Duration, e.DurationOK = KindTWExit, StateTimeWait, CauseExpired, 60*time.Second, true
+		a.Add(&e)
+	}
+	e := base
+	e.Kind, e.Substate, e.Cause, e.Detail, e.DurationOK = KindTWExit, StateTimeWait, CauseKilled, DetailNetnsExit, false
+	a.Add(&e) // unknown lifetime: not in any histogram
+	e.Kind = KindTWOverflow
+	a.Add(&e)
+	e.Kind, e.Reason, e.PID = KindReset, "tcp_abort_on_close", 42
+	a.Add(&e)
+
+	if a.Created[dst] != 3 || a.CreatedByNetns[7] != 3 || a.Overflows[dst] != 1 || a.OverflowsByNetns[7] != 1 {
+		t.Errorf("created %v overflows %v", a.Created, a.Overflows)
+	}
+	h := a.Lifetimes[LifetimeKey{StateTimeWait, CauseExpired, DetailNone}]
+	if h == nil || h.Count != 3 || len(a.Lifetimes) != 1 {
+		t.Fatalf("lifetimes %v", a.Lifetimes)
+	}
+	if m, ok := a.MeanLifetime(StateTimeWait); !ok || m != 60*time.Second {
+		t.Errorf("mean lifetime %v %v", m, ok)
+	}
+	if a.Resets[ResetKey{Reason: "tcp_abort_on_close"}] != 1 || a.ResetsByProcess[ProcessKey{PID: 42}] != 1 {
+		t.Errorf("resets %v by process %v", a.Resets, a.ResetsByProcess)
+	}
+}
+
+func TestForecastPorts(t *testing.T) {
+	cases := []struct {
+		name       string
+		live       int
+		rate       float64
+		lifetime   time.Duration
+		size       int
+		atRisk     bool
+		steady     float64
+		exhaustion time.Duration
+	}{
+		{"idle", 0, 0, 60 * time.Second, 28232, false, 0, 0},
+		{"well below", 100, 10, 60 * time.Second, 28232, false, 600, 0},
+		{"exactly the range", 0, 100, 10 * time.Second, 1000, true, 1000, 10 * time.Second},
+		{"fills the rest", 20000, 1000, 60 * time.Second, 28232, true, 60000, 8232 * time.Millisecond},
+		{"already full", 28232, 1000, 60 * time.Second, 28232, true, 60000, 0},
+	}
+	for _, c := range cases {
+		f := ForecastPorts(c.live, c.rate, c.lifetime, c.size)
+		if f.AtRisk != c.atRisk || f.SteadyState != c.steady || f.Exhaustion != c.exhaustion {
+			t.Errorf("%s: got %+v", c.name, f)
+		}
+	}
+}
+
+func BenchmarkAggregateAdd(b *testing.B) {
+	a := NewAggregate(time.Now())
+	e := Event{Kind: KindState, OldState: StateFinWait2, NewState: StateTimeWait, NetNS: 1}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		a.Add(&e)
+	}
+}
