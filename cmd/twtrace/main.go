@@ -26,6 +26,7 @@ Usage:
   twtrace watch [flags]    stream events until interrupted or --duration
   twtrace timewait [flags] lifetimes, occupancy, port-exhaustion forecast, overflows, resets
   twtrace stat [flags]     count TCP sockets per state and namespace, now (no tracing)
+  twtrace doctor [flags]   TIME_WAIT sysctls checked against what the kernel does, with evidence
   twtrace probe            show the kernel's support and the backend chosen per hook
   twtrace version          print the version
 
@@ -73,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return stat(args[1:], stdout, stderr)
 	case "timewait":
 		return timewait(args[1:], stdout, stderr)
+	case "doctor":
+		return doctor(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "twtrace %s\n", version)
 		return nil

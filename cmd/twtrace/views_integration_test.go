@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,16 +41,17 @@ func stopTwtrace(t *testing.T, cmd *exec.Cmd, stderr *stderrWatch) {
 	}
 }
 
-// clientFirst makes n IPv4 loopback connections whose client closes first.
-func clientFirst(t *testing.T, n int) {
+// clientFirst makes n IPv4 loopback connections to a listener on port (0: any) whose
+// client closes first.
+func clientFirst(t *testing.T, port, n int) {
 	t.Helper()
 	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	must(t, err)
 	defer unix.Close(ln)
-	must(t, unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}))
 	must(t, unix.Listen(ln, 64))
 	sa, _ := unix.Getsockname(ln)
-	port := sa.(*unix.SockaddrInet4).Port
+	port = sa.(*unix.SockaddrInet4).Port
 	for i := 0; i < n; i++ {
 		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 		must(t, err)
@@ -74,7 +76,7 @@ func TestTimewaitViewMatchesKernel(t *testing.T) {
 	inNetns(t, func(inode uint64) {
 		must(t, os.WriteFile("/proc/sys/net/ipv4/tcp_max_tw_buckets", []byte("4"), 0o644))
 		cmd, stdout, stderr = startTwtrace(t, "timewait", "-o", "json", "--backend", *testBackend, "--netns", fmt.Sprint(inode))
-		clientFirst(t, 20)
+		clientFirst(t, 0, 20)
 		stopTwtrace(t, cmd, stderr)
 	})
 	var v struct {
@@ -110,5 +112,65 @@ func TestTimewaitViewMatchesKernel(t *testing.T) {
 	}
 	if !v.Complete {
 		t.Errorf("view says it is incomplete:\n%s", stdout.String())
+	}
+}
+
+// doctor reports the findings its sysctls and measured traffic call for, with the numbers.
+func TestDoctorFindings(t *testing.T) {
+	if twtraceBin == "" {
+		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
+	}
+	var stdout *bytes.Buffer
+	inNetns(t, func(inode uint64) {
+		for name, v := range map[string]string{"tcp_max_tw_buckets": "4", "ip_local_port_range": "40000 40009",
+			"tcp_tw_reuse": "1", "tcp_timestamps": "0", "tcp_fin_timeout": "30"} {
+			must(t, os.WriteFile("/proc/sys/net/ipv4/"+name, []byte(v), 0o644))
+		}
+		var cmd *exec.Cmd
+		var stderr *stderrWatch
+		cmd, stdout, stderr = startTwtrace(t, "doctor", "-o", "json", "--duration", "3s", "--backend", *testBackend, "--netns", fmt.Sprint(inode))
+		clientFirst(t, 5000, 6) // 4 timewait sockets (the limit), 2 overflows
+		<-stderr.eof
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("twtrace doctor: %v\n%s", err, stderr.String())
+		}
+	})
+	var r struct {
+		Namespaces []struct {
+			Sysctls  map[string]string `json:"sysctls"`
+			Findings []struct {
+				ID       string `json:"id"`
+				Severity string `json:"severity"`
+				Evidence string `json:"evidence"`
+			} `json:"findings"`
+		} `json:"namespaces"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil || len(r.Namespaces) != 1 {
+		t.Fatalf("doctor -o json: %v\n%s", err, stdout.String())
+	}
+	found := map[string]string{}
+	for _, f := range r.Namespaces[0].Findings {
+		found[f.ID] = f.Severity + ": " + f.Evidence
+	}
+	want := map[string][]string{
+		"max_tw_buckets_reached":      {"critical: ", "2 overflows", "TcpExtTCPTimeWaitOverflow +2", "tcp_max_tw_buckets = 4", "peak 4 live"},
+		"ephemeral_ports_pressure":    {"warning: ", "4 sockets from 127.0.0.1 to 127.0.0.1:5000", "40000-40009 (10 ports)"},
+		"tw_reuse_without_timestamps": {"warning: "},
+		"fin_timeout_not_time_wait":   {"info: ", "= 30 s"},
+	}
+	if _, ok := r.Namespaces[0].Sysctls["tcp_tw_recycle"]; !ok {
+		want["tw_recycle_removed"] = []string{"info: ", "absent"}
+	}
+	for id, parts := range want {
+		got, ok := found[id]
+		if !ok {
+			t.Errorf("no finding %s in:\n%s", id, stdout.String())
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(got, p) {
+				t.Errorf("finding %s = %q, want it to contain %q", id, got, p)
+			}
+		}
 	}
 }
