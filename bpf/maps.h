@@ -75,6 +75,12 @@ struct cpu_scratch {
 	__u8 alloc_state;
 	__u8 overflow_substate;
 	__u8 _pad2[6];
+	/* function-probe backends: jiffies when the armed timewait socket was allocated, and
+	 * its first timeout when __inet_twsk_schedule showed it */
+	__u64 armed_jiffies;
+	__u32 armed_first_timeout;
+	__u8 armed_first_known;
+	__u8 _pad4[3];
 	/* the timewait socket whose timer handler is running here */
 	__u64 expiring_tw;
 	/* the last segment a timewait socket processed here, and the last connect() here:

@@ -189,8 +189,11 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	e->new_state = S_TIME_WAIT;
 	e->substate = c->armed_substate;
 	e->value = c->armed_timeout;
-	if (cfg_tw_probes) /* inet_twsk_alloc ran before the timer was armed; it is armed now */
-		e->value = BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_timer.expires) - bpf_jiffies64();
+	/* inet_twsk_alloc ran before the timer was armed: take the timeout the first arming was
+	 * given, or the armed expiry against the jiffies of the allocation, a moment before */
+	if (cfg_tw_probes)
+		e->value = c->armed_first_known ? c->armed_first_timeout
+						: BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_timer.expires) - c->armed_jiffies;
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)))
 		return true;
@@ -222,6 +225,8 @@ static __always_inline void on_twsk_alloc(struct sock *sk, int state, struct ine
 	}
 	c->armed_tw = (__u64)tw;
 	c->armed_ts = bpf_ktime_get_ns();
+	c->armed_jiffies = bpf_jiffies64();
+	c->armed_first_known = 0;
 	c->armed_substate = state;
 	c->armed_sport = BPF_CORE_READ(tw, __tw_common.skc_num);
 	c->armed_dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
@@ -236,7 +241,16 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	struct tw_info *ti;
 	struct event e = {};
 
-	if (!rearm || !(cfg_events & FAM_TW))
+	if (!rearm) {
+		/* 6.12+ may inline this first arming into inet_twsk_hashdance_schedule: then unseen */
+		struct cpu_scratch *c = this_cpu();
+		if (c && c->armed_tw == key) {
+			c->armed_first_timeout = timeo;
+			c->armed_first_known = 1;
+		}
+		return;
+	}
+	if (!(cfg_events & FAM_TW))
 		return;
 	ti = bpf_map_lookup_elem(&tws, &key);
 	if (!ti || !read_tuple(&e, &tw->__tw_common))

@@ -28,7 +28,7 @@ var hostNetns = func() int {
 	return fd
 }()
 
-func newNetns(t *testing.T) *netns {
+func newNetns(t testing.TB) *netns {
 	t.Helper()
 	ns := &netns{fd: -1}
 	var err error
@@ -113,7 +113,7 @@ func loopbackUp() error {
 }
 
 // Sysctl writes a per-namespace sysctl such as "net/ipv4/tcp_max_tw_buckets".
-func (ns *netns) Sysctl(t *testing.T, name, value string) {
+func (ns *netns) Sysctl(t testing.TB, name, value string) {
 	t.Helper()
 	var err error
 	ns.Do(func() { err = os.WriteFile(filepath.Join("/proc/sys", name), []byte(value), 0o644) })
@@ -130,7 +130,7 @@ func (ns *netns) HasSysctl(name string) bool {
 }
 
 // Netstat reads one TcpExt counter of the namespace, as nstat shows it.
-func (ns *netns) Netstat(t *testing.T, name string) uint64 {
+func (ns *netns) Netstat(t testing.TB, name string) uint64 {
 	t.Helper()
 	var v uint64
 	var err error
@@ -143,7 +143,7 @@ func (ns *netns) Netstat(t *testing.T, name string) uint64 {
 
 // TimeWaitCount counts the namespace's sockets in TIME_WAIT from /proc/net/tcp{,6},
 // the table ss reads too.
-func (ns *netns) TimeWaitCount(t *testing.T) int {
+func (ns *netns) TimeWaitCount(t testing.TB) int {
 	t.Helper()
 	n := 0
 	ns.Do(func() {
@@ -164,7 +164,7 @@ func (ns *netns) TimeWaitCount(t *testing.T) int {
 }
 
 // SocketIn creates a TCP socket inside the namespace.
-func (ns *netns) SocketIn(t *testing.T, family int) int {
+func (ns *netns) SocketIn(t testing.TB, family int) int {
 	t.Helper()
 	var fd int
 	var err error

@@ -103,6 +103,10 @@ func dumpTCP(fd int, family uint8, states uint32, fn func(msg []byte)) error {
 		if err != nil {
 			return fmt.Errorf("sock_diag dump: %w", err)
 		}
+		if n >= unix.NLMSG_HDRLEN+4 && binary.NativeEndian.Uint16(rb[4:6]) == unix.NLMSG_ERROR &&
+			int32(binary.NativeEndian.Uint32(rb[unix.NLMSG_HDRLEN:])) == -int32(unix.ENOENT) {
+			return fmt.Errorf("sock_diag has no TCP handler: load it with 'modprobe tcp_diag' (CONFIG_INET_DIAG/CONFIG_INET_TCP_DIAG)")
+		}
 		for b := rb[:n]; len(b) >= unix.NLMSG_HDRLEN; {
 			l := binary.NativeEndian.Uint32(b[0:4])
 			typ := binary.NativeEndian.Uint16(b[4:6])

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -41,7 +42,7 @@ func sockaddr(a netip.Addr, port uint16) unix.Sockaddr {
 	return &unix.SockaddrInet6{Addr: a.As16(), Port: int(port)}
 }
 
-func localPort(t *testing.T, fd int) uint16 {
+func localPort(t testing.TB, fd int) uint16 {
 	t.Helper()
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -57,7 +58,7 @@ func localPort(t *testing.T, fd int) uint16 {
 	return 0
 }
 
-func listenIn(t *testing.T, ns *netns, family int) (int, uint16) {
+func listenIn(t testing.TB, ns *netns, family int) (int, uint16) {
 	t.Helper()
 	fd := ns.SocketIn(t, family)
 	must(t, "setsockopt SO_REUSEADDR", unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
@@ -67,7 +68,7 @@ func listenIn(t *testing.T, ns *netns, family int) (int, uint16) {
 }
 
 // connectIn connects from the namespace, from bindPort when it is not 0.
-func connectIn(t *testing.T, ns *netns, family int, port, bindPort uint16) (int, uint16) {
+func connectIn(t testing.TB, ns *netns, family int, port, bindPort uint16) (int, uint16) {
 	t.Helper()
 	fd := ns.SocketIn(t, family)
 	// so that a later socket may bind this port while it is in TIME_WAIT
@@ -79,7 +80,7 @@ func connectIn(t *testing.T, ns *netns, family int, port, bindPort uint16) (int,
 	return fd, localPort(t, fd)
 }
 
-func acceptOn(t *testing.T, lfd int) int {
+func acceptOn(t testing.TB, lfd int) int {
 	t.Helper()
 	fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
 	must(t, "accept", err)
@@ -87,7 +88,7 @@ func acceptOn(t *testing.T, lfd int) int {
 }
 
 // readEOF reads until the peer's FIN.
-func readEOF(t *testing.T, fd int) {
+func readEOF(t testing.TB, fd int) {
 	t.Helper()
 	buf := make([]byte, 4096)
 	for {
@@ -99,7 +100,7 @@ func readEOF(t *testing.T, fd int) {
 	}
 }
 
-func must(t *testing.T, what string, err error) {
+func must(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -108,7 +109,7 @@ func must(t *testing.T, what string, err error) {
 
 // clientCloses makes one connection whose client closes first, and returns the
 // client's port once the server has closed too.
-func clientCloses(t *testing.T, ns *netns, family int, lfd int, port uint16) uint16 {
+func clientCloses(t testing.TB, ns *netns, family int, lfd int, port uint16) uint16 {
 	t.Helper()
 	cfd, cport := connectIn(t, ns, family, port, 0)
 	afd := acceptOn(t, lfd)
@@ -123,7 +124,7 @@ const childEnv = "TWTRACE_TEST_CHILD"
 
 // startChildClient starts this test binary as a client connecting from the
 // namespace to port; it closes when told to, and exits.
-func startChildClient(t *testing.T, ns *netns, family int, port uint16) (pid int, cport uint16, closeIt func()) {
+func startChildClient(t testing.TB, ns *netns, family int, port uint16) (pid int, cport uint16, closeIt func()) {
 	t.Helper()
 	var cmd *exec.Cmd
 	var err error
@@ -160,7 +161,75 @@ func startChildClient(t *testing.T, ns *netns, family int, port uint16) (pid int
 	}
 }
 
+// startChildHolder starts this test binary in the namespace to hold n sockets (n/2
+// connected pairs and a listener) until the returned function releases them.
+func startChildHolder(t testing.TB, ns *netns, n int) func() {
+	t.Helper()
+	var cmd *exec.Cmd
+	var stdin io.WriteCloser
+	var out io.Reader
+	var err error
+	ns.Do(func() {
+		cmd = exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=hold %d", childEnv, n))
+		cmd.Stderr = os.Stderr
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return
+		}
+		if out, err = cmd.StdoutPipe(); err != nil {
+			return
+		}
+		err = cmd.Start()
+	})
+	must(t, "start holder", err)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("holder of %d sockets: %q %v", n, line, err)
+	}
+	return func() {
+		stdin.Close()
+		cmd.Wait()
+	}
+}
+
+// holdSockets makes n/2 connected loopback pairs and a listener, then waits for stdin to close.
+func holdSockets(n int) int {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err == nil {
+		err = unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	}
+	if err == nil {
+		err = unix.Listen(ln, 4096)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "holder:", err)
+		return 1
+	}
+	sa, _ := unix.Getsockname(ln)
+	port := sa.(*unix.SockaddrInet4).Port
+	for i := 0; i < n/2; i++ {
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err == nil {
+			err = unix.Connect(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port})
+		}
+		if err == nil {
+			_, _, err = unix.Accept(ln)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "holder: pair %d: %v\n", i, err)
+			return 1
+		}
+	}
+	fmt.Println("ready")
+	unix.Read(0, make([]byte, 1))
+	return 0
+}
+
 func runChild(role string) int {
+	var n int
+	if _, err := fmt.Sscanf(role, "hold %d", &n); err == nil {
+		return holdSockets(n)
+	}
 	var family, port int
 	if _, err := fmt.Sscanf(role, "connect %d %d", &family, &port); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)

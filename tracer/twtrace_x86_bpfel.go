@@ -35,19 +35,23 @@ type twtraceCpuScratch struct {
 		Known uint32
 		Comm  [16]int8
 	}
-	ResetSk          uint64
-	AllocSk          uint64
-	OverflowSk       uint64
-	AllocState       uint8
-	OverflowSubstate uint8
-	Pad2             [6]uint8
-	ExpiringTw       uint64
-	SegmentTw        uint64
-	SegmentTs        uint64
-	ConnectTask      uint64
-	ConnectTs        uint64
-	SegmentDetail    uint8
-	Pad3             [7]uint8
+	ResetSk           uint64
+	AllocSk           uint64
+	OverflowSk        uint64
+	AllocState        uint8
+	OverflowSubstate  uint8
+	Pad2              [6]uint8
+	ArmedJiffies      uint64
+	ArmedFirstTimeout uint32
+	ArmedFirstKnown   uint8
+	Pad4              [3]uint8
+	ExpiringTw        uint64
+	SegmentTw         uint64
+	SegmentTs         uint64
+	ConnectTask       uint64
+	ConnectTs         uint64
+	SegmentDetail     uint8
+	Pad3              [7]uint8
 }
 
 type twtraceEvent struct {

@@ -13,6 +13,7 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 ip link set lo up
+for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p"; }
 kernel=$(arg kernel)

@@ -15,6 +15,9 @@ CACHE=$HERE/cache
 OUT=$HERE/out
 BACKENDS=(fentry kprobe tracepoint)
 BINARIES=(tracer.test twtrace-cmd.test twtrace)
+# sock_diag for TCP (twtrace stat, the timewait view, doctor): Debian builds them as modules
+MODULES=(inet_diag tcp_diag)
+CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
 LONG_KERNEL=${LONG_KERNEL:-6.1}
 TIMEOUT=${VMTEST_TIMEOUT:-600}
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
@@ -41,6 +44,8 @@ ensure_tools() {
   command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
   { command -v busybox >/dev/null && is_static "$(command -v busybox)"; } || missing+=(busybox-static)
   command -v cpio >/dev/null || missing+=(cpio)
+  command -v xz >/dev/null || missing+=(xz-utils)
+  command -v zstd >/dev/null || missing+=(zstd)
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]}"
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update
@@ -106,7 +111,7 @@ resolve_pkg() { # suite name-or-glob
 # cache/<name>/{vmlinuz,config,spec}; re-fetched only when the kernels line changes.
 fetch_kernel() { # name suite package-or-glob
   local dir=$CACHE/$1 tmp pkg
-  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$2 $3" ]] && return 0
+  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$2 $3 $CACHE_FORMAT" ]] && return 0
   apt_update "$2"
   pkg=$(resolve_pkg "$2" "$3")
   [[ -n $pkg ]] || die "$1: no package matches $3 in $2"
@@ -119,9 +124,39 @@ fetch_kernel() { # name suite package-or-glob
   rm -rf "$dir" && mkdir -p "$dir"
   cp "$tmp"/root/boot/vmlinuz-* "$dir/vmlinuz"
   cp "$tmp"/root/boot/config-* "$dir/config"
+  keep_modules "$tmp/root" "$dir/modules"
   basename "$tmp"/*.deb >"$dir/package"
-  echo "$2 $3" >"$dir/spec"
+  echo "$2 $3 $CACHE_FORMAT" >"$dir/spec"
   rm -rf "$tmp"
+}
+
+# The initramfs has no module tree: the modules the tests need are kept, decompressed,
+# and loaded by init in this order. Where the kernel builds them in, none is found.
+keep_modules() { # unpacked-package-root dest-dir
+  local m f
+  mkdir -p "$2"
+  for m in "${MODULES[@]}"; do
+    f=$(find "$1/lib/modules" "$1/usr/lib/modules" -name "$m.ko*" 2>/dev/null | head -n 1 || true) # usr/: merged-/usr packages
+    [[ -n $f ]] || continue
+    case $f in
+      *.xz) xz -dc "$f" >"$2/$m.ko" ;;
+      *.zst) zstd -qdc "$f" >"$2/$m.ko" ;;
+      *) cp "$f" "$2/$m.ko" ;;
+    esac
+  done
+}
+
+# modules_cpio packs one kernel's modules as an archive the kernel unpacks after the
+# common initramfs (concatenated archives are part of the initramfs format).
+modules_cpio() { # name -> path
+  local root=$TMP/modules-$1 i=0 m
+  rm -rf "$root" && mkdir -p "$root/lib/modules"
+  for m in "${MODULES[@]}"; do
+    [[ -f $CACHE/$1/modules/$m.ko ]] && cp "$CACHE/$1/modules/$m.ko" "$root/lib/modules/$i-$m.ko"
+    i=$((i + 1))
+  done
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/modules-$1.cpio.gz"
+  echo "$OUT/modules-$1.cpio.gz"
 }
 
 check_config() { # name
@@ -172,10 +207,11 @@ boot_kernel() { # name
   local long=0 rc=0 n
   [[ $1 == "$LONG_KERNEL" ]] && long=1
   rm -f "$OUT/$1.log" "$OUT/$1.status"
+  cat "$OUT/initramfs.cpio.gz" "$(modules_cpio "$1")" >"$OUT/initrd-$1.gz"
   # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs
   timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 2G \
     -nographic -monitor none -nic none -no-reboot \
-    -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initramfs.cpio.gz" \
+    -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initrd-$1.gz" \
     -serial "file:$OUT/$1.log" -serial "file:$OUT/$1.status" \
     -append "console=ttyS0 panic=-1 random.trust_cpu=on vmtest.kernel=$1 vmtest.long=$long" </dev/null || rc=$?
   ((rc == 0)) || log "$1: qemu exited with $rc (124 = timeout after ${TIMEOUT}s)"
