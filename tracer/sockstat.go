@@ -24,9 +24,22 @@ type SocketCounts struct {
 	EphemeralPorts int
 }
 
+// Matches reports whether a socket passes the filter's port, address and family
+// settings (PID and NetNS are not properties sock_diag reports per socket).
+func (f Filter) Matches(family uint8, saddr, daddr netip.Addr, sport, dport uint16) bool {
+	switch {
+	case f.Family != 0 && f.Family != family,
+		f.Port != 0 && sport != f.Port && dport != f.Port,
+		f.SPort != 0 && sport != f.SPort,
+		f.DPort != 0 && dport != f.DPort:
+		return false
+	}
+	return !f.Addr.IsValid() || f.Addr.Contains(saddr.Unmap()) || f.Addr.Contains(daddr.Unmap())
+}
+
 // CountSockets dumps the namespace's TCP sockets (IPv4 and IPv6, every state, timewait
-// sockets included) through NETLINK_SOCK_DIAG.
-func CountSockets(ns Netns) (SocketCounts, error) {
+// sockets included) through NETLINK_SOCK_DIAG, counting those the filter matches.
+func CountSockets(ns Netns, filter Filter) (SocketCounts, error) {
 	c := SocketCounts{NetNS: ns.Inode, MaxTWBuckets: -1}
 	var fd int
 	err := ns.Do(func() error {
@@ -53,6 +66,12 @@ func CountSockets(ns Netns) (SocketCounts, error) {
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		err := dumpTCP(fd, family, ^uint32(0), func(msg []byte) {
 			state, sport := msg[1], binary.BigEndian.Uint16(msg[4:6])
+			if filter != (Filter{}) {
+				fam, saddr, daddr, dport := msgTuple(msg)
+				if !filter.Matches(fam, saddr, daddr, sport, dport) {
+					return
+				}
+			}
 			c.Total++
 			if int(state) < len(c.ByState) {
 				c.ByState[state]++
@@ -157,17 +176,21 @@ func TimewaitByDestination(ns Netns) (map[Destination]int, error) {
 	out := map[Destination]int{}
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		err := dumpTCP(fd, family, 1<<uint(StateTimeWait), func(msg []byte) {
-			d := Destination{NetNS: ns.Inode, DPort: binary.BigEndian.Uint16(msg[6:8])}
-			if msg[0] == unix.AF_INET {
-				d.SAddr, d.DAddr = netip.AddrFrom4([4]byte(msg[8:12])), netip.AddrFrom4([4]byte(msg[24:28]))
-			} else {
-				d.SAddr, d.DAddr = netip.AddrFrom16([16]byte(msg[8:24])), netip.AddrFrom16([16]byte(msg[24:40]))
-			}
-			out[d]++
+			_, saddr, daddr, dport := msgTuple(msg)
+			out[Destination{NetNS: ns.Inode, SAddr: saddr, DAddr: daddr, DPort: dport}]++
 		})
 		if err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// msgTuple reads a struct inet_diag_msg's family (4 or 6), addresses and remote port.
+func msgTuple(msg []byte) (family uint8, saddr, daddr netip.Addr, dport uint16) {
+	dport = binary.BigEndian.Uint16(msg[6:8])
+	if msg[0] == unix.AF_INET {
+		return 4, netip.AddrFrom4([4]byte(msg[8:12])), netip.AddrFrom4([4]byte(msg[24:28])), dport
+	}
+	return 6, netip.AddrFrom16([16]byte(msg[8:24])), netip.AddrFrom16([16]byte(msg[24:40])), dport
 }

@@ -41,7 +41,7 @@ func BenchmarkCountSockets(b *testing.B) {
 	var c SocketCounts
 	for i := 0; i < b.N; i++ {
 		var err error
-		if c, err = CountSockets(target); err != nil {
+		if c, err = CountSockets(target, Filter{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -29,7 +29,7 @@ func TestCountSocketsMatchesKernel(t *testing.T) {
 		defer unix.Close(afd)
 	}
 
-	c, err := CountSockets(Netns{Inode: ns.inode, Path: "/proc/self/fd/" + itoa(ns.fd)})
+	c, err := CountSockets(Netns{Inode: ns.inode, Path: "/proc/self/fd/" + itoa(ns.fd)}, Filter{})
 	must(t, "count sockets", err)
 	want := map[State]uint64{StateListen: 2, StateEstablished: 6, StateTimeWait: 5}
 	for s := StateEstablished; s <= StateNewSynRecv; s++ {
@@ -43,6 +43,24 @@ func TestCountSocketsMatchesKernel(t *testing.T) {
 	// the two listeners got ports from the range too; then 5 timewait and 3 established clients
 	if c.EphemeralPorts != 10 {
 		t.Errorf("%d ephemeral ports in use, want 10", c.EphemeralPorts)
+	}
+	// the filters of watch, applied to the dump
+	target := Netns{Inode: ns.inode, Path: "/proc/self/fd/" + itoa(ns.fd)}
+	for _, fc := range []struct {
+		name   string
+		filter Filter
+		want   uint64
+	}{
+		{"port", Filter{Port: port}, 12}, // the IPv4 listener, 5 timewait clients, 3 pairs
+		{"ipv6", Filter{Family: 6}, 1},
+		{"addr", Filter{Addr: mustPrefix("::1/128")}, 1},
+		{"dport", Filter{DPort: port}, 8},
+	} {
+		got, err := CountSockets(target, fc.filter)
+		must(t, "count sockets", err)
+		if got.Total != fc.want {
+			t.Errorf("filter %s: %d sockets, want %d", fc.name, got.Total, fc.want)
+		}
 	}
 	if ss, err := exec.LookPath("ss"); err == nil {
 		var out []byte

@@ -114,7 +114,7 @@ func measure(f *traceFlags, opts tracer.Options, namespaces []tracer.Netns, stde
 	}
 	sample := func() {
 		for _, ns := range namespaces {
-			if c, err := tracer.CountSockets(ns); err == nil {
+			if c, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
 				out[ns.Inode].PeakLive = max(out[ns.Inode].PeakLive, int64(c.ByState[tracer.StateTimeWait]))
 			}
 		}

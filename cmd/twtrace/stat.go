@@ -16,11 +16,11 @@ import (
 
 func stat(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
-	output := fs.String("o", "text", "output format: text or json (one object per namespace per line)")
-	netns := fs.Uint64("netns", 0, "only this network namespace (inode number); default: every namespace on the machine")
-	interval := fs.Duration("interval", 0, "print again every interval until interrupted; 0 prints once")
+	var f traceFlags
+	f.register(fs)
+	interval := fs.Duration("interval", 0, "print again every interval until interrupted (or --duration); 0 prints once")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters of watch apply; --pid, --events, --backend and\n--ringbuf-size do not.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -29,19 +29,34 @@ func stat(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	if *output != "text" && *output != "json" {
-		return usagef("-o %q: want text or json", *output)
+	var tracingOnly error
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "pid":
+			tracingOnly = usagef("--pid: stat reads sockets from sock_diag, which does not know their owners; use watch or timewait")
+		case "events", "backend", "ringbuf-size":
+			tracingOnly = usagef("--%s: stat does not trace", fl.Name)
+		}
+	})
+	if tracingOnly != nil {
+		return tracingOnly
+	}
+	opts, err := f.options()
+	if err != nil {
+		return err
 	}
 	if *interval < 0 {
 		return usagef("--interval %s: must not be negative", *interval)
 	}
-	if *netns > 1<<32-1 {
-		return usagef("--netns %d: an inode number fits in 32 bits", *netns)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
 	for {
-		if err := statOnce(stdout, uint32(*netns), *output == "json"); err != nil {
+		if err := statOnce(stdout, opts.Filter, f.output == "json"); err != nil {
 			return err
 		}
 		if *interval == 0 {
@@ -55,10 +70,10 @@ func stat(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func statOnce(w io.Writer, only uint32, asJSON bool) error {
+func statOnce(w io.Writer, filter tracer.Filter, asJSON bool) error {
 	var namespaces []tracer.Netns
-	if only != 0 {
-		ns, err := tracer.FindNetns(only)
+	if filter.NetNS != 0 {
+		ns, err := tracer.FindNetns(filter.NetNS)
 		if err != nil {
 			return err
 		}
@@ -70,7 +85,7 @@ func statOnce(w io.Writer, only uint32, asJSON bool) error {
 		}
 	}
 	for _, ns := range namespaces {
-		c, err := tracer.CountSockets(ns)
+		c, err := tracer.CountSockets(ns, filter)
 		if err != nil {
 			return fmt.Errorf("netns %d: %w", ns.Inode, err)
 		}

@@ -133,7 +133,7 @@ func namespaceView(a *tracer.Aggregate, inode uint32, baseline map[uint32]uint64
 	if err != nil {
 		return row, nil // gone since: its sockets went with it
 	}
-	counts, err := tracer.CountSockets(ns)
+	counts, err := tracer.CountSockets(ns, tracer.Filter{})
 	if err != nil {
 		return row, nil
 	}
