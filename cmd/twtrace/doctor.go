@@ -30,6 +30,7 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	var f traceFlags
 	f.register(fs)
+	interval := fs.Duration("interval", 0, "measure and report every interval until interrupted (or --duration)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -44,6 +45,9 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *interval < 0 {
+		return usagef("--interval %s: must not be negative", *interval)
+	}
 	var namespaces []tracer.Netns
 	if opts.Filter.NetNS != 0 {
 		ns, err := tracer.FindNetns(opts.Filter.NetNS)
@@ -56,115 +60,159 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	}
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
-	report := doctorReport{Kernel: unix.ByteSliceToString(uts.Release[:])}
-
-	var measured map[uint32]*tracer.Measurement
-	if f.duration > 0 {
-		if measured, err = measure(&f, opts, namespaces, stderr); err != nil {
+	kernel := unix.ByteSliceToString(uts.Release[:])
+	if f.duration == 0 && *interval == 0 {
+		r, err := diagnose(kernel, namespaces, nil)
+		if err != nil {
 			return err
 		}
-		secs := f.duration.Seconds()
-		report.Measured = &secs
+		return writeDoctor(stdout, r, f.output == "json")
 	}
+
+	m := newMeasurer(namespaces) // the kernel's counters are read before tracing starts
+	sess, err := startSession(&f, opts, stderr)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	done := make(chan error, 1)
+	go func() { done <- sess.t.Run(sess.ctx, m.add, nil) }()
+	sample := time.NewTicker(time.Second)
+	defer sample.Stop()
+	var every <-chan time.Time
+	if *interval > 0 {
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		every = t.C
+	}
+	report := func() error {
+		r, err := diagnose(kernel, namespaces, m.take())
+		if err != nil {
+			return err
+		}
+		return writeDoctor(stdout, r, f.output == "json")
+	}
+	for {
+		select {
+		case <-sample.C:
+			m.sample()
+		case <-every:
+			if err := report(); err != nil {
+				return err
+			}
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+			return report()
+		}
+	}
+}
+
+func diagnose(kernel string, namespaces []tracer.Netns, measured map[uint32]*tracer.Measurement) (doctorReport, error) {
+	r := doctorReport{Kernel: kernel}
 	for _, ns := range namespaces {
 		sysctls, err := tracer.ReadSysctls(ns)
 		if err != nil {
-			return fmt.Errorf("netns %d: %w", ns.Inode, err)
+			return r, fmt.Errorf("netns %d: %w", ns.Inode, err)
 		}
 		var m *tracer.Measurement
 		if measured != nil {
 			m = measured[ns.Inode]
+			secs := m.Window.Seconds()
+			r.Measured = &secs
 		}
-		report.Namespaces = append(report.Namespaces, doctorNetns{ns.Inode, sysctls, tracer.Diagnose(report.Kernel, sysctls, m)})
+		r.Namespaces = append(r.Namespaces, doctorNetns{ns.Inode, sysctls, tracer.Diagnose(kernel, sysctls, m)})
 	}
-	if f.output == "json" {
-		b, err := json.Marshal(report)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(append(b, '\n'))
-		return err
-	}
-	writeDoctorText(stdout, report)
-	return nil
+	return r, nil
 }
 
-// measure traces for --duration and samples each namespace's live TIME_WAIT count
-// every second for its peak.
-func measure(f *traceFlags, opts tracer.Options, namespaces []tracer.Netns, stderr io.Writer) (map[uint32]*tracer.Measurement, error) {
-	baseline := overflowCounters()
-	sess, err := startSession(f, opts, stderr)
+func writeDoctor(w io.Writer, r doctorReport, asJSON bool) error {
+	if !asJSON {
+		writeDoctorText(w, r)
+		return nil
+	}
+	b, err := json.Marshal(r)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer sess.Close()
-	var mu sync.Mutex
-	agg := tracer.NewAggregate(time.Now())
-	done := make(chan error, 1)
-	go func() {
-		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
-			mu.Lock()
-			agg.Add(e)
-			mu.Unlock()
-		}, nil)
-	}()
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// measurer collects what doctor measures over one window: the events, the TIME_WAIT
+// peak sampled each second, the kernel's overflow counter at the window's start.
+type measurer struct {
+	namespaces []tracer.Netns
+	mu         sync.Mutex
+	agg        *tracer.Aggregate
+	baseline   map[uint32]uint64
+	peak       map[uint32]int64
+}
+
+func newMeasurer(namespaces []tracer.Netns) *measurer {
+	m := &measurer{namespaces: namespaces}
+	m.reset()
+	m.sample()
+	return m
+}
+
+func (m *measurer) reset() {
+	m.agg = tracer.NewAggregate(time.Now())
+	m.baseline = overflowCounters()
+	m.peak = map[uint32]int64{}
+}
+
+func (m *measurer) add(e *tracer.Event) {
+	m.mu.Lock()
+	m.agg.Add(e)
+	m.mu.Unlock()
+}
+
+func (m *measurer) sample() {
+	for _, ns := range m.namespaces {
+		if c, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
+			m.mu.Lock()
+			m.peak[ns.Inode] = max(m.peak[ns.Inode], int64(c.ByState[tracer.StateTimeWait]))
+			m.mu.Unlock()
+		}
+	}
+}
+
+// take returns the window's measurement per namespace and starts a new window.
+func (m *measurer) take() map[uint32]*tracer.Measurement {
+	m.sample()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	out := map[uint32]*tracer.Measurement{}
-	for _, ns := range namespaces {
-		out[ns.Inode] = &tracer.Measurement{CounterDelta: -1}
-	}
-	sample := func() {
-		for _, ns := range namespaces {
-			if c, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
-				out[ns.Inode].PeakLive = max(out[ns.Inode].PeakLive, int64(c.ByState[tracer.StateTimeWait]))
-			}
-		}
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	sample()
-	for waiting := true; waiting; {
-		select {
-		case <-tick.C:
-			sample()
-		case err := <-done:
-			if err != nil {
-				return nil, err
-			}
-			waiting = false
-		}
-	}
-	sample()
-	mu.Lock()
-	defer mu.Unlock()
-	for _, ns := range namespaces {
-		m := out[ns.Inode]
-		m.Window = time.Since(agg.Since)
-		m.Overflows = agg.OverflowsByNetns[ns.Inode]
+	for _, ns := range m.namespaces {
+		me := &tracer.Measurement{Window: time.Since(m.agg.Since), CounterDelta: -1, PeakLive: m.peak[ns.Inode],
+			Overflows: m.agg.OverflowsByNetns[ns.Inode]}
 		if now, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-			m.CounterDelta = int64(now - baseline[ns.Inode])
+			me.CounterDelta = int64(now - m.baseline[ns.Inode])
 		}
 		if dests, err := tracer.TimewaitByDestination(ns); err == nil {
 			for d, live := range dests {
-				if live > m.TopLive {
-					m.TopDestination, m.TopLive = d, live
+				if live > me.TopLive {
+					me.TopDestination, me.TopLive = d, live
 				}
 			}
 		}
-	}
-	for k, h := range agg.Lifetimes {
 		// lifetimes are not split by namespace: every namespace measured shares them
-		for _, m := range out {
+		for k, h := range m.agg.Lifetimes {
 			switch {
 			case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateTimeWait:
-				m.TimeWaitCount, m.TimeWaitP50 = h.Count, h.Percentile(0.5)
+				me.TimeWaitCount, me.TimeWaitP50 = h.Count, h.Percentile(0.5)
 			case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateFinWait2:
-				m.FinWait2Count, m.FinWait2P50 = h.Count, h.Percentile(0.5)
+				me.FinWait2Count, me.FinWait2P50 = h.Count, h.Percentile(0.5)
 			case k.Cause == tracer.CauseKilled && k.Detail == tracer.DetailRST:
-				m.KilledByRST += h.Count
+				me.KilledByRST += h.Count
 			}
 		}
+		out[ns.Inode] = me
 	}
-	return out, nil
+	m.reset()
+	return out
 }
 
 func writeDoctorText(w io.Writer, r doctorReport) {
