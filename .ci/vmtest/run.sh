@@ -18,6 +18,7 @@ BINARIES=(tracer.test twtrace-cmd.test twtrace)
 # sock_diag for TCP (twtrace stat, the timewait view, doctor): Debian builds them as modules
 MODULES=(inet_diag tcp_diag)
 CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
+declare -A VCPUS
 LONG_KERNEL=${LONG_KERNEL:-6.1}
 TIMEOUT=${VMTEST_TIMEOUT:-600}
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
@@ -29,11 +30,11 @@ die() { log "ERROR: $*"; exit 1; }
 
 # name suite package-or-glob, one line per kernel; VMTEST_KERNELS filters by name.
 kernel_lines() {
-  local name suite pkg
-  while read -r name suite pkg; do
+  local name suite pkg cpus
+  while read -r name suite pkg cpus; do
     [[ -z $name || $name == \#* ]] && continue
     [[ -n ${VMTEST_KERNELS:-} && " $VMTEST_KERNELS " != *" $name "* ]] && continue
-    echo "$name $suite $pkg"
+    echo "$name $suite $pkg ${cpus:-2}"
   done <"$HERE/kernels"
 }
 
@@ -208,8 +209,10 @@ boot_kernel() { # name
   [[ $1 == "$LONG_KERNEL" ]] && long=1
   rm -f "$OUT/$1.log" "$OUT/$1.status"
   cat "$OUT/initramfs.cpio.gz" "$(modules_cpio "$1")" >"$OUT/initrd-$1.gz"
-  # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs
-  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 2G \
+  # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs.
+  # -cx16: guests double-faulted on TCG's cmpxchg16b (SLUB's per-CPU fast path) with corrupted flags;
+  # without it SLUB takes its other path.
+  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu "${VMTEST_CPU:-max,-cx16}" -smp "${VCPUS[$1]}" -m 2G \
     -nographic -monitor none -nic none -no-reboot \
     -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initrd-$1.gz" \
     -serial "file:$OUT/$1.log" -serial "file:$OUT/$1.status" \
@@ -264,10 +267,11 @@ main() {
   ensure_tools
 
   t=$SECONDS
-  while read -r name suite pkg; do
+  while read -r name suite pkg cpus; do
     fetch_kernel "$name" "$suite" "$pkg"
     check_config "$name"
     names+=("$name")
+    VCPUS[$name]=$cpus
   done < <(kernel_lines)
   ((${#names[@]})) || die "no kernels selected"
   log "kernels ready in $((SECONDS - t))s"

@@ -30,15 +30,15 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	cancel := stop
-	if f.duration > 0 {
-		var cancelTimeout context.CancelFunc
-		ctx, cancelTimeout = context.WithTimeout(ctx, f.duration)
-		cancel = func() { cancelTimeout(); stop() }
-	}
 	t, err := tracer.New(opts)
 	if err != nil {
 		cancel()
 		return nil, err
+	}
+	if f.duration > 0 { // the window starts once tracing does, however long loading took
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, f.duration)
+		cancel = func() { cancelTimeout(); stop() }
 	}
 	ready := log.Info()
 	for _, c := range t.Choices() {
