@@ -36,7 +36,7 @@ func (f *traceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.output, "o", "text", "output format: text or json (one object per line)")
 	fs.StringVar(&f.events, "events", "all", "event families, comma-separated: state, tw, overflow, reset, or all")
 	fs.StringVar(&f.backend, "backend", "auto", "attach with: auto, fentry, kprobe or tracepoint")
-	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); 0 runs until interrupted")
+	fs.DurationVar(&f.duration, "duration", 0, "stop after tracing this long (e.g. 30s); 0 runs until interrupted")
 	fs.StringVar(&f.ringbuf, "ringbuf-size", "4M", "kernel ring buffer size: a power of two, multiple of the page size (K and M suffixes)")
 	fs.IntVar(&f.port, "port", 0, "only sockets with this local or remote port")
 	fs.IntVar(&f.sport, "sport", 0, "only sockets with this local port")
