@@ -4,7 +4,7 @@ CLANG    ?= clang-19
 BIN      := bin/twtrace
 export CGO_ENABLED := 0
 
-.PHONY: all build generate test test-unit vmtest run clean tools-clang
+.PHONY: all build generate test test-unit vmtest run clean tools-clang tools-promtool
 
 all: build
 
@@ -18,10 +18,15 @@ generate: tools-clang
 tools-clang:
 	@command -v $(CLANG) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CLANG) llvm-19; }
 
-# Everything that proves twtrace works. Integration tests need root (they skip without it).
-test: build
+# Everything that proves twtrace works. Integration tests need root (they skip without it);
+# promtool checks the alert rules here and the exported metrics in the serve test.
+test: build tools-promtool
 	$(GO) vet ./...
+	promtool check rules deploy/prometheus/alerts.yaml
 	TWTRACE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./...
+
+tools-promtool:
+	@command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
 
 # Unit tests only: no privileges needed.
 test-unit:

@@ -24,6 +24,12 @@ func inNetns(t *testing.T, f func(inode uint64)) {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread and its namespace die with the goroutine
+		finished := false
+		defer func() {
+			if !finished { // f failed the test and ended this goroutine
+				errc <- nil
+			}
+		}()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- err
 			return
@@ -38,6 +44,7 @@ func inNetns(t *testing.T, f func(inode uint64)) {
 			return
 		}
 		f(st.Ino)
+		finished = true
 		errc <- nil
 	}()
 	if err := <-errc; err != nil {

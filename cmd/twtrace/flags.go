@@ -29,7 +29,8 @@ type traceFlags struct {
 	netns    uint64
 	ipv4     bool
 	ipv6     bool
-	logLevel string
+	logLevel  string
+	logFormat string
 }
 
 func (f *traceFlags) register(fs *flag.FlagSet) {
@@ -47,6 +48,7 @@ func (f *traceFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.ipv4, "4", false, "only IPv4")
 	fs.BoolVar(&f.ipv6, "6", false, "only IPv6")
 	fs.StringVar(&f.logLevel, "log-level", "info", "diagnostics on stderr: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "console", "diagnostics format: console or json")
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -27,6 +27,7 @@ Usage:
   twtrace timewait [flags] lifetimes, occupancy, port-exhaustion forecast, overflows, resets
   twtrace stat [flags]     count TCP sockets per state and namespace, now (no tracing)
   twtrace doctor [flags]   TIME_WAIT sysctls checked against what the kernel does, with evidence
+  twtrace serve [flags]    node agent: Prometheus metrics on /metrics, health on /healthz
   twtrace probe            show the kernel's support and the backend chosen per hook
   twtrace version          print the version
 
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return timewait(args[1:], stdout, stderr)
 	case "doctor":
 		return doctor(args[1:], stdout, stderr)
+	case "serve":
+		return serve(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "twtrace %s\n", version)
 		return nil

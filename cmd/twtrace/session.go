@@ -21,7 +21,7 @@ type session struct {
 // startSession checks privileges, installs the signal handlers before loading (so an
 // interrupt at any moment is handled), starts the tracer and says it is tracing.
 func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*session, error) {
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// exportedNames lists every metric name serve exports, from the collectors themselves.
+func exportedNames() map[string]bool {
+	reg := prometheus.NewRegistry()
+	newEventMetrics().register(reg)
+	reg.MustRegister(newScrapeCollector(nil, nil, 0, 1))
+	descs := make(chan *prometheus.Desc, 64)
+	go func() {
+		newEventMetrics().transitions.Describe(descs)
+		for _, c := range []prometheus.Collector{newEventMetrics().created, newEventMetrics().lifetime,
+			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, 0, 1)} {
+			c.Describe(descs)
+		}
+		close(descs)
+	}()
+	names := map[string]bool{}
+	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for d := range descs {
+		if m := fq.FindStringSubmatch(d.String()); m != nil {
+			names[m[1]] = true
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				names[m[1]+suffix] = true
+			}
+		}
+	}
+	return names
+}
+
+// The dashboard and the alerts must only use metrics twtrace exports.
+func TestDeployReferencesExportedMetrics(t *testing.T) {
+	names := exportedNames()
+	if len(names) < 10 {
+		t.Fatalf("found only %d metric names", len(names))
+	}
+	metric := regexp.MustCompile(`twtrace_[a-z_]+`)
+	for _, file := range []string{"../../deploy/grafana/twtrace-dashboard.json", "../../deploy/prometheus/alerts.yaml"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := metric.FindAllString(string(data), -1)
+		if len(used) == 0 {
+			t.Errorf("%s uses no twtrace metric", file)
+		}
+		for _, name := range used {
+			if !names[name] {
+				t.Errorf("%s uses %s, which twtrace does not export", file, name)
+			}
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// The metric names and labels are part of the product (README, "Metrics").
+
+// lifetimeBuckets resolve sub-second kills and the timer wheel's rounding around 60 s.
+var lifetimeBuckets = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 59, 60, 60.25, 60.5, 61, 62, 65, 90, 120}
+
+// eventMetrics are updated once per event.
+type eventMetrics struct {
+	transitions *prometheus.CounterVec
+	created     *prometheus.CounterVec
+	lifetime    *prometheus.HistogramVec
+	overflow    *prometheus.CounterVec
+	resets      *prometheus.CounterVec
+
+	mu    sync.Mutex
+	netns map[uint32]bool // every namespace an event came from: the gauges read them
+}
+
+func newEventMetrics() *eventMetrics {
+	return &eventMetrics{
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_state_transitions_total",
+			Help: "TCP state transitions, the timewait hand-off (->TIME_WAIT) and death (TIME_WAIT->CLOSE) included."}, []string{"from", "to"}),
+		created: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_created_total",
+			Help: "Timewait sockets created, by namespace and substate."}, []string{"netns", "substate"}),
+		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "twtrace_timewait_lifetime_seconds",
+			Help: "Lifetime of timewait sockets born while twtrace ran, by substate and how they ended.", Buckets: lifetimeBuckets},
+			[]string{"substate", "cause"}),
+		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_overflow_total",
+			Help: "Closes that found the namespace's timewait table full (tcp_max_tw_buckets): no TIME_WAIT protection."}, []string{"netns"}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_resets_total",
+			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason."}, []string{"direction", "reason"}),
+		netns: map[uint32]bool{},
+	}
+}
+
+func (m *eventMetrics) register(r *prometheus.Registry) {
+	r.MustRegister(m.transitions, m.created, m.lifetime, m.overflow, m.resets)
+}
+
+func (m *eventMetrics) add(e *tracer.Event) {
+	m.mu.Lock()
+	m.netns[e.NetNS] = true
+	m.mu.Unlock()
+	switch e.Kind {
+	case tracer.KindState:
+		m.transitions.WithLabelValues(e.OldState.String(), e.NewState.String()).Inc()
+	case tracer.KindTWEnter:
+		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
+	case tracer.KindTWExit:
+		if e.DurationOK {
+			cause := e.Cause.String()
+			if d := e.Detail.String(); d != "" {
+				cause += "_" + d
+			}
+			m.lifetime.WithLabelValues(e.Substate.String(), cause).Observe(e.Duration.Seconds())
+		}
+	case tracer.KindTWOverflow:
+		m.overflow.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()
+	case tracer.KindReset:
+		dir, reason := "sent", e.Reason
+		if e.Recv {
+			dir, reason = "recv", "none"
+		}
+		m.resets.WithLabelValues(dir, reason).Inc()
+	}
+}
+
+func (m *eventMetrics) namespaces() []uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]uint32, 0, len(m.netns))
+	for ns := range m.netns {
+		out = append(out, ns)
+	}
+	return out
+}
+
+// scrapeCollector reads what is true now, at each scrape: live timewait sockets and the
+// limits they count against (sock_diag, sysctls), the busiest destinations, loss, backends.
+type scrapeCollector struct {
+	t        *tracer.Tracer
+	events   *eventMetrics
+	only     uint32
+	topK     int
+	live     *prometheus.Desc
+	maxTW    *prometheus.Desc
+	ports    *prometheus.Desc
+	dest     *prometheus.Desc
+	lost     *prometheus.Desc
+	missed   *prometheus.Desc
+	backends *prometheus.Desc
+}
+
+func newScrapeCollector(t *tracer.Tracer, events *eventMetrics, only uint32, topK int) *scrapeCollector {
+	return &scrapeCollector{t: t, events: events, only: only, topK: topK,
+		live:  prometheus.NewDesc("twtrace_timewait_sockets", "Timewait sockets alive now (sock_diag), those born before twtrace included.", []string{"netns"}, nil),
+		maxTW: prometheus.NewDesc("twtrace_timewait_max_buckets", "The namespace's net.ipv4.tcp_max_tw_buckets.", []string{"netns"}, nil),
+		ports: prometheus.NewDesc("twtrace_ephemeral_ports", "Size of the namespace's net.ipv4.ip_local_port_range.", []string{"netns"}, nil),
+		dest: prometheus.NewDesc("twtrace_timewait_destination_sockets",
+			"Timewait sockets alive now towards one destination (each holds a local port); only the top K destinations.",
+			[]string{"netns", "saddr", "daddr", "dport"}, nil),
+		lost:     prometheus.NewDesc("twtrace_events_lost_total", "Events the kernel could not write: the ring buffer was full.", nil, nil),
+		missed:   prometheus.NewDesc("twtrace_events_missed_total", "Hook runs the kernel skipped: the program was already running on that CPU.", nil, nil),
+		backends: prometheus.NewDesc("twtrace_backend_info", "The backend serving each hook (value 1).", []string{"hook", "backend"}, nil),
+	}
+}
+
+func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends} {
+		ch <- d
+	}
+}
+
+func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	if s, err := c.t.Stats(); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(s.Lost))
+		ch <- prometheus.MustNewConstMetric(c.missed, prometheus.CounterValue, float64(s.Missed))
+	}
+	for _, ch0 := range c.t.Choices() {
+		ch <- prometheus.MustNewConstMetric(c.backends, prometheus.GaugeValue, 1, string(ch0.Hook), string(ch0.Backend))
+	}
+	type destLive struct {
+		d    tracer.Destination
+		live int
+	}
+	var dests []destLive
+	for _, inode := range c.namespaces() {
+		ns, err := tracer.FindNetns(inode)
+		if err != nil {
+			continue // gone: its sockets went with it
+		}
+		label := strconv.FormatUint(uint64(inode), 10)
+		if counts, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
+			ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(counts.ByState[tracer.StateTimeWait]), label)
+			if counts.MaxTWBuckets >= 0 {
+				ch <- prometheus.MustNewConstMetric(c.maxTW, prometheus.GaugeValue, float64(counts.MaxTWBuckets), label)
+			}
+			if counts.PortHigh >= counts.PortLow && counts.PortHigh != 0 {
+				ch <- prometheus.MustNewConstMetric(c.ports, prometheus.GaugeValue, float64(int(counts.PortHigh)-int(counts.PortLow)+1), label)
+			}
+		}
+		if byDest, err := tracer.TimewaitByDestination(ns); err == nil {
+			for d, n := range byDest {
+				dests = append(dests, destLive{d, n})
+			}
+		}
+	}
+	// bounded cardinality whatever the traffic: only the K busiest destinations
+	sort.Slice(dests, func(i, j int) bool { return dests[i].live > dests[j].live })
+	for _, d := range dests[:min(c.topK, len(dests))] {
+		ch <- prometheus.MustNewConstMetric(c.dest, prometheus.GaugeValue, float64(d.live),
+			strconv.FormatUint(uint64(d.d.NetNS), 10), d.d.SAddr.String(), d.d.DAddr.String(), strconv.Itoa(int(d.d.DPort)))
+	}
+}
+
+func (c *scrapeCollector) namespaces() []uint32 {
+	if c.only != 0 {
+		return []uint32{c.only}
+	}
+	out := c.events.namespaces()
+	if self, err := tracer.SelfNetns(); err == nil {
+		seen := false
+		for _, ns := range out {
+			seen = seen || ns == self.Inode
+		}
+		if !seen {
+			out = append(out, self.Inode)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f traceFlags
+	f.register(fs)
+	listen := fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
+	topK := fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	opts, err := f.options()
+	if err != nil {
+		return err
+	}
+	if *topK < 1 {
+		return usagef("--top-destinations %d: export at least one", *topK)
+	}
+	if _, _, err := net.SplitHostPort(*listen); err != nil {
+		return usagef("--listen %q: want host:port, e.g. 127.0.0.1:9580", *listen)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer ln.Close()
+
+	sess, err := startSession(&f, opts, stderr)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+
+	events := newEventMetrics()
+	reg := prometheus.NewRegistry()
+	events.register(reg)
+	reg.MustRegister(newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var runErr atomic.Pointer[error]
+	running := make(chan struct{})
+	go func() {
+		defer close(running)
+		err := sess.t.Run(sess.ctx, events.add, nil)
+		if err == nil && sess.ctx.Err() == nil {
+			err = errors.New("the event reader stopped")
+		}
+		if err != nil {
+			runErr.Store(&err)
+			sess.log.Error().Err(err).Msg("tracer stopped delivering events")
+		}
+	}()
+
+	srv := &http.Server{
+		Handler:           exporterHandler(reg, &runErr),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+	}
+	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case <-running:
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	summary(stderr, sess.t)
+	if p := runErr.Load(); p != nil && sess.ctx.Err() == nil {
+		return *p
+	}
+	return nil
+}
+
+// exporterHandler serves GET /metrics and GET /healthz and nothing else.
+func exporterHandler(reg *prometheus.Registry, runErr *atomic.Pointer[error]) http.Handler {
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 8, Timeout: 20 * time.Second})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "only GET", http.StatusMethodNotAllowed)
+			return
+		}
+		switch r.URL.Path {
+		case "/metrics":
+			metrics.ServeHTTP(w, r)
+		case "/healthz":
+			if p := runErr.Load(); p != nil {
+				http.Error(w, "tracer stopped: "+(*p).Error(), http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ok\n")
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
