@@ -16,19 +16,19 @@ import (
 
 // traceFlags are the options every tracing command shares.
 type traceFlags struct {
-	output   string
-	events   string
-	backend  string
-	duration time.Duration
-	ringbuf  string
-	port     int
-	sport    int
-	dport    int
-	addr     string
-	pid      int
-	netns    uint64
-	ipv4     bool
-	ipv6     bool
+	output    string
+	events    string
+	backend   string
+	duration  time.Duration
+	ringbuf   string
+	port      int
+	sport     int
+	dport     int
+	addr      string
+	pid       int
+	netns     uint64
+	ipv4      bool
+	ipv6      bool
 	logLevel  string
 	logFormat string
 }
