@@ -41,6 +41,9 @@ func TestDeployReferencesExportedMetrics(t *testing.T) {
 	if len(names) < 10 {
 		t.Fatalf("found only %d metric names", len(names))
 	}
+	if _, err := os.Stat("../../deploy"); err != nil {
+		t.Skip("run outside the source tree (the kernel matrix's VM): no deploy/ to check")
+	}
 	metric := regexp.MustCompile(`twtrace_[a-z_]+`)
 	for _, file := range []string{"../../deploy/grafana/twtrace-dashboard.json", "../../deploy/prometheus/alerts.yaml"} {
 		data, err := os.ReadFile(file)
