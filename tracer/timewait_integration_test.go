@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -55,16 +56,28 @@ func TestTimewaitNaturalExpiry(t *testing.T) {
 		return hasKind(filter(evs, twOf(cport, port)), KindTWExit)
 	})
 	tw := filter(evs, twOf(cport, port))
-	enter := filter(tw, ofKind(KindTWEnter))
-	if len(enter) != 1 || enter[0].Substate != StateTimeWait || !enter[0].TimeoutOK || enter[0].Timeout != 60*time.Second {
-		t.Fatalf("want one tw_enter TIME_WAIT with a 60 s timer:\n%s", dump(tw))
+	enter, rearm := filter(tw, ofKind(KindTWEnter)), filter(tw, ofKind(KindTWRearm))
+	if len(enter) != 1 || !enter[0].TimeoutOK || enter[0].Timeout != 60*time.Second {
+		t.Fatalf("want one tw_enter with a 60 s timer:\n%s", dump(tw))
+	}
+	// When the client is orphaned before the server's FIN arrives (seen under emulation),
+	// the kernel makes a FIN_WAIT2 timewait socket and re-arms it as TIME_WAIT on the FIN.
+	finFirst := enter[0].Substate == StateTimeWait && len(rearm) == 0
+	orphanFirst := enter[0].Substate == StateFinWait2 && len(rearm) == 1 &&
+		rearm[0].Substate == StateTimeWait && rearm[0].Timeout == 60*time.Second
+	if !finFirst && !orphanFirst {
+		t.Fatalf("want tw_enter TIME_WAIT, or FIN_WAIT2 re-armed as TIME_WAIT for 60 s:\n%s", dump(tw))
 	}
 	exit := exitOf(t, tw)
 	if exit.Cause != CauseExpired || exit.Detail != DetailNone || exit.Substate != StateTimeWait {
 		t.Errorf("want expired in TIME_WAIT: %s", exit)
 	}
-	if !exit.DurationOK || exit.Duration < 60*time.Second || exit.Duration > 62*time.Second {
-		t.Errorf("lifetime %v, want 60-62 s: %s", exit.Duration, exit)
+	upper := 62 * time.Second
+	if os.Getenv("TWTRACE_EMULATED") != "" {
+		upper += time.Second // an emulated CPU runs the timer softirq late
+	}
+	if !exit.DurationOK || exit.Duration < 60*time.Second || exit.Duration > upper {
+		t.Errorf("lifetime %v, want 60 s to %v: %s", exit.Duration, upper, exit)
 	}
 	// the truthful state stream: ...->TIME_WAIT, then TIME_WAIT->CLOSE after the lifetime
 	seq := transitions(filter(evs, clientSocket(cport, port)))
