@@ -16,23 +16,33 @@ type Netns struct {
 	Path  string // /proc/PID/ns/net or /run/netns/NAME
 }
 
-// Namespaces lists every network namespace a process or a /run/netns name holds.
+// Namespaces lists every network namespace a process or a /run/netns name holds, among
+// those twtrace may open: another user's process's needs CAP_SYS_PTRACE.
 func Namespaces() ([]Netns, error) {
+	all, _, err := namespaces()
+	return all, err
+}
+
+// namespaces also counts the processes whose namespace twtrace was not allowed to open.
+func namespaces() (_ []Netns, denied int, _ error) {
 	seen := map[uint32]Netns{}
 	add := func(path string) {
 		var st unix.Stat_t
-		if unix.Stat(path, &st) == nil {
+		switch err := unix.Stat(path, &st); {
+		case err == unix.EACCES:
+			denied++
+		case err == nil:
 			if _, ok := seen[uint32(st.Ino)]; !ok {
 				seen[uint32(st.Ino)] = Netns{Inode: uint32(st.Ino), Path: path}
 			}
 		}
 	}
-	procs, err := filepath.Glob("/proc/[0-9]*/ns/net")
+	procs, err := filepath.Glob("/proc/[0-9]*") // not */ns/net: Glob would skip the ns it may not list
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, p := range procs {
-		add(p)
+		add(p + "/ns/net")
 	}
 	named, _ := filepath.Glob("/run/netns/*")
 	for _, p := range named {
@@ -43,12 +53,12 @@ func Namespaces() ([]Netns, error) {
 		out = append(out, ns)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Inode < out[j].Inode })
-	return out, nil
+	return out, denied, nil
 }
 
 // FindNetns returns the namespace with this inode.
 func FindNetns(inode uint32) (Netns, error) {
-	all, err := Namespaces()
+	all, denied, err := namespaces()
 	if err != nil {
 		return Netns{}, err
 	}
@@ -56,6 +66,10 @@ func FindNetns(inode uint32) (Netns, error) {
 		if ns.Inode == inode {
 			return ns, nil
 		}
+	}
+	if denied > 0 {
+		return Netns{}, fmt.Errorf("no network namespace with inode %d among those twtrace may open: "+
+			"the namespaces of %d processes of other users need CAP_SYS_PTRACE", inode, denied)
 	}
 	return Netns{}, fmt.Errorf("no network namespace with inode %d (no process or /run/netns name holds it)", inode)
 }
@@ -87,7 +101,16 @@ func (ns Netns) Do(f func() error) error {
 			return
 		}
 		defer unix.Close(home)
+		if sameFile(home, target) { // already there: setns would need CAP_SYS_ADMIN for nothing
+			ferr := f()
+			runtime.UnlockOSThread()
+			errc <- ferr
+			return
+		}
 		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			if err == unix.EPERM {
+				err = fmt.Errorf("%w: entering another namespace needs CAP_SYS_ADMIN", err)
+			}
 			errc <- fmt.Errorf("enter network namespace %d: %w", ns.Inode, err)
 			return
 		}
@@ -98,6 +121,11 @@ func (ns Netns) Do(f func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+func sameFile(a, b int) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(a, &sa) == nil && unix.Fstat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // readSysctl reads a sysctl of the calling thread's namespace, "" when it does not exist.

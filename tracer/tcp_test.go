@@ -230,6 +230,9 @@ func runChild(role string) int {
 	if _, err := fmt.Sscanf(role, "hold %d", &n); err == nil {
 		return holdSockets(n)
 	}
+	if _, err := fmt.Sscanf(role, "panic-reader %d", &n); err == nil {
+		return panicReader(uint32(n))
+	}
 	var family, port int
 	if _, err := fmt.Sscanf(role, "connect %d %d", &family, &port); err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
