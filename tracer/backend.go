@@ -3,6 +3,8 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // ErrUnavailable wraps every error saying a backend cannot run on this kernel.
@@ -90,12 +92,41 @@ func hooksFor(fs Families) []Hook {
 	return hooks
 }
 
-// Choice records which backend serves a hook, and why the others do not.
+// familiesNeeding returns the families of fs that cannot be traced without hook.
+func familiesNeeding(fs Families, hook Hook) Families {
+	var out Families
+	for _, n := range familyNames {
+		if fs&n.f != 0 && slices.Contains(hooksFor(n.f), hook) {
+			out |= n.f
+		}
+	}
+	return out
+}
+
+// Choice records which backend serves a hook, and why the others do not. Backend is
+// "" when none can (with --backend auto, the families needing the hook go untraced).
 type Choice struct {
 	Hook        Hook
 	Backend     Backend
 	Programs    []string // the programs attached, optional ones included where the kernel allows
 	Unavailable map[Backend]string
+}
+
+// MissingFamily is an event family that was asked for and that this kernel cannot
+// deliver, because no backend could serve a hook it needs.
+type MissingFamily struct {
+	Family Families
+	Hook   Hook
+	Reason string
+}
+
+// unservable says why no candidate of hook could serve it, naming each one's failure.
+func unservable(hook Hook, tried []implementation, why map[Backend]string) string {
+	var parts []string
+	for _, impl := range tried {
+		parts = append(parts, string(impl.backend)+": "+why[impl.backend])
+	}
+	return fmt.Sprintf("no backend can serve hook %s here: %s", hook, strings.Join(parts, "; "))
 }
 
 // candidates returns the implementations of hook allowed by the forced backend, in order

@@ -27,9 +27,14 @@ func choose(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, hook Hook, f
 		}
 		why[impl.backend] = err.Error()
 	}
-	last := impls[len(impls)-1]
-	return implementation{}, why, fmt.Errorf("%w: no backend can serve hook %s here; %s: %s", ErrUnavailable, hook, last.backend, why[last.backend])
+	return implementation{}, why, &unservableError{unservable(hook, impls, why)}
 }
+
+// unservableError says that no backend could serve a hook on this kernel.
+type unservableError struct{ reason string }
+
+func (e *unservableError) Error() string { return ErrUnavailable.Error() + ": " + e.reason }
+func (e *unservableError) Unwrap() error { return ErrUnavailable }
 
 // try loads and attaches one implementation's programs with small private maps,
 // then releases them: a kernel that has the program type may still refuse the load

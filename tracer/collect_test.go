@@ -20,13 +20,19 @@ type collector struct {
 
 func startTracer(t *testing.T, opts Options) *collector {
 	t.Helper()
+	return startTracerHiding(t, opts, nil)
+}
+
+// startTracerHiding starts a tracer that treats the hidden kernel targets as missing.
+func startTracerHiding(t *testing.T, opts Options, hidden map[string]bool) *collector {
+	t.Helper()
 	requireRoot(t)
 	if opts.Backend == "" {
 		b, err := ParseBackend(*testBackend)
 		must(t, "backend", err)
 		opts.Backend = b
 	}
-	tr, err := New(opts)
+	tr, err := newTracer(opts, hidden)
 	if err != nil {
 		t.Fatalf("start tracer: %+v", err)
 	}

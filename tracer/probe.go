@@ -25,6 +25,7 @@ type Report struct {
 	BTF      bool
 	Features []Feature
 	Choices  []Choice
+	Missing  []MissingFamily // event families this kernel cannot deliver
 	HZ       uint32
 	Err      error // why the tracer could not start, if it could not
 }
@@ -50,7 +51,7 @@ func Probe(backend Backend) Report {
 		return r
 	}
 	defer t.Close()
-	r.Choices, r.HZ = t.Choices(), t.HZ()
+	r.Choices, r.Missing, r.HZ = t.Choices(), t.Unavailable(), t.HZ()
 	return r
 }
 

@@ -88,6 +88,9 @@ func (f *traceFlags) options() (tracer.Options, error) {
 	if f.duration < 0 {
 		return o, usagef("--duration %s: must not be negative", f.duration)
 	}
+	if _, err := newLogger(io.Discard, f.logLevel, f.logFormat); err != nil {
+		return o, err // checked with the others, before any command acts
+	}
 	if o.Families, err = tracer.ParseFamilies(f.events); err != nil {
 		return o, usagef("--events: %s", err)
 	}
@@ -155,6 +158,9 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	}
 	if p.Addr().Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("%q: zones are not supported", s)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8, as a bare mapped address is
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
 }

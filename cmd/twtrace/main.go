@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cilium/ebpf"
 )
@@ -18,7 +22,29 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error {
+	return usageError{oneLine(fmt.Sprintf(format, args...))}
+}
+
+// oneLine escapes what would break a one-line message: control characters, line and
+// paragraph separators, invalid UTF-8 (a flag value may carry any of them).
+func oneLine(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
+}
 
 const topUsage = `twtrace: trace TCP state transitions, TIME_WAIT lifetimes, bucket overflows and resets.
 
@@ -44,12 +70,12 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "twtrace: %s\n", ue.msg)
+		fmt.Fprintf(stderr, "twtrace: %s\n", oneLine(ue.msg))
 		return 2
 	}
 	var un errUnavailable
 	if errors.As(err, &un) {
-		fmt.Fprintf(stderr, "twtrace: %s\n", un)
+		fmt.Fprintf(stderr, "twtrace: %s\n", oneLine(un.Error()))
 		return un.exitStatus()
 	}
 	var ve *ebpf.VerifierError
@@ -57,7 +83,7 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "twtrace: the kernel's verifier rejected a program:\n%+v\n", ve)
 		return 1
 	}
-	fmt.Fprintf(stderr, "twtrace: %s\n", err)
+	fmt.Fprintf(stderr, "twtrace: %s\n", oneLine(err.Error()))
 	return 1
 }
 

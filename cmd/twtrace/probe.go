@@ -88,9 +88,15 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	}
 	fmt.Fprintf(w, "\nhooks:\n")
 	for _, c := range r.Choices {
-		fmt.Fprintf(w, "  %-9s -> %s\n", c.Hook, c.Backend)
+		fmt.Fprintf(w, "  %-9s -> %s\n", c.Hook, backendName(c.Backend))
 		for _, b := range sortedBackends(c.Unavailable) {
 			fmt.Fprintf(w, "  %-9s    %s: %s\n", "", b, c.Unavailable[b])
+		}
+	}
+	if len(r.Missing) > 0 {
+		fmt.Fprintf(w, "\nevent families unavailable here (the others are traced):\n")
+		for _, m := range r.Missing {
+			fmt.Fprintf(w, "  %-9s needs hook %s: %s\n", m.Family, m.Hook, m.Reason)
 		}
 	}
 	if r.Err != nil {
@@ -110,23 +116,31 @@ func sortedBackends(m map[tracer.Backend]string) []tracer.Backend {
 func writeProbeJSON(w io.Writer, r tracer.Report) error {
 	type hook struct {
 		Hook        string            `json:"hook"`
-		Backend     string            `json:"backend"`
+		Backend     *string           `json:"backend"` // null: no backend can serve it here
 		Unavailable map[string]string `json:"unavailable"`
 	}
 	out := struct {
-		Kernel   string           `json:"kernel"`
-		BTF      bool             `json:"btf"`
-		HZ       uint32           `json:"hz,omitempty"`
-		Features []tracer.Feature `json:"features"`
-		Hooks    []hook           `json:"hooks"`
-		Error    *string          `json:"error"`
-	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ, Features: r.Features}
+		Kernel   string            `json:"kernel"`
+		BTF      bool              `json:"btf"`
+		HZ       uint32            `json:"hz,omitempty"`
+		Features []tracer.Feature  `json:"features"`
+		Hooks    []hook            `json:"hooks"`
+		Missing  map[string]string `json:"unavailable_families"`
+		Error    *string           `json:"error"`
+	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ, Features: r.Features, Missing: map[string]string{}}
 	for _, c := range r.Choices {
-		h := hook{Hook: string(c.Hook), Backend: string(c.Backend), Unavailable: map[string]string{}}
+		h := hook{Hook: string(c.Hook), Unavailable: map[string]string{}}
+		if c.Backend != "" {
+			b := string(c.Backend)
+			h.Backend = &b
+		}
 		for b, why := range c.Unavailable {
 			h.Unavailable[string(b)] = why
 		}
 		out.Hooks = append(out.Hooks, h)
+	}
+	for _, m := range r.Missing {
+		out.Missing[m.Family.String()] = m.Reason
 	}
 	if r.Err != nil {
 		s := r.Err.Error()

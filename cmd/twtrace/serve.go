@@ -14,14 +14,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/tracer"
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var f traceFlags
 	f.register(fs)
-	listen := fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
-	topK := fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	listen, topK := registerServeFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -48,6 +49,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer ln.Close()
 
+	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
 	sess, err := startSession(&f, opts, stderr)
 	if err != nil {
 		return err
@@ -55,39 +57,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer sess.Close()
 
 	events := newEventMetrics()
-	reg := prometheus.NewRegistry()
-	events.register(reg)
-	reg.MustRegister(newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
+	reg := exporterRegistry(events, newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK))
 	var runErr atomic.Pointer[error]
-	running := make(chan struct{})
-	go func() {
-		defer close(running)
-		err := sess.t.Run(sess.ctx, events.add, nil)
-		if err == nil && sess.ctx.Err() == nil {
-			err = errors.New("the event reader stopped")
-		}
-		if err != nil {
-			runErr.Store(&err)
-			sess.log.Error().Err(err).Msg("tracer stopped delivering events")
-		}
-	}()
-
-	srv := &http.Server{
-		Handler:           exporterHandler(reg, &runErr),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    8 << 10,
-	}
+	running := readEvents(sess.ctx, sess.t.Run, events.add, &runErr, sess.log)
+	srv := newExporterServer(exporterHandler(reg, &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case <-running:
 	case err := <-served:
+		sess.cancel()
+		<-running // the reader must stop before the deferred Close frees what it reads
 		return fmt.Errorf("serve: %w", err)
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -98,6 +79,53 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return *p
 	}
 	return nil
+}
+
+func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
+	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
+	topK = fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	return listen, topK
+}
+
+// exporterRegistry holds the event metrics, the Go runtime's and the process's, and more.
+func exporterRegistry(events *eventMetrics, more ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	events.register(reg)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(more...)
+	return reg
+}
+
+// readEvents delivers events to fn until ctx ends. If the reader stops before that,
+// runErr says why (and /healthz turns 503). The channel closes when it has returned.
+func readEvents(ctx context.Context, run func(context.Context, func(*tracer.Event), func()) error,
+	fn func(*tracer.Event), runErr *atomic.Pointer[error], log zerolog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := run(ctx, fn, nil)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("the event reader stopped")
+		}
+		if err != nil {
+			runErr.Store(&err)
+			log.Error().Err(err).Msg("tracer stopped delivering events")
+		}
+	}()
+	return done
+}
+
+// newExporterServer bounds what a client can hold: slow headers, slow bodies, idle
+// connections, big headers.
+func newExporterServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+	}
 }
 
 // exporterHandler serves GET /metrics and GET /healthz and nothing else.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os/signal"
 	"syscall"
@@ -25,12 +26,16 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 	if err != nil {
 		return nil, err
 	}
-	if err := tracer.CheckPrivileges(); err != nil {
+	if err := tracer.CheckPrivilegesFor(opts.Families); err != nil {
 		return nil, err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	cancel := stop
 	t, err := tracer.New(opts)
+	if errors.Is(err, tracer.ErrUnavailable) || errors.Is(err, tracer.ErrNotImplemented) {
+		cancel()
+		return nil, errUnavailable{err} // exit 3 (4): this kernel (twtrace) cannot do what was asked
+	}
 	if err != nil {
 		cancel()
 		return nil, err
@@ -40,9 +45,12 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 		ctx, cancelTimeout = context.WithTimeout(ctx, f.duration)
 		cancel = func() { cancelTimeout(); stop() }
 	}
+	for _, m := range t.Unavailable() {
+		log.Warn().Msgf("event family %s unavailable: %s", m.Family, m.Reason)
+	}
 	ready := log.Info()
 	for _, c := range t.Choices() {
-		ready = ready.Str(string(c.Hook), string(c.Backend))
+		ready = ready.Str(string(c.Hook), backendName(c.Backend))
 	}
 	ready.Msg("tracing")
 	return &session{t: t, ctx: ctx, cancel: cancel, log: log}, nil
@@ -52,4 +60,12 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 func (s *session) Close() {
 	s.t.Close()
 	s.cancel()
+}
+
+// backendName is a hook's backend, "none" when no backend could serve it.
+func backendName(b tracer.Backend) string {
+	if b == "" {
+		return "none"
+	}
+	return string(b)
 }

@@ -14,6 +14,8 @@ type view struct {
 	Elapsed    time.Duration
 	Lost       uint64 // events the kernel could not deliver: the view is incomplete
 	Missed     uint64
+	Traced     tracer.Families
+	NotTraced  map[tracer.Families]string // family -> why: unavailable here, or not selected
 	Lifetimes  []lifetimeRow
 	Namespaces []netnsRow
 	Dests      []destRow
@@ -65,6 +67,7 @@ func buildView(a *tracer.Aggregate, t *tracer.Tracer, baseline map[uint32]uint64
 	if s, err := t.Stats(); err == nil {
 		v.Lost, v.Missed = s.Lost, s.Missed
 	}
+	v.Traced, v.NotTraced = notTraced(t.Families(), t.Unavailable())
 	for k, h := range a.Lifetimes {
 		v.Lifetimes = append(v.Lifetimes, lifetimeRow{k, h})
 	}
@@ -95,6 +98,28 @@ func buildView(a *tracer.Aggregate, t *tracer.Tracer, baseline map[uint32]uint64
 	sort.Slice(v.ByProcess, func(i, j int) bool { return v.ByProcess[i].Count > v.ByProcess[j].Count })
 	return v, nil
 }
+
+// families lists the event families one at a time, in --events order.
+var families = []tracer.Families{tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow, tracer.FamilyReset}
+
+// notTraced says why each family the tracer does not deliver is missing.
+func notTraced(traced tracer.Families, missing []tracer.MissingFamily) (tracer.Families, map[tracer.Families]string) {
+	why := map[tracer.Families]string{}
+	requested := traced
+	for _, m := range missing {
+		why[m.Family] = "unavailable on this kernel: " + m.Reason
+		requested |= m.Family
+	}
+	for _, f := range families {
+		if requested&f == 0 {
+			why[f] = "not selected (--events)"
+		}
+	}
+	return traced, why
+}
+
+// has reports whether the view's events include family f.
+func (v *view) has(f tracer.Families) bool { return v.Traced&f != 0 }
 
 func lessLifetime(a, b tracer.LifetimeKey) bool {
 	if a.Substate != b.Substate {

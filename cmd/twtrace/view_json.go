@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"io"
 	"time"
+
+	"github.com/twtrace/twtrace/tracer"
 )
 
 // writeViewJSON writes one object per print; the keys are part of the product (README).
@@ -26,12 +28,12 @@ func writeViewJSON(w io.Writer, v view) error {
 		Buckets  []bucket `json:"buckets"`
 	}
 	type netns struct {
-		NetNS        uint32 `json:"netns"`
-		Live         *int64 `json:"live"`
-		MaxTWBuckets *int64 `json:"max_tw_buckets"`
-		Created      uint64 `json:"created"`
-		Overflows    uint64 `json:"overflows"`
-		CounterDelta *int64 `json:"overflow_counter_delta"`
+		NetNS        uint32  `json:"netns"`
+		Live         *int64  `json:"live"`
+		MaxTWBuckets *int64  `json:"max_tw_buckets"`
+		Created      *uint64 `json:"created"`
+		Overflows    *uint64 `json:"overflows"`
+		CounterDelta *int64  `json:"overflow_counter_delta"`
 	}
 	type dest struct {
 		NetNS       uint32   `json:"netns"`
@@ -40,9 +42,9 @@ func writeViewJSON(w io.Writer, v view) error {
 		DPort       uint16   `json:"dport"`
 		Live        int      `json:"live"`
 		Share       float64  `json:"port_range_share"`
-		Rate        float64  `json:"created_per_s"`
-		AtRisk      bool     `json:"at_risk"`
-		Steady      float64  `json:"steady_state"`
+		Rate        *float64 `json:"created_per_s"`
+		AtRisk      *bool    `json:"at_risk"`
+		Steady      *float64 `json:"steady_state"`
 		ExhaustionS *float64 `json:"exhaustion_s"`
 		Count       uint64   `json:"count,omitempty"`
 	}
@@ -57,22 +59,48 @@ func writeViewJSON(w io.Writer, v view) error {
 		Count uint64 `json:"count"`
 	}
 	out := struct {
-		TS         string     `json:"ts"`
-		Since      string     `json:"since"`
-		Seconds    float64    `json:"seconds"`
-		Complete   bool       `json:"complete"`
-		Lost       uint64     `json:"lost"`
-		Missed     uint64     `json:"missed"`
-		Lifetimes  []lifetime `json:"lifetimes"`
-		Namespaces []netns    `json:"namespaces"`
-		Dests      []dest     `json:"destinations"`
-		Overflows  []dest     `json:"overflows"`
-		Resets     []reset    `json:"resets"`
-		ByProcess  []process  `json:"resets_by_process"`
+		TS         string            `json:"ts"`
+		Since      string            `json:"since"`
+		Seconds    float64           `json:"seconds"`
+		Complete   bool              `json:"complete"`
+		Lost       uint64            `json:"lost"`
+		Missed     uint64            `json:"missed"`
+		Families   []string          `json:"families"`
+		NotTraced  map[string]string `json:"not_traced"`
+		Lifetimes  []lifetime        `json:"lifetimes"`
+		Namespaces []netns           `json:"namespaces"`
+		Dests      []dest            `json:"destinations"`
+		Overflows  []dest            `json:"overflows"`
+		Resets     []reset           `json:"resets"`
+		ByProcess  []process         `json:"resets_by_process"`
 	}{
 		TS: time.Now().UTC().Format(time.RFC3339Nano), Since: v.Since.UTC().Format(time.RFC3339Nano),
 		Seconds: v.Elapsed.Seconds(), Complete: v.Lost == 0 && v.Missed == 0, Lost: v.Lost, Missed: v.Missed,
-		Lifetimes: []lifetime{}, Namespaces: []netns{}, Dests: []dest{}, Overflows: []dest{}, Resets: []reset{}, ByProcess: []process{},
+		Families: []string{}, NotTraced: map[string]string{},
+		Namespaces: []netns{}, Dests: []dest{},
+	}
+	for _, f := range families {
+		if v.has(f) {
+			out.Families = append(out.Families, f.String())
+		} else {
+			out.NotTraced[f.String()] = v.NotTraced[f]
+		}
+	}
+	// a family not traced is null, never an empty list or a 0 that would look measured
+	if v.has(tracer.FamilyTW) {
+		out.Lifetimes = []lifetime{}
+	}
+	if v.has(tracer.FamilyOverflow) {
+		out.Overflows = []dest{}
+	}
+	if v.has(tracer.FamilyReset) {
+		out.Resets, out.ByProcess = []reset{}, []process{}
+	}
+	counted := func(f tracer.Families, n uint64) *uint64 {
+		if !v.has(f) {
+			return nil
+		}
+		return &n
 	}
 	msf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	known := func(n int64) *int64 {
@@ -100,14 +128,19 @@ func writeViewJSON(w io.Writer, v view) error {
 		out.Lifetimes = append(out.Lifetimes, lt)
 	}
 	for _, n := range v.Namespaces {
-		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets), n.Created, n.Overflows, known(n.CounterDelta)})
+		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
+			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
 	}
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.Dest.NetNS, SAddr: d.Dest.SAddr.String(), DAddr: d.Dest.DAddr.String(), DPort: d.Dest.DPort,
-			Live: d.Live, Share: d.Share, Rate: d.Rate, AtRisk: d.Forecast.AtRisk, Steady: d.Forecast.SteadyState}
-		if d.Forecast.AtRisk {
-			s := d.Forecast.Exhaustion.Seconds()
-			row.ExhaustionS = &s
+			Live: d.Live, Share: d.Share}
+		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
+			f := d.Forecast
+			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState
+			if f.AtRisk {
+				s := f.Exhaustion.Seconds()
+				row.ExhaustionS = &s
+			}
 		}
 		out.Dests = append(out.Dests, row)
 	}

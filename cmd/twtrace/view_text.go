@@ -15,9 +15,17 @@ func writeViewText(w io.Writer, v view) {
 		fmt.Fprintf(w, " -- INCOMPLETE: %d events lost, %d missed", v.Lost, v.Missed)
 	}
 	fmt.Fprintln(w)
+	for _, f := range families {
+		if why, ok := v.NotTraced[f]; ok && strings.HasPrefix(why, "unavailable") {
+			fmt.Fprintf(w, "NOT TRACED: %s events, %s\n", f, why)
+		}
+	}
 
 	fmt.Fprintf(w, "\nLifetimes of timewait sockets that died in the window (born before it: lifetime unknown, not shown)\n")
-	if len(v.Lifetimes) == 0 {
+	switch {
+	case !v.has(tracer.FamilyTW):
+		fmt.Fprintf(w, "  unknown: tw events %s\n", v.NotTraced[tracer.FamilyTW])
+	case len(v.Lifetimes) == 0:
 		fmt.Fprintf(w, "  none yet\n")
 	}
 	for _, l := range v.Lifetimes {
@@ -34,24 +42,33 @@ func writeViewText(w io.Writer, v view) {
 	fmt.Fprintf(w, "\nLive TIME_WAIT per namespace (sock_diag, now)\n")
 	fmt.Fprintf(w, "  %-11s %8s %16s %7s %8s %10s %10s\n", "NETNS", "LIVE", "MAX_TW_BUCKETS", "USE", "CREATED", "OVERFLOWS", "KERNEL_CTR")
 	for _, n := range v.Namespaces {
-		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8d %10d %10s\n", n.NetNS, orUnknown(n.Live), orUnknown(n.MaxTWBuckets),
-			percent(n.Live, n.MaxTWBuckets), n.Created, n.Overflows, orUnknown(n.CounterDelta))
+		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s\n", n.NetNS, orUnknown(n.Live), orUnknown(n.MaxTWBuckets),
+			percent(n.Live, n.MaxTWBuckets), v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows),
+			orUnknown(n.CounterDelta))
 	}
 
 	fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT (each needs its own local port from ip_local_port_range)\n")
 	fmt.Fprintf(w, "  %-11s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
 	for _, d := range v.Dests {
-		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9.1f  %s\n", d.Dest.NetNS, d.Dest.SAddr, addrPort(d.Dest.DAddr, d.Dest.DPort),
-			d.Live, 100*d.Share, d.Rate, forecastText(d.Forecast))
+		rate, forecast := fmt.Sprintf("%.1f", d.Rate), forecastText(d.Forecast)
+		if !v.has(tracer.FamilyTW) {
+			rate, forecast = "unknown", "unknown: tw events not traced"
+		}
+		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.Dest.NetNS, d.Dest.SAddr, addrPort(d.Dest.DAddr, d.Dest.DPort),
+			d.Live, 100*d.Share, rate, forecast)
 	}
 
-	if len(v.Overflows) > 0 {
+	if !v.has(tracer.FamilyOverflow) {
+		fmt.Fprintf(w, "\nOverflows by destination: unknown: overflow events %s\n", v.NotTraced[tracer.FamilyOverflow])
+	} else if len(v.Overflows) > 0 {
 		fmt.Fprintf(w, "\nOverflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)\n")
 		for _, o := range v.Overflows {
 			fmt.Fprintf(w, "  %-11d %-40s %-46s %d\n", o.Dest.NetNS, o.Dest.SAddr, addrPort(o.Dest.DAddr, o.Dest.DPort), o.Count)
 		}
 	}
-	if len(v.Resets) > 0 {
+	if !v.has(tracer.FamilyReset) {
+		fmt.Fprintf(w, "\nResets: unknown: reset events %s\n", v.NotTraced[tracer.FamilyReset])
+	} else if len(v.Resets) > 0 {
 		fmt.Fprintf(w, "\nResets by reason\n")
 		for _, r := range v.Resets {
 			dir, reason := "sent", r.Key.Reason
@@ -116,6 +133,14 @@ func forecastText(f tracer.Forecast) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+// count is n, or "unknown" when the family that counts it is not traced: never a false 0.
+func (v *view) count(f tracer.Families, n uint64) string {
+	if !v.has(f) {
+		return "unknown"
+	}
+	return fmt.Sprint(n)
+}
 
 func orUnknown(n int64) string {
 	if n < 0 {

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if f.output == "text" {
 		p.header()
 	}
+	p.unavailable(t.Unavailable())
 	lostDone := make(chan struct{})
 	go func() {
 		defer close(lostDone)
@@ -93,6 +96,30 @@ func (p *printer) flush() {
 	p.w.Flush()
 }
 
+// unavailable writes a record per event family that was asked for and cannot be traced here.
+func (p *printer) unavailable(missing []tracer.MissingFamily) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range missing {
+		p.buf = appendUnavailable(p.buf[:0], time.Now(), m, p.json)
+		p.w.Write(p.buf)
+	}
+	p.w.Flush()
+}
+
+func appendUnavailable(b []byte, now time.Time, m tracer.MissingFamily, json bool) []byte {
+	if !json {
+		return fmt.Appendf(b, "%-12s UNAVAILABLE %s events are not traced: %s\n", now.Format("15:04:05.000"), m.Family, m.Reason)
+	}
+	b = append(b, `{"ts":"`...)
+	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","kind":"unavailable","events":"`...)
+	b = append(b, m.Family.String()...)
+	b = append(b, `","reason":`...)
+	b = appendString(b, []byte(m.Reason))
+	return append(b, "}\n"...)
+}
+
 // reportLost writes a record whenever the kernel counted events it could not deliver.
 func (p *printer) reportLost(t *tracer.Tracer) {
 	s, err := t.Stats()
@@ -104,15 +131,29 @@ func (p *printer) reportLost(t *tracer.Tracer) {
 	if s.Lost <= p.lastLost {
 		return
 	}
-	n := s.Lost - p.lastLost
+	p.buf = appendLost(p.buf[:0], time.Now(), s.Lost-p.lastLost, s.Lost, s.LostPerCPU, p.json)
 	p.lastLost = s.Lost
-	now := time.Now()
-	if p.json {
-		fmt.Fprintf(p.w, "{\"ts\":%q,\"kind\":\"lost\",\"count\":%d,\"total\":%d}\n", now.UTC().Format(time.RFC3339Nano), n, s.Lost)
-	} else {
-		fmt.Fprintf(p.w, "%-12s LOST %d events (ring buffer full; %d in total): raise --ringbuf-size or narrow the filters\n", now.Format("15:04:05.000"), n, s.Lost)
-	}
+	p.w.Write(p.buf)
 	p.w.Flush()
+}
+
+// appendLost writes a lost record: n events since the last one, total so far, and the
+// total of each CPU.
+func appendLost(b []byte, now time.Time, n, total uint64, perCPU []uint64, json bool) []byte {
+	if !json {
+		return fmt.Appendf(b, "%-12s LOST %d events (ring buffer full; %d in total, per CPU %v): raise --ringbuf-size or narrow the filters\n",
+			now.Format("15:04:05.000"), n, total, perCPU)
+	}
+	b = append(b, `{"ts":"`...)
+	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = fmt.Appendf(b, `","kind":"lost","count":%d,"total":%d,"per_cpu":[`, n, total)
+	for i, v := range perCPU {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, v, 10)
+	}
+	return append(b, "]}\n"...)
 }
 
 func reportLost(ctx context.Context, t *tracer.Tracer, p *printer) {
@@ -134,6 +175,13 @@ func summary(w io.Writer, t *tracer.Tracer) {
 		fmt.Fprintf(w, "twtrace: read counters: %s\n", err)
 		return
 	}
-	fmt.Fprintf(w, "twtrace: %d events, %d lost %v, %d missed (hook fired while its program ran on that CPU), %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
-		s.Decoded, s.Lost, s.LostPerCPU, s.Missed, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+	fmt.Fprintf(w, "twtrace: %d events (of %d the kernel wrote), %d lost %v, %d missed (hook fired while its program ran on that CPU), %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
+		s.Decoded, s.Emitted, s.Lost, s.LostPerCPU, s.Missed, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+	if missing := t.Unavailable(); len(missing) > 0 {
+		var names []string
+		for _, m := range missing {
+			names = append(names, m.Family.String())
+		}
+		fmt.Fprintf(w, "twtrace: not traced, unavailable on this kernel: %s (the warnings at start say why)\n", strings.Join(names, ", "))
+	}
 }
