@@ -4,7 +4,7 @@ CLANG    ?= clang-19
 BIN      := bin/twtrace
 export CGO_ENABLED := 0
 
-.PHONY: all build generate test test-unit vmtest run clean tools-clang tools-promtool
+.PHONY: all build generate test test-unit vmtest bench soak run clean tools-clang tools-promtool tools-bench
 
 all: build
 
@@ -35,6 +35,22 @@ test-unit:
 # The integration suite on Linux 5.10, 6.1 and 6.12 under QEMU, once per backend.
 vmtest:
 	bash .ci/vmtest/run.sh
+
+# Overhead under connection churn next to libbpf-tools tcpstates, kernel cost per program,
+# memory, the userspace hot path: about 7 minutes, as root. Writes BENCHMARKS.md.
+bench: build tools-bench
+	$(GO) build -o bin/churn ./cmd/churn
+	$(GO) build -o bin/twbench ./cmd/twbench
+	bin/twbench overhead
+
+# The node agent under full churn for 10 minutes: RSS, map entries, lost events. Writes BENCHMARKS.md.
+soak: build
+	$(GO) build -o bin/churn ./cmd/churn
+	$(GO) build -o bin/twbench ./cmd/twbench
+	bin/twbench soak
+
+tools-bench:
+	@command -v tcpstates >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libbpf-tools; }
 
 run: build
 	@if [ "$$(id -u)" = 0 ]; then $(BIN) watch; else sudo $(BIN) watch; fi

@@ -14,6 +14,17 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* State transitions counted per CPU, indexed old * 16 + new, for readers that need the
+ * counts and not each event: one increment instead of a ring buffer record. */
+#define TRANSITION_SLOTS 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TRANSITION_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} transitions SEC(".maps");
+
 struct owner {
 	__u32 pid;
 	__u32 known;

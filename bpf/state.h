@@ -14,7 +14,7 @@ static __always_inline bool in_owner_context(struct sock *sk, int old, int new)
 	/* close() with unread data or zero linger: __tcp_close() sets SHUTDOWN_MASK before
 	 * the state change; every softirq path to CLOSE (tcp_done) sets it only after. */
 	return new == S_CLOSE && (old == S_ESTABLISHED || old == S_CLOSE_WAIT || old == S_SYN_RECV) &&
-	       BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) == SHUTDOWN_MASK;
+	       BPF_CORE_READ_BITFIELD(sk, sk_shutdown) == SHUTDOWN_MASK;
 }
 
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
@@ -25,9 +25,9 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	struct event e = {};
 	__u64 key = (__u64)sk;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	if (!read_sock_tuple(&e, sk))
+	if (!read_sock_tuple_btf(&e, sk))
 		return 0;
 	c = this_cpu();
 	if (!c)
@@ -59,8 +59,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
 			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
 		}
-		if (cfg_events & FAM_STATE)
-			emit(&e);
+		emit_state(&e);
 		return 0;
 	}
 
@@ -73,8 +72,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		if (cfg_events & FAM_OVERFLOW)
 			check_overflow(sk, c, &e);
 	}
-	if (cfg_events & FAM_STATE)
-		emit(&e);
+	emit_state(&e);
 	return 0;
 }
 

@@ -75,6 +75,10 @@ type Options struct {
 	Backend  Backend
 	// RingBufferSize in bytes: a power of two and a multiple of the page size. 0 means the default.
 	RingBufferSize uint32
+	// CountTransitions counts the state family in the kernel instead of streaming it: Run
+	// delivers no KindState events and Transitions reports the counts. For readers that
+	// only count (views, metrics), it removes about nine records per connection.
+	CountTransitions bool
 }
 
 // DefaultRingBufferSize is what the ring buffer holds when Options leave it 0.

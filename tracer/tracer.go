@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +22,14 @@ import (
 // settleInterval is how often held timewait cancels are settled on idle CPUs.
 const settleInterval = 100 * time.Millisecond
 
+// wakeupShift sets the wakeup batch, 1<<shift bytes: a quarter of the ring buffer, at
+// most 256 KiB. Below a batch the reader polls every settleInterval, so an event waits
+// at most that long.
+func wakeupShift(ringSize uint32) uint32 {
+	batch := min(ringSize/4, 256<<10)
+	return uint32(bits.Len32(batch) - 1)
+}
+
 // Tracer is a set of attached programs and the ring buffer they write to.
 type Tracer struct {
 	opts    Options
@@ -27,14 +38,26 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	dec     Decoder
 	choices []Choice
+	missing []MissingFamily
+	hidden  map[string]bool // kernel targets treated as missing (testHideEnv)
 	cpus    int
 
 	decoded atomic.Uint64
 	corrupt atomic.Uint64
+	// onRecord, set by tests, sees each raw record before it is decoded
+	onRecord func([]byte)
+	// hand-offs and deaths per transition slot, when the state family is counted
+	handoffs [transitionSlots]atomic.Uint64
 }
 
 // New loads and attaches the programs the options need. Close releases everything.
-func New(opts Options) (_ *Tracer, err error) {
+// With BackendAuto, a family needing a hook that no backend can serve here is left
+// out (Unavailable says why); New fails when that leaves nothing of what was asked.
+func New(opts Options) (*Tracer, error) {
+	return newTracer(opts, hiddenFromEnv())
+}
+
+func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if opts.Families == 0 {
 		opts.Families = AllFamilies
 	}
@@ -54,7 +77,7 @@ func New(opts Options) (_ *Tracer, err error) {
 	// where it is needed but refused, loading reports the real error.
 	_ = rlimit.RemoveMemlock()
 
-	t := &Tracer{opts: opts}
+	t := &Tracer{opts: opts, hidden: hidden}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -86,16 +109,19 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	hide(spec, t.hidden)
 	spec.Maps["events"].MaxEntries = t.opts.RingBufferSize
 	f := t.opts.Filter
 	settings := map[string]any{
-		"cfg_events": uint32(t.opts.Families),
-		"cfg_port":   f.Port,
-		"cfg_sport":  f.SPort,
-		"cfg_dport":  f.DPort,
-		"cfg_pid":    f.PID,
-		"cfg_netns":  f.NetNS,
-		"cfg_family": f.Family,
+		"cfg_events":       uint32(t.opts.Families),
+		"cfg_port":         f.Port,
+		"cfg_sport":        f.SPort,
+		"cfg_dport":        f.DPort,
+		"cfg_pid":          f.PID,
+		"cfg_netns":        f.NetNS,
+		"cfg_family":       f.Family,
+		"cfg_wakeup_shift": wakeupShift(t.opts.RingBufferSize),
+		"cfg_count_state":  t.opts.CountTransitions,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte
@@ -134,15 +160,35 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 		return err
 	}
 	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
-	var chosen []implementation
+	chosen := map[Hook]implementation{}
 	for _, hook := range hooksFor(t.opts.Families) {
 		impl, why, err := choose(spec, opts, hook, t.opts.Backend)
-		if err != nil {
+		var unservable *unservableError
+		if err != nil && (hook == HookState || t.opts.Backend != BackendAuto || !errors.As(err, &unservable)) {
 			return err
 		}
-		chosen = append(chosen, impl)
 		t.choices = append(t.choices, Choice{Hook: hook, Backend: impl.backend, Programs: impl.programs, Unavailable: why})
+		if err != nil { // the families needing this hook go untraced, the others run
+			t.drop(familiesNeeding(t.opts.Families, hook), hook, unservable.reason)
+			continue
+		}
+		chosen[hook] = impl
+	}
+	if t.opts.Families == 0 {
+		var reasons []string
+		for _, m := range t.missing {
+			reasons = append(reasons, fmt.Sprintf("%s: %s", m.Family, m.Reason))
+		}
+		return fmt.Errorf("%w: no requested event family can be traced here (%s)", ErrUnavailable, strings.Join(reasons, "; "))
+	}
+	if err := spec.Variables["cfg_events"].Set(uint32(t.opts.Families)); err != nil {
+		return err
+	}
+	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
+	var attach []implementation
+	for _, hook := range hooksFor(t.opts.Families) {
+		impl := chosen[hook]
+		attach = append(attach, impl)
 		for _, p := range impl.programs {
 			keep[p] = true
 		}
@@ -160,7 +206,11 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 	if t.coll, err = ebpf.NewCollectionWithOptions(spec, opts); err != nil {
 		return fmt.Errorf("load programs: %w", err)
 	}
-	for _, impl := range chosen {
+	return t.attachAll(spec, attach)
+}
+
+func (t *Tracer) attachAll(spec *ebpf.CollectionSpec, impls []implementation) error {
+	for _, impl := range impls {
 		for _, name := range impl.programs {
 			l, err := attach(spec.Programs[name], t.coll.Programs[name])
 			if err != nil {
@@ -172,11 +222,25 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 	return nil
 }
 
-// Choices reports the backend serving each hook.
+// drop records the families fs as missing for want of hook, and stops tracing them.
+func (t *Tracer) drop(fs Families, hook Hook, reason string) {
+	for _, n := range familyNames {
+		if fs&n.f != 0 {
+			t.missing = append(t.missing, MissingFamily{Family: n.f, Hook: hook, Reason: reason})
+		}
+	}
+	slices.SortFunc(t.missing, func(a, b MissingFamily) int { return int(a.Family) - int(b.Family) })
+	t.opts.Families &^= fs
+}
+
+// Choices reports the backend serving each hook; Backend is "" for a hook none could serve.
 func (t *Tracer) Choices() []Choice { return t.choices }
 
-// Families reports the event families this tracer delivers.
+// Families reports the event families this tracer really delivers.
 func (t *Tracer) Families() Families { return t.opts.Families }
+
+// Unavailable reports the families that were asked for and cannot be traced here, and why.
+func (t *Tracer) Unavailable() []MissingFamily { return t.missing }
 
 // HZ reports the kernel tick rate measured at start.
 func (t *Tracer) HZ() uint32 { return t.dec.HZ }
@@ -187,6 +251,10 @@ func (t *Tracer) HZ() uint32 { return t.dec.HZ }
 func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	var rec ringbuf.Record
 	var ev Event
+	deliver := t.opts.Families
+	if t.opts.CountTransitions {
+		deliver &^= FamilyState
+	}
 	nextSettle := time.Now().Add(settleInterval)
 	draining := false
 	for {
@@ -211,12 +279,18 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 		case err != nil:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
+		if t.onRecord != nil {
+			t.onRecord(rec.RawSample)
+		}
 		if err := t.dec.Decode(rec.RawSample, &ev); err != nil {
 			t.corrupt.Add(1)
 			continue
 		}
 		t.decoded.Add(1)
-		Dispatch(&ev, t.opts.Families, fn)
+		if deliver != t.opts.Families {
+			t.countHandoff(&ev)
+		}
+		Dispatch(&ev, deliver, fn)
 		if idle != nil && t.reader.AvailableBytes() == 0 {
 			idle()
 		}

@@ -166,6 +166,7 @@ const (
 	twtraceMapScratch             = "scratch"
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
+	twtraceMapTransitions         = "transitions"
 	twtraceMapTws                 = "tws"
 	twtraceProgFeHashConnect      = "fe_hash_connect"
 	twtraceProgFeTwSegment        = "fe_tw_segment"
@@ -197,6 +198,7 @@ const (
 	twtraceVarCfgAddr             = "cfg_addr"
 	twtraceVarCfgAddrFamily       = "cfg_addr_family"
 	twtraceVarCfgAddrPrefix       = "cfg_addr_prefix"
+	twtraceVarCfgCountState       = "cfg_count_state"
 	twtraceVarCfgDport            = "cfg_dport"
 	twtraceVarCfgEvents           = "cfg_events"
 	twtraceVarCfgFamily           = "cfg_family"
@@ -206,6 +208,7 @@ const (
 	twtraceVarCfgSport            = "cfg_sport"
 	twtraceVarCfgTwProbes         = "cfg_tw_probes"
 	twtraceVarCfgTwTimerHandler   = "cfg_tw_timer_handler"
+	twtraceVarCfgWakeupShift      = "cfg_wakeup_shift"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -277,11 +280,12 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
-	Events  *ebpf.MapSpec `ebpf:"events"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Socks   *ebpf.MapSpec `ebpf:"socks"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
-	Tws     *ebpf.MapSpec `ebpf:"tws"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Socks       *ebpf.MapSpec `ebpf:"socks"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Transitions *ebpf.MapSpec `ebpf:"transitions"`
+	Tws         *ebpf.MapSpec `ebpf:"tws"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -297,6 +301,7 @@ type twtraceVariableSpecs struct {
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.VariableSpec `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.VariableSpec `ebpf:"cfg_addr_prefix"`
+	CfgCountState     *ebpf.VariableSpec `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.VariableSpec `ebpf:"cfg_dport"`
 	CfgEvents         *ebpf.VariableSpec `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.VariableSpec `ebpf:"cfg_family"`
@@ -306,6 +311,7 @@ type twtraceVariableSpecs struct {
 	CfgSport          *ebpf.VariableSpec `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.VariableSpec `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
+	CfgWakeupShift    *ebpf.VariableSpec `ebpf:"cfg_wakeup_shift"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -328,11 +334,12 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
-	Events  *ebpf.Map `ebpf:"events"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
-	Socks   *ebpf.Map `ebpf:"socks"`
-	Stats   *ebpf.Map `ebpf:"stats"`
-	Tws     *ebpf.Map `ebpf:"tws"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Socks       *ebpf.Map `ebpf:"socks"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	Transitions *ebpf.Map `ebpf:"transitions"`
+	Tws         *ebpf.Map `ebpf:"tws"`
 }
 
 func (m *twtraceMaps) Close() error {
@@ -341,6 +348,7 @@ func (m *twtraceMaps) Close() error {
 		m.Scratch,
 		m.Socks,
 		m.Stats,
+		m.Transitions,
 		m.Tws,
 	)
 }
@@ -358,6 +366,7 @@ type twtraceVariables struct {
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.Variable `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.Variable `ebpf:"cfg_addr_prefix"`
+	CfgCountState     *ebpf.Variable `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.Variable `ebpf:"cfg_dport"`
 	CfgEvents         *ebpf.Variable `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.Variable `ebpf:"cfg_family"`
@@ -367,6 +376,7 @@ type twtraceVariables struct {
 	CfgSport          *ebpf.Variable `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.Variable `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
+	CfgWakeupShift    *ebpf.Variable `ebpf:"cfg_wakeup_shift"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.

@@ -15,7 +15,6 @@ func exportedNames() map[string]bool {
 	reg.MustRegister(newScrapeCollector(nil, nil, 0, 1))
 	descs := make(chan *prometheus.Desc, 64)
 	go func() {
-		newEventMetrics().transitions.Describe(descs)
 		for _, c := range []prometheus.Collector{newEventMetrics().created, newEventMetrics().lifetime,
 			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, 0, 1)} {
 			c.Describe(descs)

@@ -45,6 +45,7 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts.CountTransitions = true // doctor needs no state event, at most their counts
 	if *interval < 0 {
 		return usagef("--interval %s: must not be negative", *interval)
 	}

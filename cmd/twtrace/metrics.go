@@ -16,11 +16,10 @@ var lifetimeBuckets = []float64{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 // eventMetrics are updated once per event.
 type eventMetrics struct {
-	transitions *prometheus.CounterVec
-	created     *prometheus.CounterVec
-	lifetime    *prometheus.HistogramVec
-	overflow    *prometheus.CounterVec
-	resets      *prometheus.CounterVec
+	created  *prometheus.CounterVec
+	lifetime *prometheus.HistogramVec
+	overflow *prometheus.CounterVec
+	resets   *prometheus.CounterVec
 
 	mu    sync.Mutex
 	netns map[uint32]bool // every namespace an event came from: the gauges read them
@@ -28,8 +27,6 @@ type eventMetrics struct {
 
 func newEventMetrics() *eventMetrics {
 	return &eventMetrics{
-		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_state_transitions_total",
-			Help: "TCP state transitions, the timewait hand-off (->TIME_WAIT) and death (TIME_WAIT->CLOSE) included."}, []string{"from", "to"}),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_created_total",
 			Help: "Timewait sockets created, by namespace and substate."}, []string{"netns", "substate"}),
 		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "twtrace_timewait_lifetime_seconds",
@@ -44,7 +41,7 @@ func newEventMetrics() *eventMetrics {
 }
 
 func (m *eventMetrics) register(r *prometheus.Registry) {
-	r.MustRegister(m.transitions, m.created, m.lifetime, m.overflow, m.resets)
+	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets)
 }
 
 func (m *eventMetrics) add(e *tracer.Event) {
@@ -52,8 +49,6 @@ func (m *eventMetrics) add(e *tracer.Event) {
 	m.netns[e.NetNS] = true
 	m.mu.Unlock()
 	switch e.Kind {
-	case tracer.KindState:
-		m.transitions.WithLabelValues(e.OldState.String(), e.NewState.String()).Inc()
 	case tracer.KindTWEnter:
 		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
 	case tracer.KindTWExit:
@@ -99,6 +94,9 @@ type scrapeCollector struct {
 	lost     *prometheus.Desc
 	missed   *prometheus.Desc
 	backends *prometheus.Desc
+	families *prometheus.Desc
+	// counted in the kernel (Options.CountTransitions), read at each scrape
+	transitions *prometheus.Desc
 }
 
 func newScrapeCollector(t *tracer.Tracer, events *eventMetrics, only uint32, topK int) *scrapeCollector {
@@ -112,11 +110,15 @@ func newScrapeCollector(t *tracer.Tracer, events *eventMetrics, only uint32, top
 		lost:     prometheus.NewDesc("twtrace_events_lost_total", "Events the kernel could not write: the ring buffer was full.", nil, nil),
 		missed:   prometheus.NewDesc("twtrace_events_missed_total", "Hook runs the kernel skipped: the program was already running on that CPU.", nil, nil),
 		backends: prometheus.NewDesc("twtrace_backend_info", "The backend serving each hook (value 1).", []string{"hook", "backend"}, nil),
+		families: prometheus.NewDesc("twtrace_event_family_available",
+			"1 for each event family traced, 0 for one asked for that this kernel cannot deliver (no backend for a hook it needs).", []string{"family"}, nil),
+		transitions: prometheus.NewDesc("twtrace_tcp_state_transitions_total",
+			"TCP state transitions, the timewait hand-off (->TIME_WAIT) and death (TIME_WAIT->CLOSE) included.", []string{"from", "to"}, nil),
 	}
 }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends} {
+	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends, c.families, c.transitions} {
 		ch <- d
 	}
 }
@@ -126,8 +128,23 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(s.Lost))
 		ch <- prometheus.MustNewConstMetric(c.missed, prometheus.CounterValue, float64(s.Missed))
 	}
+	if counts, err := c.t.Transitions(); err == nil {
+		for tr, n := range counts {
+			ch <- prometheus.MustNewConstMetric(c.transitions, prometheus.CounterValue, float64(n), tr.Old.String(), tr.New.String())
+		}
+	}
 	for _, ch0 := range c.t.Choices() {
-		ch <- prometheus.MustNewConstMetric(c.backends, prometheus.GaugeValue, 1, string(ch0.Hook), string(ch0.Backend))
+		if ch0.Backend != "" {
+			ch <- prometheus.MustNewConstMetric(c.backends, prometheus.GaugeValue, 1, string(ch0.Hook), string(ch0.Backend))
+		}
+	}
+	for _, f := range families {
+		if c.t.Families()&f != 0 {
+			ch <- prometheus.MustNewConstMetric(c.families, prometheus.GaugeValue, 1, f.String())
+		}
+	}
+	for _, m := range c.t.Unavailable() {
+		ch <- prometheus.MustNewConstMetric(c.families, prometheus.GaugeValue, 0, m.Family.String())
 	}
 	type destLive struct {
 		d    tracer.Destination

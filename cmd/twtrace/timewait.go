@@ -31,6 +31,7 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts.CountTransitions = true // the view reports counts: no state event needs to cross the ring buffer
 	if *interval < 0 {
 		return usagef("--interval %s: must not be negative", *interval)
 	}
@@ -83,7 +84,9 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			return print()
+			err = print()
+			summary(stderr, sess.t)
+			return err
 		}
 	}
 }

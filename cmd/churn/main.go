@@ -1,0 +1,132 @@
+// Command churn is twtrace's benchmark workload: N concurrent clients doing
+// connect/write/close against a loopback server, for a fixed time, in a private
+// network namespace. It reports connections per second.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// inNetnsEnv marks the re-executed child that already runs in the private namespace.
+const inNetnsEnv = "CHURN_IN_PRIVATE_NETNS"
+
+// Result is what one run measured; -json prints it as one object.
+type Result struct {
+	CloseFirst  string         `json:"close_first"`
+	Family      int            `json:"family"`
+	Clients     int            `json:"clients"`
+	Seconds     float64        `json:"seconds"`
+	Connections uint64         `json:"connections"`
+	PerSecond   float64        `json:"connections_per_second"`
+	Errors      map[string]int `json:"errors,omitempty"`
+	NetnsInode  uint64         `json:"netns_inode"`
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "churn: %s\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("churn", flag.ContinueOnError)
+	cfg := config{}
+	fs.IntVar(&cfg.clients, "clients", 4, "concurrent clients (and as many server workers)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to churn")
+	fs.StringVar(&cfg.closeFirst, "close", "client", "who closes first, and so holds the TIME_WAIT socket: client or server")
+	fs.IntVar(&cfg.family, "family", 4, "4 (127.0.0.1) or 6 (::1)")
+	fs.IntVar(&cfg.payload, "payload", 64, "bytes the client writes per connection")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	hostNetns := fs.Bool("host-netns", false, "churn in the current network namespace instead of a private one")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case cfg.clients < 1 || cfg.clients > 4096:
+		return fmt.Errorf("-clients %d: want 1-4096", cfg.clients)
+	case cfg.duration <= 0:
+		return fmt.Errorf("-duration %s: must be positive", cfg.duration)
+	case cfg.closeFirst != "client" && cfg.closeFirst != "server":
+		return fmt.Errorf("-close %q: want client or server", cfg.closeFirst)
+	case cfg.family != 4 && cfg.family != 6:
+		return fmt.Errorf("-family %d: want 4 or 6", cfg.family)
+	case cfg.payload < 1 || cfg.payload > 1<<16:
+		return fmt.Errorf("-payload %d: want 1-65536", cfg.payload)
+	}
+	if !*hostNetns && os.Getenv(inNetnsEnv) == "" {
+		return reexecInPrivateNetns(args, stdout)
+	}
+	if !*hostNetns {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
+	res, err := churn(cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "%d connections in %.2f s: %.0f connections/s (%s closes first, %d clients, IPv%d, netns %d)\n",
+		res.Connections, res.Seconds, res.PerSecond, res.CloseFirst, res.Clients, res.Family, res.NetnsInode)
+	for e, n := range res.Errors {
+		fmt.Fprintf(stdout, "  %d × %s\n", n, e)
+	}
+	return nil
+}
+
+// reexecInPrivateNetns runs this command again in a new network namespace: every Go
+// thread of the child is born there, which unshare(2) on one thread cannot promise.
+func reexecInPrivateNetns(args []string, stdout io.Writer) error {
+	if os.Geteuid() != 0 {
+		return errors.New("a private network namespace needs root (or run with -host-netns)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
+	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode())
+		}
+		return err
+	}
+	return nil
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// churnResult is what cmd/churn -json prints.
+type churnResult struct {
+	PerSecond float64        `json:"connections_per_second"`
+	Errors    map[string]int `json:"errors"`
+}
+
+func runChurn(bin, closeFirst string, clients int, d time.Duration) (churnResult, error) {
+	var r churnResult
+	out, err := exec.Command(bin, "-json", "-close", closeFirst, "-clients", fmt.Sprint(clients), "-duration", d.String()).Output()
+	if err != nil {
+		return r, fmt.Errorf("churn: %w", err)
+	}
+	return r, json.Unmarshal(out, &r)
+}
+
+// sample is one tool's run under one churn.
+type sample struct {
+	perSecond float64
+	lost      uint64
+	lostKnown bool
+	rssKiB    uint64
+	mapBytes  uint64
+	progs     []progCost
+}
+
+type progCost struct {
+	name    string
+	runs    uint64
+	avgNs   float64
+	missed  uint64
+	totalNs uint64
+}
+
+// measure runs churn once with t attached (or nothing, for the baseline).
+func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, error) {
+	var s sample
+	r, err := t.start()
+	if err != nil {
+		return s, err
+	}
+	var before map[uint32]progCost
+	if r != nil && withStats {
+		before = progCosts(objectsOf(r.cmd.Process.Pid).progs)
+	}
+	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration)
+	if err != nil {
+		if r != nil {
+			r.stop()
+		}
+		return s, err
+	}
+	s.perSecond = res.PerSecond
+	if r == nil {
+		return s, nil
+	}
+	objs := objectsOf(r.cmd.Process.Pid)
+	s.mapBytes = objs.mapMemlock
+	if withStats {
+		for id, after := range progCosts(objs.progs) {
+			b := before[id]
+			c := progCost{name: after.name, runs: after.runs - b.runs, totalNs: after.totalNs - b.totalNs, missed: after.missed - b.missed}
+			if c.runs > 0 {
+				c.avgNs = float64(c.totalNs) / float64(c.runs)
+			}
+			s.progs = append(s.progs, c)
+		}
+		slices.SortFunc(s.progs, func(a, b progCost) int { return int(b.runs) - int(a.runs) })
+	}
+	stderr, rss, err := r.stop()
+	if err != nil {
+		return s, fmt.Errorf("%s: %w\n%s", t.name, err, stderr)
+	}
+	s.rssKiB = rss
+	s.lost, s.lostKnown = t.lost(stderr)
+	return s, nil
+}
+
+// progCosts reads the kernel's run counters of each program (kernel.bpf_stats_enabled).
+func progCosts(ids []uint32) map[uint32]progCost {
+	out := map[uint32]progCost{}
+	for _, id := range ids {
+		p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		st, serr := p.Stats()
+		p.Close()
+		if err != nil || serr != nil {
+			continue
+		}
+		out[id] = progCost{name: info.Name, runs: st.RunCount, totalNs: uint64(st.Runtime.Nanoseconds()), missed: st.RecursionMisses}
+	}
+	return out
+}
+
+// enableStats turns on the kernel's per-program run time accounting until closed.
+func enableStats() (func(), error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enable BPF run time statistics: %w", err)
+	}
+	return func() { c.Close() }, nil
+}

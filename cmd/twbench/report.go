@@ -1,0 +1,210 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ratios are one tool's throughput over the baseline's, per round, for a close order.
+func (r results) ratios(order, name string) []float64 {
+	var out []float64
+	for _, round := range r.rounds[order] {
+		if b := round["baseline"].perSecond; b > 0 {
+			out = append(out, round[name].perSecond/b)
+		}
+	}
+	return out
+}
+
+func (r results) perSecond(order, name string) []float64 {
+	var out []float64
+	for _, round := range r.rounds[order] {
+		out = append(out, round[name].perSecond)
+	}
+	return out
+}
+
+// lost sums what a tool reported lost over every run, and says if it reported at all.
+func (r results) lost(name string) (uint64, bool) {
+	var sum uint64
+	known := false
+	add := func(s sample) {
+		sum += s.lost
+		known = known || s.lostKnown
+	}
+	for _, order := range closeOrders {
+		for _, round := range r.rounds[order] {
+			add(round[name])
+		}
+		add(r.costs[order][name])
+	}
+	return sum, known
+}
+
+func (r results) peak(name string) (rssKiB, mapBytes uint64) {
+	for _, order := range closeOrders {
+		for _, s := range append([]sample{r.costs[order][name]}, func() []sample {
+			var ss []sample
+			for _, round := range r.rounds[order] {
+				ss = append(ss, round[name])
+			}
+			return ss
+		}()...) {
+			rssKiB = max(rssKiB, s.rssKiB)
+			mapBytes = max(mapBytes, s.mapBytes)
+		}
+	}
+	return
+}
+
+func minMax(xs []float64) (lo, hi float64) {
+	for i, x := range xs {
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return
+}
+
+func (r results) markdown() string {
+	var b strings.Builder
+	c := r.cfg
+	fmt.Fprintf(&b, "## Overhead under connection churn (`make bench`)\n\n")
+	fmt.Fprintf(&b, "%s.\n\n", machine())
+	fmt.Fprintf(&b, "Workload: `churn -clients %d -duration %s`, connect/write(64 B)/close on 127.0.0.1 in a private network namespace, "+
+		"both close orders. %d interleaved rounds per order, the tools' order rotated each round; every ratio is to the baseline of the same round. "+
+		"twtrace runs with its defaults (all event families, the tracepoint backend this kernel allows, a %s ring buffer); "+
+		"`timewait` aggregates, `watch -o json` streams every event to /dev/null, `tcpstates` prints to /dev/null.\n\n",
+		c.clients, c.duration, c.rounds, "4 MiB")
+	fmt.Fprintf(&b, "| tool | client closes first: connections/s | ratio (min–max) | server closes first: connections/s | ratio (min–max) | events lost, all runs |\n")
+	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, t := range r.tools {
+		fmt.Fprintf(&b, "| %s", t.name)
+		for _, order := range closeOrders {
+			ratios := r.ratios(order, t.name)
+			lo, hi := minMax(ratios)
+			fmt.Fprintf(&b, " | %.0f | %.3f (%.3f–%.3f)", median(r.perSecond(order, t.name)), median(ratios), lo, hi)
+		}
+		if t.argv == nil {
+			fmt.Fprintf(&b, " | – |\n")
+		} else if n, ok := r.lost(t.name); ok {
+			fmt.Fprintf(&b, " | %d |\n", n)
+		} else {
+			fmt.Fprintf(&b, " | 0 (none reported) |\n")
+		}
+	}
+
+	fmt.Fprintf(&b, "\n### Kernel-side cost per program\n\nAverage run time from the kernel's statistics (`kernel.bpf_stats_enabled`, `run_time_ns / run_cnt`), one %s run per tool and close order. "+
+		"The statistics themselves add a few tens of nanoseconds to every run.\n\n", c.duration)
+	fmt.Fprintf(&b, "| tool | program | client first: runs | avg ns | server first: runs | avg ns |\n| --- | --- | ---: | ---: | ---: | ---: |\n")
+	for _, t := range r.tools[1:] {
+		names := map[string]bool{}
+		var order []string
+		for _, o := range closeOrders {
+			for _, p := range r.costs[o][t.name].progs {
+				if !names[p.name] {
+					names[p.name] = true
+					order = append(order, p.name)
+				}
+			}
+		}
+		for _, name := range order {
+			fmt.Fprintf(&b, "| %s | `%s`", t.name, name)
+			for _, o := range closeOrders {
+				p := findProg(r.costs[o][t.name].progs, name)
+				if p.runs == 0 {
+					fmt.Fprintf(&b, " | 0 | – ")
+				} else {
+					fmt.Fprintf(&b, " | %d | %.0f ", p.runs, p.avgNs)
+				}
+			}
+			fmt.Fprintf(&b, "|\n")
+		}
+	}
+
+	fmt.Fprintf(&b, "\n### Memory\n\n| tool | peak RSS | kernel map memory (memlock) |\n| --- | ---: | ---: |\n")
+	for _, t := range r.tools[1:] {
+		rss, maps := r.peak(t.name)
+		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB |\n", t.name, float64(rss)/1024, float64(maps)/(1<<20))
+	}
+	d := r.decoder
+	fmt.Fprintf(&b, "\n### Userspace\n\n`go test -bench DecodeAggregateRecorded -cpu 1 ./tracer`: a recorded stream of real ring buffer records "+
+		"(`tracer/testdata/churn-records.gz`) decoded, dispatched and folded into the `timewait` aggregate on one core: "+
+		"%.1f ns per event, %.1f million events/s, %.0f allocations per event.\n", d.nsPerOp, d.eventsPerSec/1e6, d.allocs)
+
+	fmt.Fprintf(&b, "\n### Targets\n\n| target | measured | met |\n| --- | --- | --- |\n")
+	for _, t := range r.targets() {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.what, t.measured, yesNo(t.met))
+	}
+	return b.String()
+}
+
+func findProg(ps []progCost, name string) progCost {
+	for _, p := range ps {
+		if p.name == name {
+			return p
+		}
+	}
+	return progCost{}
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+type target struct {
+	what, measured string
+	met            bool
+}
+
+func (r results) targets() []target {
+	var out []target
+	worst := func(name string) float64 {
+		w := 0.0
+		for i, o := range closeOrders {
+			m := median(r.ratios(o, name))
+			if i == 0 || m < w {
+				w = m
+			}
+		}
+		return w
+	}
+	agg, stream, tcp := worst("twtrace timewait"), worst("twtrace watch -o json"), worst("tcpstates")
+	out = append(out,
+		target{"aggregating (`timewait`) ≥ 0.97 of baseline", fmt.Sprintf("%.3f (worse close order)", agg), agg >= 0.97},
+		target{"streaming (`watch -o json`) ≥ 0.90 of baseline", fmt.Sprintf("%.3f", stream), stream >= 0.90},
+		target{"both better than `tcpstates`", fmt.Sprintf("tcpstates %.3f", tcp), agg > tcp && stream > tcp})
+	var lost uint64
+	for _, t := range r.tools[1:3] {
+		n, _ := r.lost(t.name)
+		lost += n
+	}
+	out = append(out, target{"zero lost events, default 4 MiB ring buffer", fmt.Sprintf("%d lost", lost), lost == 0})
+	d := r.decoder
+	out = append(out, target{"decode + aggregate ≥ 2,000,000 events/s on one core, 0 allocs", fmt.Sprintf("%.1f M/s, %.0f allocs", d.eventsPerSec/1e6, d.allocs), d.eventsPerSec >= 2e6 && d.allocs == 0})
+	worstProg, worstName := 0.0, ""
+	for _, o := range closeOrders {
+		for _, t := range r.tools[1:3] {
+			for _, p := range r.costs[o][t.name].progs {
+				// programs that run once per interval, not per event, are left out
+				if p.runs >= 1000 && p.avgNs > worstProg {
+					worstProg, worstName = p.avgNs, p.name
+				}
+			}
+		}
+	}
+	out = append(out, target{"each program < 300 ns per event (tracepoint backend)", fmt.Sprintf("slowest: `%s` %.0f ns", worstName, worstProg), worstProg < 300})
+	var rss uint64
+	for _, t := range r.tools[1:3] {
+		p, _ := r.peak(t.name)
+		rss = max(rss, p)
+	}
+	out = append(out, target{"peak RSS < 64 MiB", fmt.Sprintf("%.1f MiB", float64(rss)/1024), rss < 64<<10})
+	return out
+}
