@@ -46,6 +46,8 @@ volatile const __u8 cfg_tw_probes;
  * since it last caught up, and polls on a timer besides: a wakeup per record costs the
  * producer an interrupt, which dominated its run time. */
 volatile const __u32 cfg_wakeup_shift;
+/* benchmarks only: every tracing program returns at once, to measure attaching alone */
+volatile const __u8 cfg_empty;
 /* full-socket state events are counted in the transitions map instead of sent */
 volatile const __u8 cfg_count_state;
 

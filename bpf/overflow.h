@@ -3,23 +3,24 @@
 #ifndef TWTRACE_OVERFLOW_H
 #define TWTRACE_OVERFLOW_H
 
+/* The socket is the state hook's BTF pointer: these read it with direct loads. */
 static __always_inline struct inet_timewait_death_row *death_row(struct net *net)
 {
 	if (bpf_core_field_size(net->ipv4.tcp_death_row) == sizeof(void *))
-		return BPF_CORE_READ((struct netns_ipv4___dr_ptr *)&net->ipv4, tcp_death_row);
+		return ((struct netns_ipv4___dr_ptr *)&net->ipv4)->tcp_death_row;
 	return &net->ipv4.tcp_death_row;
 }
 
 /* tw_table_full mirrors inet_twsk_alloc()'s test and reports the limit. */
 static __always_inline bool tw_table_full(struct sock *sk, __u32 *max)
 {
-	struct inet_timewait_death_row *dr = death_row(BPF_CORE_READ(sk, __sk_common.skc_net.net));
-	int limit = BPF_CORE_READ(dr, sysctl_max_tw_buckets);
+	struct inet_timewait_death_row *dr = death_row(sk->__sk_common.skc_net.net);
+	int limit = dr->sysctl_max_tw_buckets;
 
 	*max = limit;
 	if (bpf_core_field_exists(dr->tw_refcount))
-		return (int)BPF_CORE_READ(dr, tw_refcount.refs.counter) - 1 >= limit;
-	return BPF_CORE_READ((struct inet_timewait_death_row___v510 *)dr, tw_count.counter) >= limit;
+		return (int)dr->tw_refcount.refs.counter - 1 >= limit;
+	return ((struct inet_timewait_death_row___v510 *)dr)->tw_count.counter >= limit;
 }
 
 /* Other ways a closing socket reaches CLOSE without a timewait socket: a reset received
@@ -28,8 +29,9 @@ static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratc
 {
 	if (c->reset_sk == (__u64)sk)
 		return true;
-	if (BPF_CORE_READ(sk, sk_err))
+	if (sk->sk_err)
 		return true;
+	/* linger2 lies past struct sock: a probe read */
 	return BPF_CORE_READ((struct tcp_sock *)sk, linger2) < 0;
 }
 
@@ -49,10 +51,10 @@ static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *
 		tw_table_full(sk, &max);
 		substate = c->overflow_substate;
 	} else {
-		if (closed_abortively(sk, c) || !tw_table_full(sk, &max))
+		if (!tw_table_full(sk, &max) || closed_abortively(sk, c))
 			return;
 		/* tcp_fin() marks RCV_SHUTDOWN before asking for TIME_WAIT; otherwise it was FIN_WAIT2 */
-		fin_received = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN;
+		fin_received = BPF_CORE_READ_BITFIELD(sk, sk_shutdown) & RCV_SHUTDOWN;
 		substate = (st->old_state == S_CLOSING || fin_received) ? S_TIME_WAIT : S_FIN_WAIT2;
 	}
 	struct event e = *st;

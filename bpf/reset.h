@@ -78,6 +78,8 @@ static __always_inline void reset_owner(struct cpu_scratch *c, struct sock *sk, 
 
 static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 reason, bool kernel_reason, bool recv)
 {
+	if (cfg_empty)
+		return 0;
 	struct cpu_scratch *c = this_cpu();
 	struct event e = {};
 

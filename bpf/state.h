@@ -25,6 +25,9 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	struct event e = {};
 	__u64 key = (__u64)sk;
 
+	if (cfg_empty)
+		return 0;
+
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	if (!read_sock_tuple_btf(&e, sk))

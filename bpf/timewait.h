@@ -149,6 +149,8 @@ enum timer_op { TIMER_START, TIMER_CANCEL, TIMER_EXPIRE };
 
 static __always_inline int on_timer(struct timer_list *timer, enum timer_op op)
 {
+	if (cfg_empty)
+		return 0;
 	bool is_tw = (__u64)timer->function == cfg_tw_timer_handler;
 	struct cpu_scratch *c = this_cpu();
 	struct inet_timewait_sock *tw = tw_of(timer);

@@ -48,15 +48,18 @@ type Finding struct {
 
 // Measurement is what doctor saw in one namespace while tracing; nil when it did not trace.
 type Measurement struct {
-	Window        time.Duration
-	Overflows     uint64 // tw_overflow events
-	CounterDelta  int64  // TcpExtTCPTimeWaitOverflow over the window, -1 unknown
-	PeakLive      int64  // most TIME_WAIT sockets seen at once (sampled each second)
-	TimeWaitP50   time.Duration
-	TimeWaitCount uint64 // TIME_WAIT lifetimes measured
-	FinWait2P50   time.Duration
-	FinWait2Count uint64
-	KilledByRST   uint64
+	Window    time.Duration
+	Overflows uint64 // tw_overflow events
+	// OverflowsUntraced: the overflow family was not traced (unavailable here), so
+	// Overflows is unknown, not zero
+	OverflowsUntraced bool
+	CounterDelta      int64 // TcpExtTCPTimeWaitOverflow over the window, -1 unknown
+	PeakLive          int64 // most TIME_WAIT sockets seen at once (sampled each second)
+	TimeWaitP50       time.Duration
+	TimeWaitCount     uint64 // TIME_WAIT lifetimes measured
+	FinWait2P50       time.Duration
+	FinWait2Count     uint64
+	KilledByRST       uint64
 	// TopDestination holds the destination with the most live TIME_WAIT sockets.
 	TopDestination Destination
 	TopLive        int
@@ -105,8 +108,8 @@ func Diagnose(kernel string, sysctls map[string]string, m *Measurement) []Findin
 	if m != nil && (m.Overflows > 0 || m.CounterDelta > 0) {
 		f = append(f, Finding{ID: "max_tw_buckets_reached", Severity: SeverityCritical,
 			Title: "the timewait table was full: connections closed without TIME_WAIT protection",
-			Evidence: fmt.Sprintf("%d overflows traced in %s (TcpExtTCPTimeWaitOverflow +%d), tcp_max_tw_buckets = %d, peak %d live",
-				m.Overflows, m.Window.Round(time.Second), max(m.CounterDelta, 0), maxTW, m.PeakLive),
+			Evidence: fmt.Sprintf("%s in %s (TcpExtTCPTimeWaitOverflow +%d), tcp_max_tw_buckets = %d, peak %d live",
+				tracedOverflows(m), m.Window.Round(time.Second), max(m.CounterDelta, 0), maxTW, m.PeakLive),
 			Advice: "raise net.ipv4.tcp_max_tw_buckets above the peak, or reuse connections so fewer close"})
 	} else if m != nil && maxOK && maxTW > 0 && m.PeakLive*10 >= maxTW*8 {
 		f = append(f, Finding{ID: "max_tw_buckets_near", Severity: SeverityWarning,
@@ -160,4 +163,11 @@ func fmtAddrPort(d Destination) string {
 		return fmt.Sprintf("[%s]:%d", d.DAddr, d.DPort)
 	}
 	return fmt.Sprintf("%s:%d", d.DAddr, d.DPort)
+}
+
+func tracedOverflows(m *Measurement) string {
+	if m.OverflowsUntraced {
+		return "overflows not traced (the family is unavailable on this kernel)"
+	}
+	return fmt.Sprintf("%d overflows traced", m.Overflows)
 }

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,4 +61,19 @@ func TestDiagnose(t *testing.T) {
 
 func severityRank(s Severity) int {
 	return map[Severity]int{SeverityCritical: 0, SeverityWarning: 1, SeverityInfo: 2}[s]
+}
+
+// An overflow family that was not traced is unknown in the evidence, never "0 overflows".
+func TestDiagnoseUntracedOverflows(t *testing.T) {
+	sysctls := map[string]string{"tcp_max_tw_buckets": "1000", "tcp_tw_reuse": "2", "tcp_timestamps": "1"}
+	m := &Measurement{Window: time.Second, CounterDelta: 5, PeakLive: 1000, OverflowsUntraced: true}
+	for _, f := range Diagnose("6.18.0", sysctls, m) {
+		if f.ID == "max_tw_buckets_reached" {
+			if !strings.Contains(f.Evidence, "not traced") || strings.Contains(f.Evidence, "0 overflows") {
+				t.Errorf("evidence %q should say overflows were not traced", f.Evidence)
+			}
+			return
+		}
+	}
+	t.Error("the kernel counter's +5 alone should raise max_tw_buckets_reached")
 }

@@ -122,6 +122,7 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		"cfg_family":       f.Family,
 		"cfg_wakeup_shift": wakeupShift(t.opts.RingBufferSize),
 		"cfg_count_state":  t.opts.CountTransitions,
+		"cfg_empty":        benchEmpty(),
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte

@@ -200,6 +200,7 @@ const (
 	twtraceVarCfgAddrPrefix       = "cfg_addr_prefix"
 	twtraceVarCfgCountState       = "cfg_count_state"
 	twtraceVarCfgDport            = "cfg_dport"
+	twtraceVarCfgEmpty            = "cfg_empty"
 	twtraceVarCfgEvents           = "cfg_events"
 	twtraceVarCfgFamily           = "cfg_family"
 	twtraceVarCfgNetns            = "cfg_netns"
@@ -303,6 +304,7 @@ type twtraceVariableSpecs struct {
 	CfgAddrPrefix     *ebpf.VariableSpec `ebpf:"cfg_addr_prefix"`
 	CfgCountState     *ebpf.VariableSpec `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.VariableSpec `ebpf:"cfg_dport"`
+	CfgEmpty          *ebpf.VariableSpec `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.VariableSpec `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.VariableSpec `ebpf:"cfg_family"`
 	CfgNetns          *ebpf.VariableSpec `ebpf:"cfg_netns"`
@@ -368,6 +370,7 @@ type twtraceVariables struct {
 	CfgAddrPrefix     *ebpf.Variable `ebpf:"cfg_addr_prefix"`
 	CfgCountState     *ebpf.Variable `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.Variable `ebpf:"cfg_dport"`
+	CfgEmpty          *ebpf.Variable `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.Variable `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.Variable `ebpf:"cfg_family"`
 	CfgNetns          *ebpf.Variable `ebpf:"cfg_netns"`

@@ -12,6 +12,14 @@ import (
 
 var closeOrders = []string{"client", "server"}
 
+// The tools measured; the first attaches twtrace's programs with empty bodies: the cost
+// of attaching at all, which no program body can go under.
+const (
+	emptyTool     = "twtrace, empty programs"
+	aggregateTool = "twtrace timewait"
+	streamTool    = "twtrace watch -o json"
+)
+
 // results holds every sample of one overhead run, by close order and tool.
 type results struct {
 	cfg     config
@@ -22,10 +30,13 @@ type results struct {
 }
 
 func overhead(cfg config) error {
+	empty := twtraceTool(emptyTool, cfg.twtrace, "timewait", "-o", "json")
+	empty.env = []string{"TWTRACE_BENCH_EMPTY=1"}
 	tools := []tool{
 		{name: "baseline"},
-		twtraceTool("twtrace timewait", cfg.twtrace, "timewait", "-o", "json"),
-		twtraceTool("twtrace watch -o json", cfg.twtrace, "watch", "-o", "json"),
+		empty,
+		twtraceTool(aggregateTool, cfg.twtrace, "timewait", "-o", "json"),
+		twtraceTool(streamTool, cfg.twtrace, "watch", "-o", "json"),
 		tcpstatesTool(cfg.tcpstates),
 	}
 	res := results{cfg: cfg, tools: tools, rounds: map[string][]map[string]sample{}, costs: map[string]map[string]sample{}}

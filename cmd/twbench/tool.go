@@ -17,6 +17,7 @@ import (
 type tool struct {
 	name string
 	argv []string // nil: the baseline, nothing attached
+	env  []string
 	// ready says, from its stderr and pid, that the tool is attached and tracing
 	ready func(stderr string, pid int) bool
 	// lost reads the events the tool says it lost from its stderr at exit
@@ -76,6 +77,7 @@ func (t tool) start() (*running, error) {
 	defer devnull.Close()
 	r := &running{cmd: exec.Command(t.argv[0], t.argv[1:]...), stderr: &syncBuffer{}}
 	r.cmd.Stdout, r.cmd.Stderr = devnull, r.stderr
+	r.cmd.Env = append(os.Environ(), t.env...)
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", t.name, err)
 	}

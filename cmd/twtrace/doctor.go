@@ -76,6 +76,7 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer sess.Close()
+	m.untraced = sess.t.Families()&tracer.FamilyOverflow == 0
 	done := make(chan error, 1)
 	go func() { done <- sess.t.Run(sess.ctx, m.add, nil) }()
 	sample := time.NewTicker(time.Second)
@@ -149,6 +150,7 @@ type measurer struct {
 	agg        *tracer.Aggregate
 	baseline   map[uint32]uint64
 	peak       map[uint32]int64
+	untraced   bool // the overflow family is not traced here
 }
 
 func newMeasurer(namespaces []tracer.Netns) *measurer {
@@ -188,7 +190,7 @@ func (m *measurer) take() map[uint32]*tracer.Measurement {
 	out := map[uint32]*tracer.Measurement{}
 	for _, ns := range m.namespaces {
 		me := &tracer.Measurement{Window: time.Since(m.agg.Since), CounterDelta: -1, PeakLive: m.peak[ns.Inode],
-			Overflows: m.agg.OverflowsByNetns[ns.Inode]}
+			Overflows: m.agg.OverflowsByNetns[ns.Inode], OverflowsUntraced: m.untraced}
 		if now, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
 			me.CounterDelta = int64(now - m.baseline[ns.Inode])
 		}
