@@ -1,0 +1,58 @@
+package tracer
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// entries counts a hash map's keys.
+func entries(t *testing.T, tr *Tracer, name string) int {
+	t.Helper()
+	var key, next uint64
+	n := 0
+	var cur any
+	for tr.coll.Maps[name].NextKey(cur, &next) == nil {
+		n++
+		key = next
+		cur = &key
+	}
+	return n
+}
+
+// The per-socket maps are emptied at socket death: after 100 connections in both close
+// orders and the namespace's exit, nothing is left. The namespace filter keeps every
+// other socket of the machine out of them, so the count is exact.
+func TestSocketMapsEmptiedAtDeath(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ns := newNetns(t)
+	c := startTracer(t, Options{Filter: Filter{NetNS: ns.inode}})
+	lfd, port := listenIn(t, ns, unix.AF_INET)
+	for range 50 {
+		clientCloses(t, ns, unix.AF_INET, lfd, port)
+		cfd, _ := connectIn(t, ns, unix.AF_INET, port, 0)
+		afd := acceptOn(t, lfd)
+		unix.Close(afd)
+		readEOF(t, cfd)
+		unix.Close(cfd)
+	}
+	c.waitFor(t, 5*time.Second, "100 timewait sockets", func(evs []Event) bool {
+		return len(filter(evs, ofKind(KindTWEnter))) == 100
+	})
+	if n := entries(t, c.tr, "socks"); n != 1 {
+		t.Errorf("socks holds %d entries with only the listener alive, want 1", n)
+	}
+	if n := entries(t, c.tr, "tws"); n != 100 {
+		t.Errorf("tws holds %d entries for 100 live timewait sockets", n)
+	}
+	unix.Close(lfd)
+	ns.Destroy()
+	c.waitFor(t, 10*time.Second, "every timewait socket dead", func(evs []Event) bool {
+		return len(filter(evs, ofKind(KindTWExit))) == 100
+	})
+	if n, m := entries(t, c.tr, "socks"), entries(t, c.tr, "tws"); n != 0 || m != 0 {
+		t.Errorf("after every socket died: socks %d, tws %d entries, want 0 and 0", n, m)
+	}
+}
