@@ -4,20 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/twtrace/twtrace/internal/bpfobj"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,11 +38,12 @@ func TestReaderPanicLeavesNothingAttached(t *testing.T) {
 		<-exited
 		t.Fatalf("the child did not start tracing:\n%s", stderr.String())
 	}
-	held := heldBPFObjects(t, child.Process.Pid)
-	if len(held.links) == 0 || len(held.progs) < len(held.links) || len(held.maps) == 0 {
+	held, err := bpfobj.Of(child.Process.Pid)
+	must(t, "read the child's BPF objects", err)
+	if len(held.Links) == 0 || len(held.Progs) < len(held.Links) || len(held.Maps) == 0 {
 		child.Process.Kill()
 		<-exited
-		t.Fatalf("the child holds %d programs, %d links, %d maps: want attached programs", len(held.progs), len(held.links), len(held.maps))
+		t.Fatalf("the child holds %d programs, %d links, %d maps: want attached programs", len(held.Progs), len(held.Links), len(held.Maps))
 	}
 
 	lfd, port := listenIn(t, ns, unix.AF_INET) // the first event reaches the callback, which panics
@@ -64,7 +60,9 @@ func TestReaderPanicLeavesNothingAttached(t *testing.T) {
 	if !st.Exited() || st.ExitStatus() != 2 || !strings.Contains(stderr.String(), "panic: "+injectedPanic) {
 		t.Fatalf("child: %v, want exit status 2 from the panic:\n%s", err, stderr.String())
 	}
-	waitReleased(t, held)
+	if left := held.WaitReleased(10 * time.Second); len(left) > 0 {
+		t.Fatalf("still in the kernel 10s after the child died: %s", strings.Join(left, ", "))
+	}
 }
 
 // panicReader is the child: it attaches, never closes anything, and panics in the
@@ -85,80 +83,4 @@ func panicReader(netns uint32) int {
 	time.Sleep(time.Minute)
 	fmt.Fprintln(os.Stderr, "panic-reader: no event reached the callback")
 	return 1
-}
-
-// bpfObjects are the IDs of the programs, links and maps a process holds.
-type bpfObjects struct{ progs, links, maps []uint32 }
-
-// heldBPFObjects reads them from the process's /proc/PID/fdinfo.
-func heldBPFObjects(t *testing.T, pid int) bpfObjects {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
-	entries, err := os.ReadDir(dir)
-	must(t, "read fdinfo", err)
-	ids := map[string]map[uint32]bool{"prog_id": {}, "link_id": {}, "map_id": {}}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // closed meanwhile
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			key, val, ok := strings.Cut(line, ":")
-			if set := ids[key]; ok && set != nil {
-				id, err := strconv.ParseUint(strings.TrimSpace(val), 10, 32)
-				must(t, "parse "+line, err)
-				set[uint32(id)] = true
-			}
-		}
-	}
-	sorted := func(set map[uint32]bool) []uint32 {
-		out := make([]uint32, 0, len(set))
-		for id := range set {
-			out = append(out, id)
-		}
-		slices.Sort(out)
-		return out
-	}
-	return bpfObjects{sorted(ids["prog_id"]), sorted(ids["link_id"]), sorted(ids["map_id"])}
-}
-
-// waitReleased fails unless every object is gone from the kernel before a deadline:
-// programs and links go at once, maps after an RCU grace period.
-func waitReleased(t *testing.T, o bpfObjects) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		left := stillLoaded(o)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still in the kernel 10s after the process died: %s", strings.Join(left, ", "))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func stillLoaded(o bpfObjects) []string {
-	var left []string
-	check := func(kind string, id uint32, open func() (interface{ Close() error }, error)) {
-		obj, err := open()
-		switch {
-		case err == nil:
-			obj.Close()
-			left = append(left, fmt.Sprintf("%s %d", kind, id))
-		case !errors.Is(err, os.ErrNotExist):
-			left = append(left, fmt.Sprintf("%s %d (%v)", kind, id, err))
-		}
-	}
-	for _, id := range o.progs {
-		check("program", id, func() (interface{ Close() error }, error) { return ebpf.NewProgramFromID(ebpf.ProgramID(id)) })
-	}
-	for _, id := range o.links {
-		check("link", id, func() (interface{ Close() error }, error) { return link.NewFromID(link.ID(id)) })
-	}
-	for _, id := range o.maps {
-		check("map", id, func() (interface{ Close() error }, error) { return ebpf.NewMapFromID(ebpf.MapID(id)) })
-	}
-	return left
 }

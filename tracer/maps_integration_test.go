@@ -32,11 +32,7 @@ func TestSocketMapsEmptiedAtDeath(t *testing.T) {
 	lfd, port := listenIn(t, ns, unix.AF_INET)
 	for range 50 {
 		clientCloses(t, ns, unix.AF_INET, lfd, port)
-		cfd, _ := connectIn(t, ns, unix.AF_INET, port, 0)
-		afd := acceptOn(t, lfd)
-		unix.Close(afd)
-		readEOF(t, cfd)
-		unix.Close(cfd)
+		serverCloses(t, ns, unix.AF_INET, lfd, port)
 	}
 	c.waitFor(t, 5*time.Second, "100 timewait sockets", func(evs []Event) bool {
 		return len(filter(evs, ofKind(KindTWEnter))) == 100

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twtrace/twtrace/internal/loopback"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ func newNetns(t testing.TB) *netns {
 			return
 		}
 		ns.inode = uint32(st.Ino)
-		err = loopbackUp()
+		err = loopback.Up()
 	})
 	if err != nil {
 		t.Fatalf("create network namespace: %v", err)
@@ -90,26 +91,6 @@ func (ns *netns) Destroy() {
 		unix.Close(ns.fd)
 		ns.fd = -1
 	}
-}
-
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
-	}
-	return nil
 }
 
 // Sysctl writes a per-namespace sysctl such as "net/ipv4/tcp_max_tw_buckets".

@@ -53,11 +53,7 @@ func TestRecordStream(t *testing.T) {
 	lfd, port := listenIn(t, ns, unix.AF_INET)
 	for range 400 {
 		clientCloses(t, ns, unix.AF_INET, lfd, port)
-		cfd, _ := connectIn(t, ns, unix.AF_INET, port, 0)
-		afd := acceptOn(t, lfd)
-		unix.Close(afd)
-		readEOF(t, cfd)
-		unix.Close(cfd)
+		serverCloses(t, ns, unix.AF_INET, lfd, port)
 	}
 	unix.Close(lfd)
 	ns.Destroy()

@@ -119,6 +119,18 @@ func clientCloses(t testing.TB, ns *netns, family int, lfd int, port uint16) uin
 	return cport
 }
 
+// serverCloses makes one connection whose server closes first, and returns the
+// client's port once the client has closed too.
+func serverCloses(t testing.TB, ns *netns, family int, lfd int, port uint16) uint16 {
+	t.Helper()
+	cfd, cport := connectIn(t, ns, family, port, 0)
+	afd := acceptOn(t, lfd)
+	unix.Close(afd)
+	readEOF(t, cfd)
+	unix.Close(cfd)
+	return cport
+}
+
 // The child process role: a client that owns its socket in another process.
 const childEnv = "TWTRACE_TEST_CHILD"
 

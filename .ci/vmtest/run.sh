@@ -5,7 +5,7 @@
 # Environment:
 #   VMTEST_KERNELS       subset of kernel names to run, e.g. "5.10 6.12" (default: all in the kernels file)
 #   LONG_KERNEL          the one kernel that runs the long tests (default 6.1); others get TWTRACE_SKIP_LONG=1
-#   VMTEST_TIMEOUT       seconds per kernel VM (default 600)
+#   VMTEST_TIMEOUT       seconds per kernel VM (default 900: 6.1, with the one-minute tests, needs about 10 minutes)
 #   VMTEST_BINARIES_DIR  use tracer.test, twtrace-cmd.test and twtrace from this directory instead of building them
 set -euo pipefail
 shopt -s inherit_errexit # so a failing go build inside $(...) stops the run
@@ -20,7 +20,7 @@ MODULES=(inet_diag tcp_diag)
 CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
 declare -A VCPUS
 LONG_KERNEL=${LONG_KERNEL:-6.1}
-TIMEOUT=${VMTEST_TIMEOUT:-600}
+TIMEOUT=${VMTEST_TIMEOUT:-900}
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
 REQUIRED_CONFIG=(CONFIG_NET_NS CONFIG_INET CONFIG_BPF_SYSCALL CONFIG_DEBUG_INFO_BTF CONFIG_SERIAL_8250_CONSOLE
   CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP)

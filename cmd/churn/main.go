@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/twtrace/twtrace/internal/loopback"
 )
 
 // inNetnsEnv marks the re-executed child that already runs in the private namespace.
@@ -68,7 +68,7 @@ func run(args []string, stdout io.Writer) error {
 		return reexecInPrivateNetns(args, stdout)
 	}
 	if !*hostNetns {
-		if err := loopbackUp(); err != nil {
+		if err := loopback.Up(); err != nil {
 			return err
 		}
 	}
@@ -107,26 +107,6 @@ func reexecInPrivateNetns(args []string, stdout io.Writer) error {
 			os.Exit(ee.ExitCode())
 		}
 		return err
-	}
-	return nil
-}
-
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("get lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring lo up: %w", err)
 	}
 	return nil
 }

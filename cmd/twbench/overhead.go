@@ -53,7 +53,7 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	}
 	var before map[uint32]progCost
 	if r != nil && withStats {
-		before = progCosts(objectsOf(r.cmd.Process.Pid).progs)
+		before = progCosts(objectsOf(r.cmd.Process.Pid).Progs)
 	}
 	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration)
 	if err != nil {
@@ -67,9 +67,9 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 		return s, nil
 	}
 	objs := objectsOf(r.cmd.Process.Pid)
-	s.mapBytes = objs.mapMemlock
+	s.mapBytes = objs.MapMemlock
 	if withStats {
-		for id, after := range progCosts(objs.progs) {
+		for id, after := range progCosts(objs.Progs) {
 			b := before[id]
 			c := progCost{name: after.name, runs: after.runs - b.runs, totalNs: after.totalNs - b.totalNs, missed: after.missed - b.missed}
 			if c.runs > 0 {

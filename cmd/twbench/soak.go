@@ -75,7 +75,7 @@ func soak(cfg config) error {
 // ring buffer have a fixed size by construction.
 func mapEntries(pid int) map[string]int {
 	out := map[string]int{}
-	for _, id := range objectsOf(pid).maps {
+	for _, id := range objectsOf(pid).Maps {
 		m, err := ebpf.NewMapFromID(ebpf.MapID(id))
 		if err != nil {
 			continue

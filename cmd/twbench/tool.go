@@ -41,7 +41,7 @@ func tcpstatesTool(bin string) tool {
 		argv: []string{bin},
 		ready: func(_ string, pid int) bool {
 			o := objectsOf(pid)
-			return len(o.progs) > 0 && (len(o.links) > 0 || o.perfEvents > 0)
+			return len(o.Progs) > 0 && (len(o.Links) > 0 || o.PerfEvents > 0)
 		},
 		lost: sumOf(regexp.MustCompile(`lost (\d+) events on CPU`)),
 	}

@@ -4,19 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/twtrace/twtrace/internal/bpfobj"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +41,7 @@ func TestExitLeavesNothingAttached(t *testing.T) {
 			t.Parallel()
 			var cmd *exec.Cmd
 			var stderr *stderrWatch
-			var held bpfObjects
+			var held bpfobj.Held
 			inNetns(t, func(inode uint64) {
 				// serve without --listen: its own namespace's 127.0.0.1:9580 is free
 				cmd, _, stderr = startTwtrace(t, tc.cmd, "--backend", *testBackend, "--netns", fmt.Sprint(inode))
@@ -62,11 +59,14 @@ func TestExitLeavesNothingAttached(t *testing.T) {
 						t.Fatalf("serve listens on %q by default, want loopback 127.0.0.1:9580:\n%s", addr, stderr.String())
 					}
 				}
-				held = heldBPFObjects(t, cmd.Process.Pid)
+				var err error
+				if held, err = bpfobj.Of(cmd.Process.Pid); err != nil {
+					t.Fatal(err)
+				}
 				clientFirst(t, 0, 1) // events in flight while it stops
 			})
-			if len(held.links) == 0 || len(held.progs) < len(held.links) || len(held.maps) == 0 {
-				t.Fatalf("twtrace holds %d programs, %d links, %d maps: want attached programs", len(held.progs), len(held.links), len(held.maps))
+			if len(held.Links) == 0 || len(held.Progs) < len(held.Links) || len(held.Maps) == 0 {
+				t.Fatalf("twtrace holds %d programs, %d links, %d maps: want attached programs", len(held.Progs), len(held.Links), len(held.Maps))
 			}
 			must(t, cmd.Process.Signal(tc.sig))
 			<-stderr.eof
@@ -80,7 +80,9 @@ func TestExitLeavesNothingAttached(t *testing.T) {
 			case tc.status == 0 && !strings.Contains(stderr.String(), " 0 lost "):
 				t.Errorf("no summary after %v:\n%s", tc.sig, stderr.String())
 			}
-			waitReleased(t, held)
+			if left := held.WaitReleased(10 * time.Second); len(left) > 0 {
+				t.Fatalf("still in the kernel 10s after twtrace died: %s", strings.Join(left, ", "))
+			}
 		})
 	}
 	t.Cleanup(func() {
@@ -88,82 +90,6 @@ func TestExitLeavesNothingAttached(t *testing.T) {
 			t.Errorf("/sys/fs/bpf changed:\n before %q\n after  %q", pinnedBefore, after)
 		}
 	})
-}
-
-// bpfObjects are the IDs of the programs, links and maps a process holds.
-type bpfObjects struct{ progs, links, maps []uint32 }
-
-// heldBPFObjects reads them from the process's /proc/PID/fdinfo.
-func heldBPFObjects(t *testing.T, pid int) bpfObjects {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
-	entries, err := os.ReadDir(dir)
-	must(t, err)
-	ids := map[string]map[uint32]bool{"prog_id": {}, "link_id": {}, "map_id": {}}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // closed meanwhile
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			key, val, ok := strings.Cut(line, ":")
-			if set := ids[key]; ok && set != nil {
-				id, err := strconv.ParseUint(strings.TrimSpace(val), 10, 32)
-				must(t, err)
-				set[uint32(id)] = true
-			}
-		}
-	}
-	sorted := func(set map[uint32]bool) []uint32 {
-		var out []uint32
-		for id := range set {
-			out = append(out, id)
-		}
-		slices.Sort(out)
-		return out
-	}
-	return bpfObjects{sorted(ids["prog_id"]), sorted(ids["link_id"]), sorted(ids["map_id"])}
-}
-
-// waitReleased fails unless every object is gone from the kernel before a deadline:
-// programs and links go at once, maps after an RCU grace period.
-func waitReleased(t *testing.T, o bpfObjects) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		left := stillLoaded(o)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still in the kernel 10s after twtrace exited: %s", strings.Join(left, ", "))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func stillLoaded(o bpfObjects) []string {
-	var left []string
-	check := func(kind string, id uint32, open func() (interface{ Close() error }, error)) {
-		obj, err := open()
-		switch {
-		case err == nil:
-			obj.Close()
-			left = append(left, fmt.Sprintf("%s %d", kind, id))
-		case !errors.Is(err, os.ErrNotExist):
-			left = append(left, fmt.Sprintf("%s %d (%v)", kind, id, err))
-		}
-	}
-	for _, id := range o.progs {
-		check("program", id, func() (interface{ Close() error }, error) { return ebpf.NewProgramFromID(ebpf.ProgramID(id)) })
-	}
-	for _, id := range o.links {
-		check("link", id, func() (interface{ Close() error }, error) { return link.NewFromID(link.ID(id)) })
-	}
-	for _, id := range o.maps {
-		check("map", id, func() (interface{ Close() error }, error) { return ebpf.NewMapFromID(ebpf.MapID(id)) })
-	}
-	return left
 }
 
 // bpffsEntries lists /sys/fs/bpf, failing on any entry named after twtrace.

@@ -394,6 +394,11 @@ func TestUnavailableFamiliesEndToEnd(t *testing.T) {
 		if strings.Join(unavailable, ",") != "overflow,reset" {
 			t.Errorf("unavailable records for %v, want overflow, reset", unavailable)
 		}
+		// a slow (emulated) CPU may close the client before the peer's FIN arrives: its
+		// timewait socket is born FIN_WAIT2 and re-armed to TIME_WAIT when the FIN comes
+		if kinds["tw_rearm"] <= 1 {
+			delete(kinds, "tw_rearm")
+		}
 		if want := map[string]int{"unavailable": 2, "state": 12, "tw_enter": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
 			t.Errorf("records %v, want %v:\n%s", kinds, want, r.stdout.String())
 		}
