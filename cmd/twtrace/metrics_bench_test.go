@@ -1,0 +1,28 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// BenchmarkEventMetricsAdd is serve's per-event cost: a timewait birth, its death with a
+// lifetime, and an overflow, in turn.
+func BenchmarkEventMetricsAdd(b *testing.B) {
+	m := newEventMetrics()
+	events := []tracer.Event{
+		{Kind: tracer.KindTWEnter, NetNS: 4026531840, Substate: tracer.StateTimeWait},
+		{Kind: tracer.KindTWExit, NetNS: 4026531840, Substate: tracer.StateTimeWait, Cause: tracer.CauseExpired,
+			Duration: 60300 * time.Millisecond, DurationOK: true},
+		{Kind: tracer.KindTWOverflow, NetNS: 4026531840},
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		m.add(&events[i])
+		if i++; i == len(events) {
+			i = 0
+		}
+	}
+}
