@@ -51,6 +51,18 @@ func (f *traceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "console", "diagnostics format: console or json")
 }
 
+// commandFlags makes a command's flag set: --help prints usage, then the flags.
+func commandFlags(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses a command's flags. After --help it returns flag.ErrHelp, which run
+// turns into success: the usage is printed.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)

@@ -199,6 +199,13 @@ func TestRunDispatch(t *testing.T) {
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "-h", args: []string{"-h"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "help", args: []string{"help"}, stdoutHas: "twtrace watch [flags]"},
+		// a command's --help prints its usage (to the process's stdout) and succeeds
+		{name: "watch --help", args: []string{"watch", "--help"}},
+		{name: "timewait -h", args: []string{"timewait", "-h"}},
+		{name: "stat --help", args: []string{"stat", "--help"}},
+		{name: "doctor --help", args: []string{"doctor", "--help"}},
+		{name: "serve --help", args: []string{"serve", "--help"}},
+		{name: "probe --help", args: []string{"probe", "--help"}},
 		// These fail on the flags, before any privilege check or kernel access.
 		{name: "watch bad flag", args: []string{"watch", "--port", "70000"}, usage: true},
 		{name: "watch unknown flag", args: []string{"watch", "--bogus"}, usage: true},

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -88,6 +89,14 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	err := command(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) { // the command printed its usage, as asked
+		return nil
+	}
+	return err
+}
+
+func command(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage)
 		return usagef("missing command")

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -12,17 +11,10 @@ import (
 )
 
 func probe(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.")
 	output := fs.String("o", "text", "output format: text or json")
 	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if *output != "text" && *output != "json" {

@@ -19,18 +19,11 @@ import (
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.")
 	var f traceFlags
 	f.register(fs)
 	listen, topK := registerServeFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	opts, err := f.options()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,18 +14,11 @@ import (
 )
 
 func stat(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("stat", flag.ContinueOnError)
+	fs := commandFlags("stat", "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters of watch apply; --pid, --events, --backend and\n--ringbuf-size do not.")
 	var f traceFlags
 	f.register(fs)
 	interval := fs.Duration("interval", 0, "print again every interval until interrupted (or --duration); 0 prints once")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters of watch apply; --pid, --events, --backend and\n--ringbuf-size do not.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	var tracingOnly error

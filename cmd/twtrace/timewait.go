@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -12,19 +9,12 @@ import (
 )
 
 func timewait(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("timewait", flag.ContinueOnError)
+	fs := commandFlags("timewait", "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.")
 	var f traceFlags
 	f.register(fs)
 	interval := fs.Duration("interval", 0, "print the view every interval until interrupted; 0 prints it once, at the end")
 	top := fs.Int("top", 10, "destinations to list")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	opts, err := f.options()

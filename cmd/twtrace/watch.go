@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,17 +14,10 @@ import (
 )
 
 func watch(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.")
 	var f traceFlags
 	f.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	opts, err := f.options()
