@@ -38,7 +38,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	pending_settle(c, 0, false);
 	/* a socket outside the namespace or family asked for is never tracked: no map entry,
 	 * no work (ports are not stable before connect, so they are filtered at emission) */
-	if ((cfg_netns && e.netns != cfg_netns) || (cfg_family && e.family != cfg_family)) {
+	if (!socket_wanted(&e)) {
 		count(STAT_FILTERED);
 		return 0;
 	}

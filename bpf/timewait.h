@@ -199,10 +199,8 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)))
 		return true;
-	if (!wanted(e)) {
-		count(STAT_FILTERED);
+	if (!kept(e))
 		return true;
-	}
 	struct tw_info ti = { .birth_ns = c->armed_ts, .owner = *o };
 	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
 	send(e);

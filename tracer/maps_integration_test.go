@@ -23,13 +23,18 @@ func entries(t *testing.T, tr *Tracer, name string) int {
 
 // The per-socket maps are emptied at socket death: after 100 connections in both close
 // orders and the namespace's exit, nothing is left. The namespace filter keeps every
-// other socket of the machine out of them, so the count is exact.
+// other socket of the machine out of them (a listener in another namespace proves it),
+// so the count is exact.
 func TestSocketMapsEmptiedAtDeath(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
 	ns := newNetns(t)
 	c := startTracer(t, Options{Filter: Filter{NetNS: ns.inode}})
 	lfd, port := listenIn(t, ns, unix.AF_INET)
+	// a socket of another namespace is filtered before it is tracked: no entry
+	other := newNetns(t)
+	olfd, _ := listenIn(t, other, unix.AF_INET)
+	defer unix.Close(olfd)
 	for range 50 {
 		clientCloses(t, ns, unix.AF_INET, lfd, port)
 		serverCloses(t, ns, unix.AF_INET, lfd, port)
