@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +60,40 @@ func TestMedian(t *testing.T) {
 	}
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Errorf("median even = %v", m)
+	}
+}
+
+// The report's ratios are per round against that round's baseline, and the targets
+// read the right tools.
+func TestReport(t *testing.T) {
+	tools := []tool{{name: "baseline"}, {name: emptyTool, argv: []string{"x"}}, {name: aggregateTool, argv: []string{"x"}},
+		{name: streamTool, argv: []string{"x"}}, {name: "tcpstates", argv: []string{"x"}}}
+	round := func(base float64) map[string]sample {
+		return map[string]sample{
+			"baseline":    {perSecond: base},
+			emptyTool:     {perSecond: base},
+			aggregateTool: {perSecond: base * 0.98, lostKnown: true, rssKiB: 30 << 10},
+			streamTool:    {perSecond: base * 0.5, lost: 7, lostKnown: true},
+			"tcpstates":   {perSecond: base * 0.25, lost: 100, lostKnown: true},
+		}
+	}
+	costs := map[string]sample{aggregateTool: {progs: []progCost{{name: "tp_set_state", runs: 2000, totalNs: 500_000}}},
+		emptyTool: {progs: []progCost{{name: "tp_set_state", runs: 2000, totalNs: 100_000}}}}
+	r := results{cfg: config{clients: 8, rounds: 2}, tools: tools,
+		rounds: map[string][]map[string]sample{"client": {round(100), round(200)}, "server": {round(1000), round(3000)}},
+		costs:  map[string]map[string]sample{"client": costs, "server": costs}}
+	md := r.markdown()
+	for _, want := range []string{
+		"| twtrace watch -o json | 75 | 0.500 (0.500–0.500) | 1000 | 0.500 (0.500–0.500) | 28 |",
+		"| tcpstates | 38 | 0.250 (0.250–0.250) | 500 | 0.250 (0.250–0.250) | 400 |",
+		"| aggregating (`timewait`) ≥ 0.97 of baseline | 0.980 (worse close order) | yes |",
+		"| streaming (`watch -o json`) ≥ 0.90 of baseline | 0.500 | **no** |",
+		"| zero lost events, default 4 MiB ring buffer | 28 lost | **no** |",
+		"slowest: `tp_set_state` 250 ns, of which 50 ns an empty program's | yes |",
+		"| peak RSS < 64 MiB | 30.0 MiB | yes |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
 }

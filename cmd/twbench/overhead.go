@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -36,12 +37,18 @@ type sample struct {
 	progs     []progCost
 }
 
+// progCost is one program's runs and total run time, from the kernel's statistics.
 type progCost struct {
 	name    string
 	runs    uint64
-	avgNs   float64
-	missed  uint64
 	totalNs uint64
+}
+
+func (p progCost) avgNs() float64 {
+	if p.runs == 0 {
+		return 0
+	}
+	return float64(p.totalNs) / float64(p.runs)
 }
 
 // measure runs churn once with t attached (or nothing, for the baseline).
@@ -71,13 +78,10 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	if withStats {
 		for id, after := range progCosts(objs.Progs) {
 			b := before[id]
-			c := progCost{name: after.name, runs: after.runs - b.runs, totalNs: after.totalNs - b.totalNs, missed: after.missed - b.missed}
-			if c.runs > 0 {
-				c.avgNs = float64(c.totalNs) / float64(c.runs)
-			}
+			c := progCost{name: after.name, runs: after.runs - b.runs, totalNs: after.totalNs - b.totalNs}
 			s.progs = append(s.progs, c)
 		}
-		slices.SortFunc(s.progs, func(a, b progCost) int { return int(b.runs) - int(a.runs) })
+		slices.SortFunc(s.progs, func(a, b progCost) int { return cmp.Compare(b.runs, a.runs) })
 	}
 	stderr, rss, err := r.stop()
 	if err != nil {
@@ -102,7 +106,7 @@ func progCosts(ids []uint32) map[uint32]progCost {
 		if err != nil || serr != nil {
 			continue
 		}
-		out[id] = progCost{name: info.Name, runs: st.RunCount, totalNs: uint64(st.Runtime.Nanoseconds()), missed: st.RecursionMisses}
+		out[id] = progCost{name: info.Name, runs: st.RunCount, totalNs: uint64(st.Runtime.Nanoseconds())}
 	}
 	return out
 }

@@ -24,37 +24,33 @@ func (r results) perSecond(order, name string) []float64 {
 	return out
 }
 
-// lost sums what a tool reported lost over every run, and says if it reported at all.
-func (r results) lost(name string) (uint64, bool) {
-	var sum uint64
-	known := false
-	add := func(s sample) {
-		sum += s.lost
-		known = known || s.lostKnown
-	}
+// samples are every run of one tool: the rounds, then the statistics runs.
+func (r results) samples(name string) []sample {
+	var out []sample
 	for _, order := range closeOrders {
 		for _, round := range r.rounds[order] {
-			add(round[name])
+			out = append(out, round[name])
 		}
-		add(r.costs[order][name])
+		out = append(out, r.costs[order][name])
+	}
+	return out
+}
+
+// lost sums what a tool reported lost over every run, and says if it reported at all.
+func (r results) lost(name string) (sum uint64, known bool) {
+	for _, s := range r.samples(name) {
+		sum += s.lost
+		known = known || s.lostKnown
 	}
 	return sum, known
 }
 
 func (r results) peak(name string) (rssKiB, mapBytes uint64) {
-	for _, order := range closeOrders {
-		for _, s := range append([]sample{r.costs[order][name]}, func() []sample {
-			var ss []sample
-			for _, round := range r.rounds[order] {
-				ss = append(ss, round[name])
-			}
-			return ss
-		}()...) {
-			rssKiB = max(rssKiB, s.rssKiB)
-			mapBytes = max(mapBytes, s.mapBytes)
-		}
+	for _, s := range r.samples(name) {
+		rssKiB = max(rssKiB, s.rssKiB)
+		mapBytes = max(mapBytes, s.mapBytes)
 	}
-	return
+	return rssKiB, mapBytes
 }
 
 func minMax(xs []float64) (lo, hi float64) {
@@ -120,7 +116,7 @@ func (r results) markdown() string {
 				if p.runs == 0 {
 					fmt.Fprintf(&b, " | 0 | – ")
 				} else {
-					fmt.Fprintf(&b, " | %d | %.0f ", p.runs, p.avgNs)
+					fmt.Fprintf(&b, " | %d | %.0f ", p.runs, p.avgNs())
 				}
 			}
 			fmt.Fprintf(&b, "|\n")
@@ -195,8 +191,8 @@ func (r results) targets() []target {
 		for _, name := range []string{aggregateTool, streamTool} {
 			for _, p := range r.costs[o][name].progs {
 				// programs that run once per interval, not per event, are left out
-				if p.runs >= 1000 && p.avgNs > worstProg {
-					worstProg, worstName = p.avgNs, p.name
+				if p.runs >= 1000 && p.avgNs() > worstProg {
+					worstProg, worstName = p.avgNs(), p.name
 				}
 			}
 		}
@@ -204,7 +200,7 @@ func (r results) targets() []target {
 	floor := 0.0 // an empty program's run time: the trampoline and the statistics themselves
 	for _, o := range closeOrders {
 		if p := findProg(r.costs[o][emptyTool].progs, worstName); p.runs > 0 {
-			floor = max(floor, p.avgNs)
+			floor = max(floor, p.avgNs())
 		}
 	}
 	out = append(out, target{"each program < 300 ns per event (tracepoint backend)",
