@@ -17,6 +17,16 @@ func twOf(sport, dport uint16) func(*Event) bool {
 	}
 }
 
+// timewaitBackend is the backend serving the timewait hook.
+func timewaitBackend(c *collector) Backend {
+	for _, ch := range c.tr.Choices() {
+		if ch.Hook == HookTimewait {
+			return ch.Backend
+		}
+	}
+	return ""
+}
+
 func hasKind(evs []Event, k Kind) bool {
 	return slices.ContainsFunc(evs, func(e Event) bool { return e.Kind == k })
 }
@@ -65,6 +75,11 @@ func TestTimewaitNaturalExpiry(t *testing.T) {
 	finFirst := enter[0].Substate == StateTimeWait && len(rearm) == 0
 	orphanFirst := enter[0].Substate == StateFinWait2 && len(rearm) == 1 &&
 		rearm[0].Substate == StateTimeWait && rearm[0].Timeout == 60*time.Second
+	// The timer tracepoints do not fire for a re-arm that keeps the timer in its wheel
+	// bucket: 60 s (tcp_fin_timeout) re-armed to 60 s, a few milliseconds later.
+	if enter[0].Substate == StateFinWait2 && len(rearm) == 0 && timewaitBackend(c) == BackendTracepoint {
+		orphanFirst = true
+	}
 	if !finFirst && !orphanFirst {
 		t.Fatalf("want tw_enter TIME_WAIT, or FIN_WAIT2 re-armed as TIME_WAIT for 60 s:\n%s", dump(tw))
 	}
