@@ -2,10 +2,10 @@ package main
 
 import (
 	"io"
-	"sync"
 	"time"
 
-	"github.com/twtrace/twtrace/tracer"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 )
 
 func timewait(args []string, stdout, stderr io.Writer) error {
@@ -28,30 +28,23 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	if *top < 1 {
 		return usagef("--top %d: list at least one destination", *top)
 	}
-	baseline := overflowCounters()
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	var only []uint32
+	if opts.Filter.NetNS != 0 {
+		only = []uint32{opts.Filter.NetNS}
+	}
+	baseline := src.Baselines(only)
 	sess, err := startSession(&f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
-	var mu sync.Mutex
-	agg := tracer.NewAggregate(time.Now())
+	win := window.New(time.Now(), baseline)
 	done := make(chan error, 1)
-	go func() {
-		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
-			mu.Lock()
-			agg.Add(e)
-			mu.Unlock()
-		}, nil)
-	}()
+	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
 	print := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		v, err := buildView(agg, sess.t, baseline, opts.Filter.NetNS, *top)
-		if err != nil {
-			return err
-		}
+		v := buildView(win.Copy(), liveStatus(sess.t), src, opts.Filter.NetNS, *top)
 		if f.output == "json" {
 			return writeViewJSON(stdout, v)
 		}
@@ -79,16 +72,4 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-}
-
-// overflowCounters reads TcpExtTCPTimeWaitOverflow of every namespace, to report deltas.
-func overflowCounters() map[uint32]uint64 {
-	out := map[uint32]uint64{}
-	all, _ := tracer.Namespaces()
-	for _, ns := range all {
-		if v, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-			out[ns.Inode] = v
-		}
-	}
-	return out
 }
