@@ -57,7 +57,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 		return writeDoctor(stdout, r, f.output == "json")
 	}
 
-	m := newMeasurer(src, inodes) // the kernel's counters are read before tracing starts
+	m := newMeasurer(src, inodes, src.Baselines(inodes)) // the kernel's counters are read before tracing starts
 	sess, err := startSession(&f, opts, stderr)
 	if err != nil {
 		return err
@@ -148,7 +148,7 @@ func writeDoctor(w io.Writer, r doctorReport, asJSON bool) error {
 // measurer collects what doctor measures over one window: the events (in the window),
 // the TIME_WAIT peak sampled each second, the kernel's counters at the window's start.
 type measurer struct {
-	src      *snapshot.Source
+	src      snapshotter
 	inodes   []uint32
 	win      *window.Window
 	untraced bool // the overflow family is not traced here
@@ -157,9 +157,9 @@ type measurer struct {
 	peak map[uint32]int64
 }
 
-func newMeasurer(src *snapshot.Source, inodes []uint32) *measurer {
+func newMeasurer(src snapshotter, inodes []uint32, baseline map[uint32]snapshot.Counters) *measurer {
 	m := &measurer{src: src, inodes: inodes, peak: map[uint32]int64{}}
-	m.win = window.New(time.Now(), src.Baselines(inodes))
+	m.win = window.New(time.Now(), baseline)
 	m.sample()
 	return m
 }

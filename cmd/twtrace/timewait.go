@@ -6,6 +6,7 @@ import (
 
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
+	"github.com/twtrace/twtrace/tracer"
 )
 
 func timewait(args []string, stdout, stderr io.Writer) error {
@@ -44,7 +45,7 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
 	print := func() error {
-		v := buildView(win.Copy(), liveStatus(sess.t), src, opts.Filter.NetNS, *top)
+		v := timewaitView(win, sess.t, src, opts.Filter.NetNS, *top)
 		if f.output == "json" {
 			return writeViewJSON(stdout, v)
 		}
@@ -72,4 +73,10 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+}
+
+// timewaitView is one print of the live view: a copy of the window, then the kernel's
+// state read outside its lock.
+func timewaitView(win *window.Window, t *tracer.Tracer, src snapshotter, only uint32, top int) view {
+	return buildView(win.Copy(), liveStatus(t), src, only, top)
 }
