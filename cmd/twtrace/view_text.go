@@ -8,6 +8,7 @@ import (
 
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
+	"golang.org/x/sys/unix"
 )
 
 func writeViewText(w io.Writer, v view) {
@@ -178,10 +179,4 @@ func percent(n, of int64) string {
 	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
 }
 
-func commString(c [16]byte) string {
-	n := 0
-	for n < len(c) && c[n] != 0 {
-		n++
-	}
-	return string(c[:n])
-}
+func commString(c [16]byte) string { return unix.ByteSliceToString(c[:]) }
