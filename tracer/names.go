@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
@@ -42,7 +43,7 @@ func (r resetReasons) name(v uint16, kernel bool) string {
 	if int(v) < len(r) && r[v] != "" {
 		return r[v]
 	}
-	return "unknown(" + itoa(int(v)) + ")"
+	return "unknown(" + strconv.Itoa(int(v)) + ")"
 }
 
 var errNoBTF = errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): twtrace needs Linux 5.8 or newer built with CONFIG_DEBUG_INFO_BTF=y")

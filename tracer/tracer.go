@@ -22,8 +22,11 @@ import (
 // settleInterval is how often held timewait cancels are settled on idle CPUs.
 const settleInterval = 100 * time.Millisecond
 
+// pollInterval is how often Run reads records written without a wakeup.
+const pollInterval = 100 * time.Millisecond
+
 // wakeupShift sets the wakeup batch, 1<<shift bytes: a quarter of the ring buffer, at
-// most 256 KiB. Below a batch the reader polls every settleInterval, so an event waits
+// most 256 KiB. Below a batch the reader polls every pollInterval, so an event waits
 // at most that long.
 func wakeupShift(ringSize uint32) uint32 {
 	batch := min(ringSize/4, 256<<10)
@@ -46,8 +49,8 @@ type Tracer struct {
 	corrupt atomic.Uint64
 	// onRecord, set by tests, sees each raw record before it is decoded
 	onRecord func([]byte)
-	// hand-offs and deaths per transition slot, when the state family is counted
-	handoffs [transitionSlots]atomic.Uint64
+	// settler settles held timewait cancels on idle CPUs while the tracer is open
+	stopSettler func()
 }
 
 // New loads and attaches the programs the options need. Close releases everything.
@@ -101,6 +104,7 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	t.startSettler()
 	return t, nil
 }
 
@@ -111,18 +115,33 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	}
 	hide(spec, t.hidden)
 	spec.Maps["events"].MaxEntries = t.opts.RingBufferSize
-	f := t.opts.Filter
+	settings := filterSettings(t.opts.Filter)
+	settings["cfg_events"] = uint32(t.opts.Families)
+	settings["cfg_wakeup_shift"] = wakeupShift(t.opts.RingBufferSize)
+	settings["cfg_count_state"] = t.opts.CountTransitions
+	settings["cfg_empty"] = benchEmpty()
+	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
+		handler, err := kernelSymbol("tw_timer_handler")
+		if err != nil {
+			return nil, fmt.Errorf("find the timewait timer: %w", err)
+		}
+		settings["cfg_tw_timer_handler"] = handler
+	}
+	if err := set(spec, settings); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// filterSettings are the load-time constants wanted() in bpf/common.h filters with.
+func filterSettings(f Filter) map[string]any {
 	settings := map[string]any{
-		"cfg_events":       uint32(t.opts.Families),
-		"cfg_port":         f.Port,
-		"cfg_sport":        f.SPort,
-		"cfg_dport":        f.DPort,
-		"cfg_pid":          f.PID,
-		"cfg_netns":        f.NetNS,
-		"cfg_family":       f.Family,
-		"cfg_wakeup_shift": wakeupShift(t.opts.RingBufferSize),
-		"cfg_count_state":  t.opts.CountTransitions,
-		"cfg_empty":        benchEmpty(),
+		"cfg_port":   f.Port,
+		"cfg_sport":  f.SPort,
+		"cfg_dport":  f.DPort,
+		"cfg_pid":    f.PID,
+		"cfg_netns":  f.NetNS,
+		"cfg_family": f.Family,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte
@@ -138,19 +157,16 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		settings["cfg_addr"] = addr
 		settings["cfg_addr_prefix"] = uint8(f.Addr.Bits())
 	}
-	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
-		handler, err := kernelSymbol("tw_timer_handler")
-		if err != nil {
-			return nil, fmt.Errorf("find the timewait timer: %w", err)
-		}
-		settings["cfg_tw_timer_handler"] = handler
-	}
+	return settings
+}
+
+func set(spec *ebpf.CollectionSpec, settings map[string]any) error {
 	for name, v := range settings {
 		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	return spec, nil
+	return nil
 }
 
 // load chooses a backend per hook by trying each candidate for real, then loads only
@@ -256,7 +272,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	if t.opts.CountTransitions {
 		deliver &^= FamilyState
 	}
-	nextSettle := time.Now().Add(settleInterval)
+	nextPoll := time.Now().Add(pollInterval)
 	draining := false
 	for {
 		if !draining && ctx.Err() != nil {
@@ -264,7 +280,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			draining = true
 			t.reader.SetDeadline(time.Now())
 		} else if !draining {
-			t.reader.SetDeadline(nextSettle)
+			t.reader.SetDeadline(nextPoll)
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
@@ -272,8 +288,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			if draining {
 				return nil
 			}
-			t.settle()
-			nextSettle = time.Now().Add(settleInterval)
+			nextPoll = time.Now().Add(pollInterval)
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -288,13 +303,33 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			continue
 		}
 		t.decoded.Add(1)
-		if deliver != t.opts.Families {
-			t.countHandoff(&ev)
-		}
 		Dispatch(&ev, deliver, fn)
 		if idle != nil && t.reader.AvailableBytes() == 0 {
 			idle()
 		}
+	}
+}
+
+// startSettler settles held timewait cancels every settleInterval until Close, so that a
+// death is delivered (and counted) whether or not Run is reading.
+func (t *Tracer) startSettler() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(settleInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				t.settle()
+			}
+		}
+	}()
+	t.stopSettler = func() {
+		close(stop)
+		<-done
 	}
 }
 
@@ -309,6 +344,10 @@ func (t *Tracer) settle() {
 
 // Close detaches everything. It is safe to call more than once.
 func (t *Tracer) Close() error {
+	if t.stopSettler != nil {
+		t.stopSettler()
+		t.stopSettler = nil
+	}
 	if t.reader != nil {
 		t.reader.Close()
 		t.reader = nil

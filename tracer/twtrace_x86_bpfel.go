@@ -100,6 +100,19 @@ const (
 	twtraceEventKindEV_RESET       twtraceEventKind = 6
 )
 
+type twtraceFilterCase struct {
+	_          structs.HostLayout
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Netns      uint32
+	Pid        uint32
+	Sport      uint16
+	Dport      uint16
+	Family     uint8
+	OwnerKnown uint8
+	Pad        [2]uint8
+}
+
 type twtraceInferredReason uint32
 
 const (
@@ -183,6 +196,7 @@ const (
 	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
+	twtraceProgTestFilter         = "test_filter"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
 	twtraceProgTpSendReset        = "tp_send_reset"
 	twtraceProgTpSetState         = "tp_set_state"
@@ -191,6 +205,7 @@ const (
 	twtraceProgTpTimerStart       = "tp_timer_start"
 	twtraceVarCause               = "_cause"
 	twtraceVarDetail              = "_detail"
+	twtraceVarFilterCase          = "_filter_case"
 	twtraceVarFlag                = "_flag"
 	twtraceVarInferred            = "_inferred"
 	twtraceVarKind                = "_kind"
@@ -269,6 +284,7 @@ type twtraceProgramSpecs struct {
 	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
+	TestFilter         *ebpf.ProgramSpec `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.ProgramSpec `ebpf:"tp_set_state"`
@@ -295,6 +311,7 @@ type twtraceMapSpecs struct {
 type twtraceVariableSpecs struct {
 	Cause             *ebpf.VariableSpec `ebpf:"_cause"`
 	Detail            *ebpf.VariableSpec `ebpf:"_detail"`
+	FilterCase        *ebpf.VariableSpec `ebpf:"_filter_case"`
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
@@ -361,6 +378,7 @@ func (m *twtraceMaps) Close() error {
 type twtraceVariables struct {
 	Cause             *ebpf.Variable `ebpf:"_cause"`
 	Detail            *ebpf.Variable `ebpf:"_detail"`
+	FilterCase        *ebpf.Variable `ebpf:"_filter_case"`
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
@@ -401,6 +419,7 @@ type twtracePrograms struct {
 	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
+	TestFilter         *ebpf.Program `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.Program `ebpf:"tp_set_state"`
@@ -426,6 +445,7 @@ func (p *twtracePrograms) Close() error {
 		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
+		p.TestFilter,
 		p.TpReceiveReset,
 		p.TpSendReset,
 		p.TpSetState,

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -50,9 +52,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer sess.Close()
 
 	events := newEventMetrics()
-	reg := exporterRegistry(events, newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK))
+	win := window.New(time.Now(), nil)
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
+	reg := exporterRegistry(events, scrapes)
+	go foldEvery(sess.ctx, scrapes, foldInterval)
 	var runErr atomic.Pointer[error]
-	running := readEvents(sess.ctx, sess.t.Run, events.add, &runErr, sess.log)
+	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(reg, &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
@@ -78,6 +84,31 @@ func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
 	topK = fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
+}
+
+// foldInterval bounds what serve's window holds between scrapes, when nobody scrapes.
+const foldInterval = 10 * time.Second
+
+// foldEvery folds the collector's window every interval until ctx ends.
+func foldEvery(ctx context.Context, c *scrapeCollector, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			c.fold()
+		}
+	}
+}
+
+// exporterSink is serve's work per event: its counters, and the window the scrapes read.
+func exporterSink(events *eventMetrics, win *window.Window) func(*tracer.Event) {
+	return func(e *tracer.Event) {
+		events.add(e)
+		win.Add(e)
+	}
 }
 
 // exporterRegistry holds the event metrics, the Go runtime's and the process's, and more.
