@@ -24,6 +24,8 @@ const enum tw_cause *_cause __attribute__((unused));
 const enum tw_detail *_detail __attribute__((unused));
 const enum stat_index *_stat __attribute__((unused));
 const enum inferred_reason *_inferred __attribute__((unused));
+const enum tcp_state_id *_state __attribute__((unused));
+const enum event_family *_family __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)
