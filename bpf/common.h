@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Settings, socket reading and emission shared by every hook. */
 #ifndef TWTRACE_COMMON_H
 #define TWTRACE_COMMON_H

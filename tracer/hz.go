@@ -17,7 +17,7 @@ func measureHZ(readJiffies *ebpf.Program) (uint32, error) {
 	}
 	j0, t0, err := sample()
 	if err != nil {
-		return 0, fmt.Errorf("read jiffies: %w", err)
+		return 0, fmt.Errorf("read jiffies (BPF_PROG_TEST_RUN of a raw tracepoint program, Linux 5.10+): %w", err)
 	}
 	time.Sleep(120 * time.Millisecond)
 	j1, t1, err := sample()

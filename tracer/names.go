@@ -45,4 +45,4 @@ func (r resetReasons) name(v uint16, kernel bool) string {
 	return "unknown(" + itoa(int(v)) + ")"
 }
 
-var errNoBTF = errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): twtrace needs Linux 5.8 or newer built with CONFIG_DEBUG_INFO_BTF=y")
+var errNoBTF = errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): twtrace needs Linux 5.10 or newer built with CONFIG_DEBUG_INFO_BTF=y")

@@ -65,7 +65,7 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	if r.BTF {
 		fmt.Fprintf(w, "BTF:     yes (/sys/kernel/btf/vmlinux)\n")
 	} else {
-		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.8+ with CONFIG_DEBUG_INFO_BTF=y\n")
+		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.10+ with CONFIG_DEBUG_INFO_BTF=y\n")
 	}
 	if r.HZ != 0 {
 		fmt.Fprintf(w, "HZ:      %d (measured)\n", r.HZ)
