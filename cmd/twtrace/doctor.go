@@ -25,9 +25,8 @@ type doctorNetns struct {
 }
 
 func doctor(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "measure and report every interval until interrupted (or --duration)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -62,7 +61,7 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	}
 
 	m := newMeasurer(namespaces) // the kernel's counters are read before tracing starts
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}

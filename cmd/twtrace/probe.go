@@ -11,7 +11,7 @@ import (
 )
 
 func probe(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.")
+	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.", stdout)
 	output := fs.String("o", "text", "output format: text or json")
 	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
 	if err := parseFlags(fs, args); err != nil {

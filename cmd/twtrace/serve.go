@@ -19,9 +19,8 @@ import (
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.", stdout)
+	f := newTraceFlags(fs)
 	listen, topK := registerServeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -31,7 +30,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *topK < 1 {
-		return usagef("--top-destinations %d: export at least one", *topK)
+		return usagef("--top %d: export at least one destination", *topK)
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("--listen %q: want host:port, e.g. 127.0.0.1:9580", *listen)
@@ -43,7 +42,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
-	topK = fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	topK = fs.Int("top", 20, "destinations to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
 }
 
