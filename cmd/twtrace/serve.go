@@ -49,6 +49,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer sess.Close()
 
 	events := newEventMetrics()
+	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	reg := exporterRegistry(events, newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK))
 	var runErr atomic.Pointer[error]
 	running := readEvents(sess.ctx, sess.t.Run, events.add, &runErr, sess.log)
@@ -69,6 +70,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	summary(stderr, sess.t)
 	if p := runErr.Load(); p != nil && sess.ctx.Err() == nil {
 		return *p
+	}
+	return nil
+}
+
+// startNamespaces are the namespaces whose series exist from the start: --netns, or
+// twtrace's own.
+func startNamespaces(only uint32) []uint32 {
+	if only != 0 {
+		return []uint32{only}
+	}
+	if self, err := tracer.SelfNetns(); err == nil {
+		return []uint32{self.Inode}
 	}
 	return nil
 }
