@@ -223,19 +223,37 @@ static __always_inline bool emit(struct event *e)
 	return true;
 }
 
+/* count_transition counts e's transition in the transitions map. */
+static __always_inline void count_transition(const struct event *e)
+{
+	__u32 slot = (e->old_state & 15) * 16 + (e->new_state & 15);
+	__u64 *v = bpf_map_lookup_elem(&transitions, &slot);
+
+	if (v)
+		(*v)++;
+}
+
 /* emit_state sends a full socket's transition, or counts it when only counts are read. */
 static __always_inline void emit_state(struct event *e)
 {
 	if (!(cfg_events & FAM_STATE) || !kept(e))
 		return;
-	if (!cfg_count_state) {
+	if (cfg_count_state)
+		count_transition(e);
+	else
 		send(e);
-		return;
-	}
-	__u32 slot = (e->old_state & 15) * 16 + (e->new_state & 15);
-	__u64 *v = bpf_map_lookup_elem(&transitions, &slot);
-	if (v)
-		(*v)++;
+}
+
+/* deliver_twsk delivers a kept timewait birth or death, which is a state transition too
+ * (->TIME_WAIT, TIME_WAIT->CLOSE): counted here when the state family is counted, sent
+ * when the tw family is traced or the state family streamed. Every transition is then
+ * counted in the kernel, whether or not anything reads the ring buffer. */
+static __always_inline void deliver_twsk(struct event *e)
+{
+	if ((cfg_events & FAM_STATE) && cfg_count_state)
+		count_transition(e);
+	if ((cfg_events & FAM_TW) || ((cfg_events & FAM_STATE) && !cfg_count_state))
+		send(e);
 }
 
 #endif

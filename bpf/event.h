@@ -67,6 +67,19 @@ struct event {
 	__u8 _pad[6];
 };
 
+/* Tests only: a socket as the filter test program (test_filter) reads it from its context. */
+struct filter_case {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 netns;
+	__u32 pid;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 owner_known;
+	__u8 _pad[2];
+};
+
 enum stat_index {
 	STAT_EMITTED = 0,
 	STAT_LOST = 1,      /* ring buffer full */

@@ -143,7 +143,7 @@ func TestBPFTransitionSlots(t *testing.T) {
 func TestBPFProgramsMatchBackends(t *testing.T) {
 	spec := loadSpec(t)
 	used := map[string]bool{}
-	runFromGo := []string{twtraceProgReadJiffies, twtraceProgSettlePending}
+	runFromGo := []string{twtraceProgReadJiffies, twtraceProgSettlePending, twtraceProgTestFilter /* filter_test.go */}
 	for _, name := range runFromGo {
 		used[name] = true
 		if p := spec.Programs[name]; p == nil || p.Type != ebpf.RawTracepoint {
@@ -189,7 +189,7 @@ func backendOwns(b Backend, p *ebpf.ProgramSpec) bool {
 
 // Every cfg_* variable is set from Go with a value of its C size, for any options.
 func TestBPFVariablesSetFromGo(t *testing.T) {
-	set := map[string]bool{twtraceVarCfgTwProbes: true} // set once the backend is chosen
+	wasSet := map[string]bool{twtraceVarCfgTwProbes: true} // set once the backend is chosen
 	for _, opts := range []Options{
 		{Families: AllFamilies, RingBufferSize: DefaultRingBufferSize},
 		{Families: FamilyReset, RingBufferSize: 4096, CountTransitions: true},
@@ -199,22 +199,22 @@ func TestBPFVariablesSetFromGo(t *testing.T) {
 	} {
 		spec := loadSpec(t)
 		s := settings(opts, 0xffffffff81000000)
-		if err := setVariables(spec, s); err != nil {
+		if err := set(spec, s); err != nil {
 			t.Errorf("options %+v: %v", opts, err)
 		}
 		for name := range s {
-			set[name] = true
+			wasSet[name] = true
 		}
 	}
-	if err := setVariables(loadSpec(t), map[string]any{twtraceVarCfgTwProbes: true}); err != nil {
+	if err := set(loadSpec(t), map[string]any{twtraceVarCfgTwProbes: true}); err != nil {
 		t.Error(err)
 	}
 	for name := range loadSpec(t).Variables {
-		if strings.HasPrefix(name, "cfg_") && !set[name] {
+		if strings.HasPrefix(name, "cfg_") && !wasSet[name] {
 			t.Errorf("variable %s is never set from Go", name)
 		}
 	}
-	if err := setVariables(loadSpec(t), map[string]any{"cfg_renamed": uint32(1)}); err == nil {
+	if err := set(loadSpec(t), map[string]any{"cfg_renamed": uint32(1)}); err == nil {
 		t.Error("setting a variable the objects lack succeeded")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
@@ -49,7 +50,7 @@ func (r resetReasons) name(v uint16, kernel bool) string {
 	if int(v) < len(r) && r[v] != "" {
 		return r[v]
 	}
-	return "unknown(" + itoa(int(v)) + ")"
+	return "unknown(" + strconv.Itoa(int(v)) + ")"
 }
 
 // known lists, sorted, every reason a sent reset can carry here: the kernel's (but its

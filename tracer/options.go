@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 )
 
@@ -55,17 +54,6 @@ func (fs Families) String() string {
 		}
 	}
 	return strings.Join(names, ",")
-}
-
-// Filter is applied in the kernel; zero values match everything.
-type Filter struct {
-	Port   uint16 // either side
-	SPort  uint16 // local
-	DPort  uint16 // remote
-	PID    uint32 // owner
-	NetNS  uint32 // inode number
-	Family uint8  // 4 or 6
-	Addr   netip.Prefix
 }
 
 // Options configure a Tracer.

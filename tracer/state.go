@@ -1,5 +1,7 @@
 package tracer
 
+import "strconv"
+
 // State is a TCP state as the kernel numbers it (include/net/tcp_states.h), through
 // enum tcp_state_id in bpf/common.h.
 type State uint8
@@ -39,7 +41,7 @@ func (s State) String() string {
 	if int(s) < len(stateNames) && stateNames[s] != "" {
 		return stateNames[s]
 	}
-	return "UNKNOWN(" + itoa(int(s)) + ")"
+	return "UNKNOWN(" + strconv.Itoa(int(s)) + ")"
 }
 
 // ParseState is the inverse of String for known states.
@@ -50,26 +52,4 @@ func ParseState(name string) (State, bool) {
 		}
 	}
 	return 0, false
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }

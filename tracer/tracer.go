@@ -23,8 +23,11 @@ import (
 // settleInterval is how often held timewait cancels are settled on idle CPUs.
 const settleInterval = 100 * time.Millisecond
 
+// pollInterval is how often Run reads records written without a wakeup.
+const pollInterval = 100 * time.Millisecond
+
 // wakeupShift sets the wakeup batch, 1<<shift bytes: a quarter of the ring buffer, at
-// most 256 KiB. Below a batch the reader polls every settleInterval, so an event waits
+// most 256 KiB. Below a batch the reader polls every pollInterval, so an event waits
 // at most that long.
 func wakeupShift(ringSize uint32) uint32 {
 	batch := min(ringSize/4, 256<<10)
@@ -47,8 +50,8 @@ type Tracer struct {
 	corrupt atomic.Uint64
 	// onRecord, set by tests, sees each raw record before it is decoded
 	onRecord func([]byte)
-	// hand-offs and deaths per transition slot, when the state family is counted
-	handoffs [transitionSlots]atomic.Uint64
+	// settler settles held timewait cancels on idle CPUs while the tracer is open
+	stopSettler func()
 }
 
 // New loads and attaches the programs the options need. Close releases everything.
@@ -102,6 +105,7 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if t.reader, err = ringbuf.NewReader(t.coll.Maps[twtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	t.startSettler()
 	return t, nil
 }
 
@@ -118,7 +122,7 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 			return nil, fmt.Errorf("find the timewait timer: %w", err)
 		}
 	}
-	if err := setVariables(spec, settings(t.opts, handler)); err != nil {
+	if err := set(spec, settings(t.opts, handler)); err != nil {
 		return nil, err
 	}
 	return spec, nil
@@ -134,42 +138,47 @@ func needsTimerHandler(fs Families) bool {
 // cfg_tw_probes aside: it depends on the backend chosen. twTimerHandler is the address
 // of tw_timer_handler.
 func settings(opts Options, twTimerHandler uint64) map[string]any {
-	f := opts.Filter
-	s := map[string]any{
-		twtraceVarCfgEvents:      uint32(opts.Families),
-		twtraceVarCfgPort:        f.Port,
-		twtraceVarCfgSport:       f.SPort,
-		twtraceVarCfgDport:       f.DPort,
-		twtraceVarCfgPid:         f.PID,
-		twtraceVarCfgNetns:       f.NetNS,
-		twtraceVarCfgFamily:      f.Family,
-		twtraceVarCfgWakeupShift: wakeupShift(opts.RingBufferSize),
-		twtraceVarCfgCountState:  opts.CountTransitions,
-		twtraceVarCfgEmpty:       benchEmpty(),
-	}
-	if f.Addr.IsValid() {
-		var addr [16]byte
-		a := f.Addr.Addr()
-		if a.Is4() {
-			s[twtraceVarCfgAddrFamily] = uint8(4)
-			a4 := a.As4()
-			copy(addr[:], a4[:])
-		} else {
-			s[twtraceVarCfgAddrFamily] = uint8(6)
-			addr = a.As16()
-		}
-		s[twtraceVarCfgAddr] = addr
-		s[twtraceVarCfgAddrPrefix] = uint8(f.Addr.Bits())
-	}
+	s := filterSettings(opts.Filter)
+	s[twtraceVarCfgEvents] = uint32(opts.Families)
+	s[twtraceVarCfgWakeupShift] = wakeupShift(opts.RingBufferSize)
+	s[twtraceVarCfgCountState] = opts.CountTransitions
+	s[twtraceVarCfgEmpty] = benchEmpty()
 	if needsTimerHandler(opts.Families) {
 		s[twtraceVarCfgTwTimerHandler] = twTimerHandler
 	}
 	return s
 }
 
-// setVariables writes each setting into its variable; a name the objects lack, or a
-// value of another size, is an error.
-func setVariables(spec *ebpf.CollectionSpec, settings map[string]any) error {
+// filterSettings are the load-time constants wanted() in bpf/common.h filters with.
+func filterSettings(f Filter) map[string]any {
+	settings := map[string]any{
+		twtraceVarCfgPort:   f.Port,
+		twtraceVarCfgSport:  f.SPort,
+		twtraceVarCfgDport:  f.DPort,
+		twtraceVarCfgPid:    f.PID,
+		twtraceVarCfgNetns:  f.NetNS,
+		twtraceVarCfgFamily: f.Family,
+	}
+	if f.Addr.IsValid() {
+		var addr [16]byte
+		a := f.Addr.Addr()
+		if a.Is4() {
+			settings[twtraceVarCfgAddrFamily] = uint8(4)
+			a4 := a.As4()
+			copy(addr[:], a4[:])
+		} else {
+			settings[twtraceVarCfgAddrFamily] = uint8(6)
+			addr = a.As16()
+		}
+		settings[twtraceVarCfgAddr] = addr
+		settings[twtraceVarCfgAddrPrefix] = uint8(f.Addr.Bits())
+	}
+	return settings
+}
+
+// set writes each setting into its variable; a name the objects lack, or a value of
+// another size, is an error.
+func set(spec *ebpf.CollectionSpec, settings map[string]any) error {
 	for name, v := range settings {
 		variable := spec.Variables[name]
 		if variable == nil {
@@ -211,7 +220,7 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 		}
 		return fmt.Errorf("%w: no requested event family can be traced here (%s)", ErrUnavailable, strings.Join(reasons, "; "))
 	}
-	if err := setVariables(spec, map[string]any{twtraceVarCfgEvents: uint32(t.opts.Families)}); err != nil {
+	if err := set(spec, map[string]any{twtraceVarCfgEvents: uint32(t.opts.Families)}); err != nil {
 		return err
 	}
 	keep := map[string]bool{twtraceProgReadJiffies: true, twtraceProgSettlePending: true}
@@ -223,7 +232,7 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 			keep[p] = true
 		}
 		if hook == HookTimewait {
-			if err := setVariables(spec, map[string]any{twtraceVarCfgTwProbes: impl.backend != BackendTracepoint}); err != nil {
+			if err := set(spec, map[string]any{twtraceVarCfgTwProbes: impl.backend != BackendTracepoint}); err != nil {
 				return err
 			}
 		}
@@ -285,7 +294,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	if t.opts.CountTransitions {
 		deliver &^= FamilyState
 	}
-	nextSettle := time.Now().Add(settleInterval)
+	nextPoll := time.Now().Add(pollInterval)
 	draining := false
 	for {
 		if !draining && ctx.Err() != nil {
@@ -293,7 +302,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			draining = true
 			t.reader.SetDeadline(time.Now())
 		} else if !draining {
-			t.reader.SetDeadline(nextSettle)
+			t.reader.SetDeadline(nextPoll)
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
@@ -301,8 +310,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			if draining {
 				return nil
 			}
-			t.settle()
-			nextSettle = time.Now().Add(settleInterval)
+			nextPoll = time.Now().Add(pollInterval)
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -317,13 +325,33 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			continue
 		}
 		t.decoded.Add(1)
-		if deliver != t.opts.Families {
-			t.countHandoff(&ev)
-		}
 		Dispatch(&ev, deliver, fn)
 		if idle != nil && t.reader.AvailableBytes() == 0 {
 			idle()
 		}
+	}
+}
+
+// startSettler settles held timewait cancels every settleInterval until Close, so that a
+// death is delivered (and counted) whether or not Run is reading.
+func (t *Tracer) startSettler() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(settleInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				t.settle()
+			}
+		}
+	}()
+	t.stopSettler = func() {
+		close(stop)
+		<-done
 	}
 }
 
@@ -338,6 +366,10 @@ func (t *Tracer) settle() {
 
 // Close detaches everything. It is safe to call more than once.
 func (t *Tracer) Close() error {
+	if t.stopSettler != nil {
+		t.stopSettler()
+		t.stopSettler = nil
+	}
 	if t.reader != nil {
 		t.reader.Close()
 		t.reader = nil

@@ -109,6 +109,19 @@ const (
 	twtraceEventKindEV_RESET       twtraceEventKind = 6
 )
 
+type twtraceFilterCase struct {
+	_          structs.HostLayout
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Netns      uint32
+	Pid        uint32
+	Sport      uint16
+	Dport      uint16
+	Family     uint8
+	OwnerKnown uint8
+	Pad        [2]uint8
+}
+
 type twtraceInferredReason uint32
 
 const (
@@ -209,6 +222,7 @@ const (
 	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
+	twtraceProgTestFilter         = "test_filter"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
 	twtraceProgTpSendReset        = "tp_send_reset"
 	twtraceProgTpSetState         = "tp_set_state"
@@ -218,6 +232,7 @@ const (
 	twtraceVarCause               = "_cause"
 	twtraceVarDetail              = "_detail"
 	twtraceVarFamily              = "_family"
+	twtraceVarFilterCase          = "_filter_case"
 	twtraceVarFlag                = "_flag"
 	twtraceVarInferred            = "_inferred"
 	twtraceVarKind                = "_kind"
@@ -297,6 +312,7 @@ type twtraceProgramSpecs struct {
 	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
+	TestFilter         *ebpf.ProgramSpec `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.ProgramSpec `ebpf:"tp_set_state"`
@@ -324,6 +340,7 @@ type twtraceVariableSpecs struct {
 	Cause             *ebpf.VariableSpec `ebpf:"_cause"`
 	Detail            *ebpf.VariableSpec `ebpf:"_detail"`
 	Family            *ebpf.VariableSpec `ebpf:"_family"`
+	FilterCase        *ebpf.VariableSpec `ebpf:"_filter_case"`
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
@@ -392,6 +409,7 @@ type twtraceVariables struct {
 	Cause             *ebpf.Variable `ebpf:"_cause"`
 	Detail            *ebpf.Variable `ebpf:"_detail"`
 	Family            *ebpf.Variable `ebpf:"_family"`
+	FilterCase        *ebpf.Variable `ebpf:"_filter_case"`
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
@@ -433,6 +451,7 @@ type twtracePrograms struct {
 	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
+	TestFilter         *ebpf.Program `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.Program `ebpf:"tp_set_state"`
@@ -458,6 +477,7 @@ func (p *twtracePrograms) Close() error {
 		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
+		p.TestFilter,
 		p.TpReceiveReset,
 		p.TpSendReset,
 		p.TpSetState,

@@ -12,11 +12,11 @@ import (
 func exportedNames() map[string]bool {
 	reg := prometheus.NewRegistry()
 	newEventMetrics().register(reg)
-	reg.MustRegister(newScrapeCollector(nil, nil, 0, 1))
+	reg.MustRegister(newScrapeCollector(nil, nil, nil, 0, 1))
 	descs := make(chan *prometheus.Desc, 64)
 	go func() {
 		for _, c := range []prometheus.Collector{newEventMetrics().created, newEventMetrics().lifetime,
-			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, 0, 1)} {
+			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, nil, 0, 1)} {
 			c.Describe(descs)
 		}
 		close(descs)

@@ -115,7 +115,7 @@ func command(args []string, stdout, stderr io.Writer) error {
 	case "timewait":
 		return timewait(args[1:], stdout, stderr)
 	case "doctor":
-		return doctor(args[1:], stdout, stderr)
+		return doctorCmd(args[1:], stdout, stderr)
 	case "serve":
 		return serve(args[1:], stdout, stderr)
 	case "version":

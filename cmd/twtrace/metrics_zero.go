@@ -61,10 +61,13 @@ func (m *eventMetrics) startAtZero(fs tracer.Families, reasons []string, namespa
 
 // namespaceAtZero creates a namespace's series at 0, once. m.mu is held.
 func (m *eventMetrics) namespaceAtZero(ns uint32) {
-	if m.netns[ns] {
+	if m.zeroed[ns] {
 		return
 	}
-	m.netns[ns] = true
+	if m.zeroed == nil {
+		m.zeroed = map[uint32]bool{}
+	}
+	m.zeroed[ns] = true
 	label := strconv.FormatUint(uint64(ns), 10)
 	if m.families&tracer.FamilyTW != 0 {
 		for _, s := range timewaitSubstates {

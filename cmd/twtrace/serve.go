@@ -15,6 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -50,9 +53,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 	events := newEventMetrics()
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
-	reg := exporterRegistry(events, newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK))
+	win := window.New(time.Now(), nil)
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	reg := exporterRegistry(events, newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK))
 	var runErr atomic.Pointer[error]
-	running := readEvents(sess.ctx, sess.t.Run, events.add, &runErr, sess.log)
+	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(reg, &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
@@ -80,7 +85,7 @@ func startNamespaces(only uint32) []uint32 {
 	if only != 0 {
 		return []uint32{only}
 	}
-	if self, err := tracer.SelfNetns(); err == nil {
+	if self, err := netns.Self(); err == nil {
 		return []uint32{self.Inode}
 	}
 	return nil
@@ -90,6 +95,14 @@ func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
 	topK = fs.Int("top", 20, "destinations to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
+}
+
+// exporterSink is serve's work per event: its counters, and the window the scrapes read.
+func exporterSink(events *eventMetrics, win *window.Window) func(*tracer.Event) {
+	return func(e *tracer.Event) {
+		events.add(e)
+		win.Add(e)
+	}
 }
 
 // exporterRegistry holds the event metrics, the Go runtime's and the process's, and more.

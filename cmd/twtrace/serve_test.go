@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -162,10 +164,11 @@ func TestExporterWithstandsAbuse(t *testing.T) {
 		must(t, err)
 		tr, err := tracer.New(tracer.Options{Backend: backend})
 		must(t, err)
-		more = append(more, newScrapeCollector(tr, events, 0, 20))
+		win := window.New(time.Now(), nil)
+		more = append(more, newScrapeCollector(tr, win, snapshot.NewSource(snapshot.Options{}), 0, 20))
 		ctx, cancel := context.WithCancel(context.Background())
 		var readErr atomic.Pointer[error]
-		done := readEvents(ctx, tr.Run, events.add, &readErr, zerolog.Nop())
+		done := readEvents(ctx, tr.Run, exporterSink(events, win), &readErr, zerolog.Nop())
 		stopReader = func() {
 			cancel()
 			<-done

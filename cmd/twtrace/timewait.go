@@ -2,9 +2,10 @@ package main
 
 import (
 	"io"
-	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -27,30 +28,23 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	if *top < 1 {
 		return usagef("--top %d: list at least one destination", *top)
 	}
-	baseline := overflowCounters()
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	var only []uint32
+	if opts.Filter.NetNS != 0 {
+		only = []uint32{opts.Filter.NetNS}
+	}
+	baseline := src.Baselines(only)
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
-	var mu sync.Mutex
-	agg := tracer.NewAggregate(time.Now())
+	win := window.New(time.Now(), baseline)
 	done := make(chan error, 1)
-	go func() {
-		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
-			mu.Lock()
-			agg.Add(e)
-			mu.Unlock()
-		}, nil)
-	}()
+	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
 	print := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		v, err := buildView(agg, sess.t, baseline, opts.Filter.NetNS, *top)
-		if err != nil {
-			return err
-		}
+		v := timewaitView(win, sess.t, src, opts.Filter.NetNS, *top)
 		if f.output == "json" {
 			return writeViewJSON(stdout, v)
 		}
@@ -80,14 +74,8 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// overflowCounters reads TcpExtTCPTimeWaitOverflow of every namespace, to report deltas.
-func overflowCounters() map[uint32]uint64 {
-	out := map[uint32]uint64{}
-	all, _ := tracer.Namespaces()
-	for _, ns := range all {
-		if v, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-			out[ns.Inode] = v
-		}
-	}
-	return out
+// timewaitView is one print of the live view: a copy of the window, then the kernel's
+// state read outside its lock.
+func timewaitView(win *window.Window, t *tracer.Tracer, src snapshotter, only uint32, top int) view {
+	return buildView(win.Copy(), liveStatus(t), src, only, top)
 }

@@ -132,7 +132,7 @@ func writeViewJSON(w io.Writer, v view) error {
 			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
 	}
 	for _, d := range v.Dests {
-		row := dest{NetNS: d.Dest.NetNS, SAddr: d.Dest.SAddr.String(), DAddr: d.Dest.DAddr.String(), DPort: d.Dest.DPort,
+		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
 			Live: d.Live, Share: d.Share}
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast

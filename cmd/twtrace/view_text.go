@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -54,7 +55,7 @@ func writeViewText(w io.Writer, v view) {
 		if !v.has(tracer.FamilyTW) {
 			rate, forecast = "unknown", "unknown: tw events not traced"
 		}
-		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.Dest.NetNS, d.Dest.SAddr, addrPort(d.Dest.DAddr, d.Dest.DPort),
+		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, d.SAddr, addrPort(d.DAddr, d.DPort),
 			d.Live, 100*d.Share, rate, forecast)
 	}
 
@@ -88,7 +89,7 @@ func writeViewText(w io.Writer, v view) {
 	}
 }
 
-func causeName(k tracer.LifetimeKey) string {
+func causeName(k window.LifetimeKey) string {
 	if d := k.Detail.String(); d != "" {
 		return k.Cause.String() + " (" + d + ")"
 	}
@@ -96,7 +97,7 @@ func causeName(k tracer.LifetimeKey) string {
 }
 
 // drawHistogram prints log2 millisecond buckets the way bcc's tools do.
-func drawHistogram(w io.Writer, h *tracer.Histogram) {
+func drawHistogram(w io.Writer, h *window.Histogram) {
 	first, last := -1, -1
 	var peak uint64
 	for i, n := range h.Buckets {
@@ -122,7 +123,7 @@ func drawHistogram(w io.Writer, h *tracer.Histogram) {
 	}
 }
 
-func forecastText(f tracer.Forecast) string {
+func forecastText(f window.Forecast) string {
 	switch {
 	case !f.AtRisk:
 		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)

@@ -1,14 +1,18 @@
-package tracer
+package window
 
 import (
+	"maps"
 	"time"
+
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/tracer"
 )
 
 // LifetimeKey splits timewait lifetimes by how the socket ended.
 type LifetimeKey struct {
-	Substate State
-	Cause    Cause
-	Detail   Detail
+	Substate tracer.State
+	Cause    tracer.Cause
+	Detail   tracer.Detail
 }
 
 // ResetKey counts resets by direction and reason.
@@ -24,30 +28,31 @@ type ProcessKey struct {
 }
 
 // Aggregate folds events into the numbers the views report. It is not safe for
-// concurrent use; an existing key costs no allocation.
+// concurrent use (Window is); an existing key costs no allocation.
 type Aggregate struct {
 	Since time.Time
 
-	Transitions      map[[2]State]uint64
 	Lifetimes        map[LifetimeKey]*Histogram
-	Created          map[Destination]uint64 // tw_enter per destination
+	Created          map[snapshot.Destination]uint64 // tw_enter per destination
 	CreatedByNetns   map[uint32]uint64
-	Overflows        map[Destination]uint64
+	Overflows        map[snapshot.Destination]uint64
 	OverflowsByNetns map[uint32]uint64
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
 	Netns            map[uint32]bool // every namespace an event came from
+	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
+	// without one was born since: its counters started at 0); nil when unknown.
+	Baseline map[uint32]snapshot.Counters
 }
 
 // NewAggregate starts an empty aggregate at since.
 func NewAggregate(since time.Time) *Aggregate {
 	return &Aggregate{
 		Since:            since,
-		Transitions:      map[[2]State]uint64{},
 		Lifetimes:        map[LifetimeKey]*Histogram{},
-		Created:          map[Destination]uint64{},
+		Created:          map[snapshot.Destination]uint64{},
 		CreatedByNetns:   map[uint32]uint64{},
-		Overflows:        map[Destination]uint64{},
+		Overflows:        map[snapshot.Destination]uint64{},
 		OverflowsByNetns: map[uint32]uint64{},
 		Resets:           map[ResetKey]uint64{},
 		ResetsByProcess:  map[ProcessKey]uint64{},
@@ -55,20 +60,18 @@ func NewAggregate(since time.Time) *Aggregate {
 	}
 }
 
-func destinationOf(e *Event) Destination {
-	return Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
+func destinationOf(e *tracer.Event) snapshot.Destination {
+	return snapshot.Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
 }
 
 // Add folds one event in.
-func (a *Aggregate) Add(e *Event) {
+func (a *Aggregate) Add(e *tracer.Event) {
 	a.Netns[e.NetNS] = true
 	switch e.Kind {
-	case KindState:
-		a.Transitions[[2]State{e.OldState, e.NewState}]++
-	case KindTWEnter:
+	case tracer.KindTWEnter:
 		a.Created[destinationOf(e)]++
 		a.CreatedByNetns[e.NetNS]++
-	case KindTWExit:
+	case tracer.KindTWExit:
 		if !e.DurationOK {
 			return
 		}
@@ -79,10 +82,10 @@ func (a *Aggregate) Add(e *Event) {
 			a.Lifetimes[k] = h
 		}
 		h.Add(e.Duration)
-	case KindTWOverflow:
+	case tracer.KindTWOverflow:
 		a.Overflows[destinationOf(e)]++
 		a.OverflowsByNetns[e.NetNS]++
-	case KindReset:
+	case tracer.KindReset:
 		a.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
 		a.ResetsByProcess[ProcessKey{PID: e.PID, Comm: e.Comm}]++
 	}
@@ -90,11 +93,11 @@ func (a *Aggregate) Add(e *Event) {
 
 // MeanLifetime is the mean measured lifetime of timewait sockets that expired in
 // substate, and whether any was measured.
-func (a *Aggregate) MeanLifetime(substate State) (time.Duration, bool) {
+func (a *Aggregate) MeanLifetime(substate tracer.State) (time.Duration, bool) {
 	var sum time.Duration
 	var n uint64
 	for k, h := range a.Lifetimes {
-		if k.Substate == substate && k.Cause == CauseExpired {
+		if k.Substate == substate && k.Cause == tracer.CauseExpired {
 			for _, d := range h.samples {
 				sum += d
 			}
@@ -107,24 +110,22 @@ func (a *Aggregate) MeanLifetime(substate State) (time.Duration, bool) {
 	return sum / time.Duration(n), true
 }
 
-// Forecast says when a destination runs out of local ports: with rate new timewait
-// sockets per second each living lifetime, it settles at rate*lifetime sockets; below
-// the range size it is not at risk, otherwise it fills the free ports at rate.
-type Forecast struct {
-	AtRisk      bool
-	SteadyState float64       // sockets in TIME_WAIT once creation and expiry balance
-	Exhaustion  time.Duration // from now, when AtRisk
-}
-
-// ForecastPorts applies Forecast's model to live sockets now, in a range of size ports.
-func ForecastPorts(live int, rate float64, lifetime time.Duration, size int) Forecast {
-	f := Forecast{SteadyState: rate * lifetime.Seconds()}
-	if size <= 0 || f.SteadyState < float64(size) {
-		return f
+// Clone copies the aggregate, histograms included.
+func (a *Aggregate) Clone() *Aggregate {
+	c := &Aggregate{
+		Since:            a.Since,
+		Lifetimes:        make(map[LifetimeKey]*Histogram, len(a.Lifetimes)),
+		Created:          maps.Clone(a.Created),
+		CreatedByNetns:   maps.Clone(a.CreatedByNetns),
+		Overflows:        maps.Clone(a.Overflows),
+		OverflowsByNetns: maps.Clone(a.OverflowsByNetns),
+		Resets:           maps.Clone(a.Resets),
+		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
+		Netns:            maps.Clone(a.Netns),
+		Baseline:         a.Baseline, // never written after the start
 	}
-	f.AtRisk = true
-	if free := size - live; free > 0 && rate > 0 {
-		f.Exhaustion = time.Duration(float64(free) / rate * float64(time.Second)).Round(time.Millisecond)
+	for k, h := range a.Lifetimes {
+		c.Lifetimes[k] = h.Clone()
 	}
-	return f
+	return c
 }

@@ -1,4 +1,6 @@
-package tracer
+// Package doctor turns a namespace's TIME_WAIT settings, and what twtrace measured there,
+// into findings with their evidence and advice.
+package doctor
 
 import (
 	"fmt"
@@ -6,27 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twtrace/twtrace/internal/snapshot"
 )
-
-// TimewaitSysctls are the settings doctor reads, in the order it shows them.
-var TimewaitSysctls = []string{
-	"tcp_tw_reuse", "tcp_tw_reuse_delay", "tcp_timestamps", "tcp_max_tw_buckets",
-	"tcp_fin_timeout", "ip_local_port_range", "tcp_rfc1337", "tcp_tw_recycle",
-}
-
-// ReadSysctls reads TimewaitSysctls of the namespace; one the kernel lacks is absent.
-func ReadSysctls(ns Netns) (map[string]string, error) {
-	out := map[string]string{}
-	err := ns.Do(func() error {
-		for _, name := range TimewaitSysctls {
-			if v := readSysctl("net/ipv4/" + name); v != "" {
-				out[name] = strings.Join(strings.Fields(v), " ")
-			}
-		}
-		return nil
-	})
-	return out, err
-}
 
 // Severity orders findings.
 type Severity string
@@ -61,7 +45,7 @@ type Measurement struct {
 	FinWait2Count     uint64
 	KilledByRST       uint64
 	// TopDestination holds the destination with the most live TIME_WAIT sockets.
-	TopDestination Destination
+	TopDestination snapshot.Destination
 	TopLive        int
 }
 
@@ -158,7 +142,7 @@ func portRange(s string) (lo, hi int, ok bool) {
 	return lo, hi, err1 == nil && err2 == nil && hi >= lo
 }
 
-func fmtAddrPort(d Destination) string {
+func fmtAddrPort(d snapshot.Destination) string {
 	if d.DAddr.Is6() {
 		return fmt.Sprintf("[%s]:%d", d.DAddr, d.DPort)
 	}
