@@ -118,9 +118,14 @@ var notTaken = map[string]map[string]string{
 func commandFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(stdout, "%s\n\nFlags:\n", usage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
+		fmt.Fprintln(stdout, usage)
+		some := false
+		fs.VisitAll(func(*flag.Flag) { some = true })
+		if some {
+			fmt.Fprint(stdout, "\nFlags:\n")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }

@@ -197,6 +197,9 @@ func TestRunDispatch(t *testing.T) {
 	}{
 		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
 		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
+		{name: "version --help", args: []string{"version", "--help"}, wantStdout: "Usage: twtrace version\n\nPrint the version.\n"},
+		{name: "version takes no flag", args: []string{"version", "--short"}, usage: true},
+		{name: "version takes no argument", args: []string{"version", "now"}, usage: true},
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "-h", args: []string{"-h"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "help", args: []string{"help"}, stdoutHas: "twtrace watch [flags]"},
@@ -271,6 +274,7 @@ func TestCommandFlagsListed(t *testing.T) {
 		{"serve", append([]string{"listen", "top"}, tracing...)},
 		{"stat", append([]string{"o", "duration", "interval"}, filters...)},
 		{"probe", []string{"o", "backend"}},
+		{"version", nil},
 	}
 	listed := regexp.MustCompile(`(?m)^  -(\S+)`)
 	for _, tt := range tests {
@@ -288,7 +292,7 @@ func TestCommandFlagsListed(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("--help lists %q, want %q:\n%s", got, want, stdout.String())
 			}
-			if !strings.HasPrefix(stdout.String(), "Usage: twtrace "+tt.cmd+" ") || stderr.Len() != 0 {
+			if !strings.HasPrefix(stdout.String(), "Usage: twtrace "+tt.cmd) || stderr.Len() != 0 {
 				t.Errorf("stdout %q, stderr %q: want the usage on stdout only", stdout.String(), stderr.String())
 			}
 		})
