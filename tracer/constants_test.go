@@ -218,3 +218,15 @@ func TestBPFVariablesSetFromGo(t *testing.T) {
 		t.Error("setting a variable the objects lack succeeded")
 	}
 }
+
+// The record's arrays and Event's have the same lengths (COMM_LEN, addresses).
+func TestBPFRecordArraysMatchEvent(t *testing.T) {
+	var rec twtraceEvent
+	var ev Event
+	if len(rec.Comm) != len(ev.Comm) {
+		t.Errorf("C comm holds %d bytes (COMM_LEN), Event.Comm %d", len(rec.Comm), len(ev.Comm))
+	}
+	if len(rec.Saddr) != 16 || len(rec.Daddr) != 16 {
+		t.Errorf("C addresses hold %d and %d bytes, Decode reads 16", len(rec.Saddr), len(rec.Daddr))
+	}
+}
