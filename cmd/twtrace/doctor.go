@@ -16,21 +16,60 @@ import (
 )
 
 type doctorReport struct {
-	Kernel     string        `json:"kernel"`
+	Kernel     *string       `json:"kernel"` // null offline
 	Measured   *float64      `json:"measured_seconds"`
+	Offline    bool          `json:"offline"`
+	Input      *string       `json:"input"`
+	Unreadable uint64        `json:"unreadable_lines"`
 	Namespaces []doctorNetns `json:"namespaces"`
 }
 
 type doctorNetns struct {
 	NetNS    uint32            `json:"netns"`
-	Sysctls  map[string]string `json:"sysctls"`
+	Sysctls  map[string]string `json:"sysctls"` // null offline
+	Traced   *doctorTraced     `json:"traced"`  // null without a measurement
 	Findings []doctor.Finding  `json:"findings"`
 }
 
-func doctorCmd(args []string, stdout, stderr io.Writer) error {
+// doctorTraced is what the events of the window measured in a namespace: null where the
+// family that measures it was not traced.
+type doctorTraced struct {
+	Overflows   *uint64          `json:"overflows"`
+	TimeWait    *lifetimeSummary `json:"time_wait_lifetimes"` // expired in TIME_WAIT
+	FinWait2    *lifetimeSummary `json:"fin_wait2_lifetimes"` // expired in FIN_WAIT2
+	KilledByRST *uint64          `json:"killed_by_rst"`
+}
+
+type lifetimeSummary struct {
+	Count uint64   `json:"count"`
+	P50Ms *float64 `json:"p50_ms"` // null when none was measured
+}
+
+func tracedOf(me *doctor.Measurement, traced tracer.Families) *doctorTraced {
+	t := &doctorTraced{}
+	if traced&tracer.FamilyOverflow != 0 {
+		t.Overflows = &me.Overflows
+	}
+	if traced&tracer.FamilyTW != 0 {
+		summary := func(n uint64, p50 time.Duration) *lifetimeSummary {
+			l := &lifetimeSummary{Count: n}
+			if n > 0 {
+				ms := float64(p50) / float64(time.Millisecond)
+				l.P50Ms = &ms
+			}
+			return l
+		}
+		t.TimeWait, t.FinWait2 = summary(me.TimeWaitCount, me.TimeWaitP50), summary(me.FinWait2Count, me.FinWait2P50)
+		t.KilledByRST = &me.KilledByRST
+	}
+	return t
+}
+
+func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).", stdout)
 	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "measure and report every interval until interrupted (or --duration)")
+	input := fs.String("input", "", "diagnose a recording of `watch -o json` (a file, or - for standard input) instead of tracing; needs no privileges")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,6 +80,12 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 	opts.CountTransitions = true // doctor needs no state event, at most their counts
 	if *interval < 0 {
 		return usagef("--interval %s: must not be negative", *interval)
+	}
+	if *input != "" {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
+			return err
+		}
+		return doctorReplay(*input, opts.Filter, f.output == "json", stdin, stdout, stderr)
 	}
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	inodes, err := doctorNamespaces(src, opts.Filter.NetNS)
@@ -62,7 +107,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer sess.Close()
-	m.untraced = sess.t.Families()&tracer.FamilyOverflow == 0
+	m.traced = sess.t.Families()
 	done := make(chan error, 1)
 	go func() { done <- sess.t.Run(sess.ctx, m.win.Add, nil) }()
 	sample := time.NewTicker(time.Second)
@@ -120,13 +165,13 @@ func kernelRelease() string {
 
 // settingsReport diagnoses the namespaces' settings alone, without measuring.
 func settingsReport(kernel string, src *snapshot.Source, inodes []uint32) (doctorReport, error) {
-	r := doctorReport{Kernel: kernel}
+	r := doctorReport{Kernel: &kernel}
 	for _, inode := range inodes {
 		n, err := src.Settings(inode)
 		if err != nil {
 			return r, fmt.Errorf("netns %d: %w", inode, err)
 		}
-		r.Namespaces = append(r.Namespaces, doctorNetns{inode, n.Sysctls, doctor.Diagnose(kernel, n.Sysctls, nil)})
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls, Findings: doctor.Diagnose(kernel, n.Sysctls, nil)})
 	}
 	return r, nil
 }
@@ -147,10 +192,10 @@ func writeDoctor(w io.Writer, r doctorReport, asJSON bool) error {
 // measurer collects what doctor measures over one window: the events (in the window),
 // the TIME_WAIT peak sampled each second, the kernel's counters at the window's start.
 type measurer struct {
-	src      snapshotter
-	inodes   []uint32
-	win      *window.Window
-	untraced bool // the overflow family is not traced here
+	src    snapshotter
+	inodes []uint32
+	win    *window.Window
+	traced tracer.Families
 
 	mu   sync.Mutex
 	peak map[uint32]int64
@@ -192,28 +237,52 @@ func (m *measurer) report(kernel string) doctorReport {
 	m.peak = map[uint32]int64{}
 	m.mu.Unlock()
 
-	secs := time.Since(a.Since).Seconds()
-	r := doctorReport{Kernel: kernel, Measured: &secs}
+	now := time.Now()
+	secs := now.Sub(a.Since).Seconds()
+	r := doctorReport{Kernel: &kernel, Measured: &secs}
 	for _, inode := range m.inodes {
 		n := snaps[inode]
 		if n == nil {
 			continue // gone since the start
 		}
-		me := measurement(a, inode, n, m.untraced)
+		me := measurement(a, inode, n, m.traced, now)
 		me.PeakLive = peak[inode]
-		r.Namespaces = append(r.Namespaces, doctorNetns{inode, n.Sysctls, doctor.Diagnose(kernel, n.Sysctls, me)})
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls,
+			Traced: tracedOf(me, m.traced), Findings: doctor.Diagnose(kernel, n.Sysctls, me)})
 	}
 	return r
 }
 
-// measurement is what the window saw in namespace inode, next to its snapshot n.
-func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, untraced bool) *doctor.Measurement {
+// doctorReplay diagnoses a recording: what its events measured, without the settings and
+// live state a recording does not hold.
+func doctorReplay(name string, filter tracer.Filter, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
+	a, rec, err := replayWindow(name, stdin, filter)
+	if err != nil {
+		return err
+	}
+	st := recordingStatus(rec)
+	secs := rec.Until.Sub(rec.Since).Seconds()
+	r := doctorReport{Measured: &secs, Offline: true, Input: &rec.Name, Unreadable: rec.Unreadable}
+	for _, inode := range namespacesOf(a, recordingNamespace(filter, rec), true) {
+		me := measurement(a, inode, nil, st.Traced, rec.Until)
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: tracedOf(me, st.Traced),
+			Findings: doctor.DiagnoseTraced(me)})
+	}
+	reportReplay(stderr, rec)
+	return writeDoctor(stdout, r, asJSON)
+}
+
+// measurement is what the window, ending at until, saw in namespace inode, next to its
+// snapshot n (nil offline).
+func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, traced tracer.Families, until time.Time) *doctor.Measurement {
 	o := a.Occupancy(inode, n)
-	me := &doctor.Measurement{Window: time.Since(a.Since), CounterDelta: o.CounterDelta,
-		Overflows: o.Overflows, OverflowsUntraced: untraced}
-	for d, live := range n.TimeWait {
-		if live > me.TopLive {
-			me.TopDestination, me.TopLive = d, live
+	me := &doctor.Measurement{Window: until.Sub(a.Since), CounterDelta: o.CounterDelta,
+		Overflows: o.Overflows, OverflowsUntraced: traced&tracer.FamilyOverflow == 0}
+	if n != nil {
+		for d, live := range n.TimeWait {
+			if live > me.TopLive {
+				me.TopDestination, me.TopLive = d, live
+			}
 		}
 	}
 	// lifetimes are not split by namespace: every namespace measured shares them
@@ -231,16 +300,29 @@ func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, untra
 }
 
 func writeDoctorText(w io.Writer, r doctorReport) {
-	fmt.Fprintf(w, "twtrace doctor: Linux %s", r.Kernel)
-	if r.Measured != nil {
-		fmt.Fprintf(w, ", measured for %gs", *r.Measured)
+	if r.Offline {
+		fmt.Fprintf(w, "twtrace doctor: replayed from %s, measured for %gs (offline: the settings, the live sockets and the kernel's counters are not in a recording)", *r.Input, *r.Measured)
+		if r.Unreadable > 0 {
+			fmt.Fprintf(w, "; %d unreadable lines", r.Unreadable)
+		}
 	} else {
-		fmt.Fprintf(w, ", settings only (add --duration 30s to back findings with measurements)")
+		fmt.Fprintf(w, "twtrace doctor: Linux %s", *r.Kernel)
+		if r.Measured != nil {
+			fmt.Fprintf(w, ", measured for %gs", *r.Measured)
+		} else {
+			fmt.Fprintf(w, ", settings only (add --duration 30s to back findings with measurements)")
+		}
 	}
 	fmt.Fprintln(w)
 	for _, n := range r.Namespaces {
 		fmt.Fprintf(w, "\nnetns %d\n ", n.NetNS)
+		if n.Sysctls == nil {
+			fmt.Fprintf(w, " sysctls: not available offline")
+		}
 		for _, name := range snapshot.TimewaitSysctls {
+			if n.Sysctls == nil {
+				break
+			}
 			v, ok := n.Sysctls[name]
 			if !ok {
 				v = "absent"
@@ -248,6 +330,9 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 			fmt.Fprintf(w, " %s=%s", name, strings.ReplaceAll(v, " ", "-"))
 		}
 		fmt.Fprintln(w)
+		if n.Traced != nil {
+			writeTracedLine(w, n.Traced)
+		}
 		for _, f := range n.Findings {
 			fmt.Fprintf(w, "  [%s] %s: %s\n", f.Severity, f.ID, f.Title)
 			fmt.Fprintf(w, "      evidence: %s\n", f.Evidence)
@@ -256,4 +341,25 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 			}
 		}
 	}
+}
+
+// writeTracedLine prints what the window's events measured in a namespace.
+func writeTracedLine(w io.Writer, t *doctorTraced) {
+	count := func(n *uint64) string {
+		if n == nil {
+			return "unknown (not traced)"
+		}
+		return fmt.Sprint(*n)
+	}
+	lifetimes := func(l *lifetimeSummary) string {
+		switch {
+		case l == nil:
+			return "unknown (not traced)"
+		case l.P50Ms == nil:
+			return "none"
+		}
+		return fmt.Sprintf("%d, median %.1fms", l.Count, *l.P50Ms)
+	}
+	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s\n",
+		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST))
 }

@@ -269,8 +269,8 @@ func TestCommandFlagsListed(t *testing.T) {
 		flags []string
 	}{
 		{"watch", append([]string{"o"}, tracing...)},
-		{"timewait", append([]string{"o", "interval", "top"}, tracing...)},
-		{"doctor", append([]string{"o", "interval"}, tracing...)},
+		{"timewait", append([]string{"o", "interval", "top", "input"}, tracing...)},
+		{"doctor", append([]string{"o", "interval", "input"}, tracing...)},
 		{"serve", append([]string{"listen", "top"}, tracing...)},
 		{"stat", append([]string{"o", "duration", "interval"}, filters...)},
 		{"probe", []string{"o", "backend"}},

@@ -113,9 +113,9 @@ func command(args []string, stdout, stderr io.Writer) error {
 	case "stat":
 		return stat(args[1:], stdout, stderr)
 	case "timewait":
-		return timewait(args[1:], stdout, stderr)
+		return timewait(args[1:], os.Stdin, stdout, stderr)
 	case "doctor":
-		return doctorCmd(args[1:], stdout, stderr)
+		return doctorCmd(args[1:], os.Stdin, stdout, stderr)
 	case "serve":
 		return serve(args[1:], stdout, stderr)
 	case "version":

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twtrace/twtrace/internal/netns"
@@ -78,6 +79,8 @@ type scrapeCollector struct {
 	win      *window.Window
 	src      snapshotter
 	only     uint32
+	mu       sync.Mutex
+	seen     map[uint32]bool // every namespace an event came from since the start
 	topK     int
 	live     *prometheus.Desc
 	maxTW    *prometheus.Desc
@@ -92,7 +95,7 @@ type scrapeCollector struct {
 }
 
 func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, only uint32, topK int) *scrapeCollector {
-	return &scrapeCollector{t: t, win: win, src: src, only: only, topK: topK,
+	return &scrapeCollector{t: t, win: win, src: src, only: only, topK: topK, seen: map[uint32]bool{},
 		live:  prometheus.NewDesc("twtrace_timewait_sockets", "Timewait sockets alive now (sock_diag), those born before twtrace included.", []string{"netns"}, nil),
 		maxTW: prometheus.NewDesc("twtrace_timewait_max_buckets", "The namespace's net.ipv4.tcp_max_tw_buckets.", []string{"netns"}, nil),
 		ports: prometheus.NewDesc("twtrace_ephemeral_ports", "Size of the namespace's net.ipv4.ip_local_port_range.", []string{"netns"}, nil),
@@ -168,15 +171,32 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// fold ends the window and keeps the namespaces its events came from, all a scrape needs of
+// it so far: a window never restarted would grow with every destination ever seen.
+func (c *scrapeCollector) fold() {
+	ended := c.win.Restart(time.Now(), nil)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ns := range ended.Netns {
+		c.seen[ns] = true
+	}
+}
+
 // namespaces lists the namespace filtered on, or those events came from and twtrace's own.
 func (c *scrapeCollector) namespaces() []uint32 {
+	c.fold()
 	if c.only != 0 {
 		return []uint32{c.only}
 	}
-	out := c.win.Namespaces()
+	c.mu.Lock()
+	out := make([]uint32, 0, len(c.seen)+1)
+	for ns := range c.seen {
+		out = append(out, ns)
+	}
+	c.mu.Unlock()
 	if self, err := netns.Self(); err == nil && !slices.Contains(out, self.Inode) {
 		out = append(out, self.Inode)
-		slices.Sort(out)
 	}
+	slices.Sort(out)
 	return out
 }

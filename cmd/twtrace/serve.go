@@ -55,7 +55,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	win := window.New(time.Now(), nil)
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
-	reg := exporterRegistry(events, newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK))
+	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
+	reg := exporterRegistry(events, scrapes)
+	go foldEvery(sess.ctx, scrapes, foldInterval)
 	var runErr atomic.Pointer[error]
 	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(reg, &runErr))
@@ -95,6 +97,23 @@ func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
 	topK = fs.Int("top", 20, "destinations to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
+}
+
+// foldInterval bounds what serve's window holds between scrapes, when nobody scrapes.
+const foldInterval = 10 * time.Second
+
+// foldEvery folds the collector's window every interval until ctx ends.
+func foldEvery(ctx context.Context, c *scrapeCollector, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			c.fold()
+		}
+	}
 }
 
 // exporterSink is serve's work per event: its counters, and the window the scrapes read.

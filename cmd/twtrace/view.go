@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -13,12 +17,9 @@ import (
 
 // view is what `twtrace timewait` prints, computed once per print.
 type view struct {
+	traceStatus
 	Since      time.Time
 	Elapsed    time.Duration
-	Lost       uint64 // events the kernel could not deliver: the view is incomplete
-	Missed     uint64
-	Traced     tracer.Families
-	NotTraced  map[tracer.Families]string // family -> why: unavailable here, or not selected
 	Lifetimes  []lifetimeRow
 	Namespaces []window.Occupancy
 	Dests      []window.Destination
@@ -54,9 +55,36 @@ type snapshotter interface {
 
 // traceStatus is what the event source says about itself: loss and the families it delivers.
 type traceStatus struct {
-	Lost, Missed uint64
+	Lost, Missed uint64 // events the kernel could not deliver: the view is incomplete
 	Traced       tracer.Families
-	NotTraced    map[tracer.Families]string
+	NotTraced    map[tracer.Families]string // family -> why: unavailable here, or not selected
+	// Offline: the events come from a recording (--input); the kernel's live state is not
+	// available. Unreadable counts its lines that could not be read, NoEnd says it has no
+	// end record (cut short: its loss is unknown).
+	Offline    bool
+	Input      string
+	Unreadable uint64
+	NoEnd      bool
+}
+
+// complete reports whether every event the window should hold is in it.
+func (st *traceStatus) complete() bool {
+	return st.Lost == 0 && st.Missed == 0 && st.Unreadable == 0 && !st.NoEnd
+}
+
+// incomplete says why the window misses events, "" when it does not.
+func (st *traceStatus) incomplete() string {
+	if st.complete() {
+		return ""
+	}
+	why := fmt.Sprintf("%d events lost, %d missed", st.Lost, st.Missed)
+	if st.Unreadable > 0 {
+		why += fmt.Sprintf(", %d unreadable lines in the recording", st.Unreadable)
+	}
+	if st.NoEnd {
+		why += ", the recording has no end record (cut short: loss unknown)"
+	}
+	return why
 }
 
 // liveStatus reads a running tracer's status.
@@ -69,16 +97,15 @@ func liveStatus(t *tracer.Tracer) traceStatus {
 	return st
 }
 
-// buildView joins a copy of the window with the namespaces' live state, read now: the
-// window's lock is not held here.
-func buildView(a *window.Aggregate, st traceStatus, src snapshotter, only uint32, top int) view {
-	now := time.Now()
-	v := view{Since: a.Since, Elapsed: now.Sub(a.Since), Lost: st.Lost, Missed: st.Missed, Traced: st.Traced, NotTraced: st.NotTraced}
+// buildView joins a copy of the window, ending now, with the namespaces' live state read
+// now: the window's lock is not held here.
+func buildView(a *window.Aggregate, st traceStatus, src snapshotter, only uint32, top int, now time.Time) view {
+	v := view{traceStatus: st, Since: a.Since, Elapsed: now.Sub(a.Since)}
 	for k, h := range a.Lifetimes {
 		v.Lifetimes = append(v.Lifetimes, lifetimeRow{k, h})
 	}
 	sort.Slice(v.Lifetimes, func(i, j int) bool { return lessLifetime(v.Lifetimes[i].Key, v.Lifetimes[j].Key) })
-	for _, inode := range namespacesOf(a, only) {
+	for _, inode := range namespacesOf(a, only, st.Offline) {
 		n, err := src.Take(inode)
 		if err != nil {
 			n = nil // gone since, or not ours to read: its live figures are unknown
@@ -88,21 +115,44 @@ func buildView(a *window.Aggregate, st traceStatus, src snapshotter, only uint32
 			v.Dests = append(v.Dests, a.Destinations(n, now)...)
 		}
 	}
-	sort.SliceStable(v.Dests, func(i, j int) bool { return v.Dests[i].Live > v.Dests[j].Live })
+	// busiest first; ties in a fixed order, so that a replay prints what the live run did
+	slices.SortStableFunc(v.Dests, func(x, y window.Destination) int {
+		return cmp.Or(cmp.Compare(y.Live, x.Live), compareDestinations(x.Destination, y.Destination))
+	})
 	v.Dests = v.Dests[:min(top, len(v.Dests))]
 	for d, n := range a.Overflows {
 		v.Overflows = append(v.Overflows, countRow{d, n})
 	}
-	sort.Slice(v.Overflows, func(i, j int) bool { return v.Overflows[i].Count > v.Overflows[j].Count })
+	slices.SortFunc(v.Overflows, func(x, y countRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), compareDestinations(x.Dest, y.Dest))
+	})
 	for k, n := range a.Resets {
 		v.Resets = append(v.Resets, resetRow{k, n})
 	}
-	sort.Slice(v.Resets, func(i, j int) bool { return v.Resets[i].Count > v.Resets[j].Count })
+	slices.SortFunc(v.Resets, func(x, y resetRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), cmpBool(x.Key.Recv, y.Key.Recv), cmp.Compare(x.Key.Reason, y.Key.Reason))
+	})
 	for k, n := range a.ResetsByProcess {
 		v.ByProcess = append(v.ByProcess, processRow{k, n})
 	}
-	sort.Slice(v.ByProcess, func(i, j int) bool { return v.ByProcess[i].Count > v.ByProcess[j].Count })
+	slices.SortFunc(v.ByProcess, func(x, y processRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), cmp.Compare(x.Key.PID, y.Key.PID), bytes.Compare(x.Key.Comm[:], y.Key.Comm[:]))
+	})
 	return v
+}
+
+func compareDestinations(x, y snapshot.Destination) int {
+	return cmp.Or(cmp.Compare(x.NetNS, y.NetNS), x.SAddr.Compare(y.SAddr), x.DAddr.Compare(y.DAddr), cmp.Compare(x.DPort, y.DPort))
+}
+
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case x:
+		return 1
+	}
+	return -1
 }
 
 // families lists the event families one at a time, in --events order.
@@ -138,8 +188,8 @@ func lessLifetime(a, b window.LifetimeKey) bool {
 }
 
 // namespacesOf lists the namespaces to report: the one filtered on, or every one an
-// event came from, or the caller's own when there were none.
-func namespacesOf(a *window.Aggregate, only uint32) []uint32 {
+// event came from, or (live) the caller's own when there were none.
+func namespacesOf(a *window.Aggregate, only uint32, offline bool) []uint32 {
 	if only != 0 {
 		return []uint32{only}
 	}
@@ -147,7 +197,7 @@ func namespacesOf(a *window.Aggregate, only uint32) []uint32 {
 	for ns := range a.Netns {
 		out = append(out, ns)
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && !offline {
 		if self, err := netns.Self(); err == nil {
 			out = append(out, self.Inode)
 		}

@@ -19,7 +19,7 @@ const unitReason = "no backend can serve hook reset here: tracepoint: raw_tp twt
 // buildView makes it for a tracer delivering traced and missing the rest.
 func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint64) view {
 	d := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
-	v := view{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second, Lost: lost,
+	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
 		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
 		Dests:      []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 10)}},
 	}

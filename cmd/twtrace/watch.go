@@ -33,6 +33,8 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	p := newPrinter(stdout, f.output == "json")
 	if f.output == "text" {
 		p.header()
+	} else {
+		p.record(appendStart(nil, time.Now(), t.Families(), opts.Filter))
 	}
 	p.unavailable(t.Unavailable())
 	lostDone := make(chan struct{})
@@ -44,6 +46,11 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	sess.cancel()
 	<-lostDone
 	p.reportLost(t)
+	if f.output == "json" {
+		if st, err := t.Stats(); err == nil {
+			p.record(appendEnd(nil, time.Now(), st))
+		}
+	}
 	p.flush()
 	summary(stderr, t)
 	return runErr
@@ -78,6 +85,14 @@ func (p *printer) event(e *tracer.Event) {
 		p.buf = appendText(p.buf[:0], e)
 	}
 	p.w.Write(p.buf)
+}
+
+// record writes one of the stream's own records and flushes it.
+func (p *printer) record(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w.Write(b)
+	p.w.Flush()
 }
 
 func (p *printer) flush() {

@@ -155,3 +155,18 @@ func tracedOverflows(m *Measurement) string {
 	}
 	return fmt.Sprintf("%d overflows traced", m.Overflows)
 }
+
+// DiagnoseTraced is Diagnose for a recording replayed offline: neither the namespace's
+// settings nor its live state are known, so only what the traced events show alone is
+// found.
+func DiagnoseTraced(m *Measurement) []Finding {
+	var f []Finding
+	if !m.OverflowsUntraced && m.Overflows > 0 {
+		f = append(f, Finding{ID: "max_tw_buckets_reached", Severity: SeverityCritical,
+			Title: "the timewait table was full: connections closed without TIME_WAIT protection",
+			Evidence: fmt.Sprintf("%d overflows traced in %s; tcp_max_tw_buckets, the kernel's counter and the peak occupancy "+
+				"are not available offline", m.Overflows, m.Window.Round(time.Second)),
+			Advice: "raise net.ipv4.tcp_max_tw_buckets above the peak, or reuse connections so fewer close"})
+	}
+	return f
+}

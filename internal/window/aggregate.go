@@ -39,7 +39,7 @@ type Aggregate struct {
 	OverflowsByNetns map[uint32]uint64
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
-	Netns            map[uint32]bool // every namespace an event came from
+	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
 	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
 	// without one was born since: its counters started at 0); nil when unknown.
 	Baseline map[uint32]snapshot.Counters
@@ -64,8 +64,13 @@ func destinationOf(e *tracer.Event) snapshot.Destination {
 	return snapshot.Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
 }
 
-// Add folds one event in.
+// Add folds one event in. State transitions are left out: the kernel counts them
+// (tracer.Transitions) and a live view never receives them, so a replayed recording,
+// which has them, must not list the namespaces they came from either.
 func (a *Aggregate) Add(e *tracer.Event) {
+	if e.Kind == tracer.KindState {
+		return
+	}
 	a.Netns[e.NetNS] = true
 	switch e.Kind {
 	case tracer.KindTWEnter:

@@ -54,6 +54,12 @@ func TestAggregateFoldsEvents(t *testing.T) {
 	e.Kind, e.Reason, e.PID = tracer.KindReset, "tcp_abort_on_close", 42
 	a.Add(&e)
 
+	state := base
+	state.Kind, state.NetNS = tracer.KindState, 9
+	a.Add(&state) // counted by the kernel, not here
+	if len(a.Netns) != 1 || !a.Netns[7] {
+		t.Errorf("namespaces %v, want only 7: a state event adds none", a.Netns)
+	}
 	if a.Created[dst] != 3 || a.CreatedByNetns[7] != 3 || a.Overflows[dst] != 1 || a.OverflowsByNetns[7] != 1 {
 		t.Errorf("created %v overflows %v", a.Created, a.Overflows)
 	}

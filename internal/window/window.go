@@ -4,7 +4,6 @@
 package window
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -52,16 +51,4 @@ func (w *Window) Restart(now time.Time, baseline map[uint32]snapshot.Counters) *
 	ended := w.agg
 	w.agg = next
 	return ended
-}
-
-// Namespaces lists the namespaces events came from, without copying the rest.
-func (w *Window) Namespaces() []uint32 {
-	w.mu.Lock()
-	out := make([]uint32, 0, len(w.agg.Netns))
-	for ns := range w.agg.Netns {
-		out = append(out, ns)
-	}
-	w.mu.Unlock()
-	slices.Sort(out)
-	return out
 }
