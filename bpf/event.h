@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The record layout shared with Go: bpf2go generates the Go type from struct event (-type event). */
 #ifndef TWTRACE_EVENT_H
 #define TWTRACE_EVENT_H

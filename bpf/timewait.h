@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Timewait sockets: birth (hand-off from the full socket), re-arm and death.
  * The tracepoint backend sees them through the timer tracepoints, filtered on
  * timer->function == tw_timer_handler:

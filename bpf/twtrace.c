@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 //go:build ignore
 
 #include "vmlinux.h"
@@ -24,6 +25,8 @@ const enum tw_cause *_cause __attribute__((unused));
 const enum tw_detail *_detail __attribute__((unused));
 const enum stat_index *_stat __attribute__((unused));
 const enum inferred_reason *_inferred __attribute__((unused));
+const enum tcp_state_id *_state __attribute__((unused));
+const enum event_family *_family __attribute__((unused));
 const struct filter_case *_filter_case __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")

@@ -104,7 +104,7 @@ func runTestFilter(f Filter, e *Event) (bool, error) {
 		return false, err
 	}
 	for name := range spec.Programs {
-		if name != "test_filter" {
+		if name != twtraceProgTestFilter {
 			delete(spec.Programs, name)
 		}
 	}
@@ -133,6 +133,6 @@ func runTestFilter(f Filter, e *Event) (bool, error) {
 		fc.Saddr, fc.Daddr = e.SAddr.As16(), e.DAddr.As16()
 	}
 	ctx := (*[unsafe.Sizeof(fc) / 8]uint64)(unsafe.Pointer(&fc))
-	ret, err := coll.Programs["test_filter"].Run(&ebpf.RunOptions{Context: ctx[:]})
+	ret, err := coll.Programs[twtraceProgTestFilter].Run(&ebpf.RunOptions{Context: ctx[:]})
 	return ret != 0, err
 }

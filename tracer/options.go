@@ -8,12 +8,12 @@ import (
 // Families selects event families (--events).
 type Families uint32
 
-// The bits match FAM_* in bpf/common.h.
+// The bits are enum event_family in bpf/common.h.
 const (
-	FamilyState Families = 1 << iota
-	FamilyTW
-	FamilyOverflow
-	FamilyReset
+	FamilyState    = Families(twtraceEventFamilyFAM_STATE)
+	FamilyTW       = Families(twtraceEventFamilyFAM_TW)
+	FamilyOverflow = Families(twtraceEventFamilyFAM_OVERFLOW)
+	FamilyReset    = Families(twtraceEventFamilyFAM_RESET)
 
 	AllFamilies = FamilyState | FamilyTW | FamilyOverflow | FamilyReset
 )

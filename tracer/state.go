@@ -2,22 +2,23 @@ package tracer
 
 import "strconv"
 
-// State is a TCP state as the kernel numbers it (include/net/tcp_states.h).
+// State is a TCP state as the kernel numbers it (include/net/tcp_states.h), through
+// enum tcp_state_id in bpf/common.h.
 type State uint8
 
 const (
-	StateEstablished State = iota + 1
-	StateSynSent
-	StateSynRecv
-	StateFinWait1
-	StateFinWait2
-	StateTimeWait
-	StateClose
-	StateCloseWait
-	StateLastAck
-	StateListen
-	StateClosing
-	StateNewSynRecv
+	StateEstablished = State(twtraceTcpStateIdS_ESTABLISHED)
+	StateSynSent     = State(twtraceTcpStateIdS_SYN_SENT)
+	StateSynRecv     = State(twtraceTcpStateIdS_SYN_RECV)
+	StateFinWait1    = State(twtraceTcpStateIdS_FIN_WAIT1)
+	StateFinWait2    = State(twtraceTcpStateIdS_FIN_WAIT2)
+	StateTimeWait    = State(twtraceTcpStateIdS_TIME_WAIT)
+	StateClose       = State(twtraceTcpStateIdS_CLOSE)
+	StateCloseWait   = State(twtraceTcpStateIdS_CLOSE_WAIT)
+	StateLastAck     = State(twtraceTcpStateIdS_LAST_ACK)
+	StateListen      = State(twtraceTcpStateIdS_LISTEN)
+	StateClosing     = State(twtraceTcpStateIdS_CLOSING)
+	StateNewSynRecv  = State(twtraceTcpStateIdS_NEW_SYN_RECV)
 )
 
 var stateNames = [...]string{

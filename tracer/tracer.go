@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // settleInterval is how often held timewait cancels are settled on idle CPUs.
@@ -98,10 +99,10 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if err := t.load(kernel); err != nil {
 		return nil, err
 	}
-	if t.dec.HZ, err = measureHZ(t.coll.Programs["read_jiffies"]); err != nil {
+	if t.dec.HZ, err = measureHZ(t.coll.Programs[twtraceProgReadJiffies]); err != nil {
 		return nil, err
 	}
-	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.coll.Maps[twtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	t.startSettler()
@@ -114,55 +115,76 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	hide(spec, t.hidden)
-	spec.Maps["events"].MaxEntries = t.opts.RingBufferSize
-	settings := filterSettings(t.opts.Filter)
-	settings["cfg_events"] = uint32(t.opts.Families)
-	settings["cfg_wakeup_shift"] = wakeupShift(t.opts.RingBufferSize)
-	settings["cfg_count_state"] = t.opts.CountTransitions
-	settings["cfg_empty"] = benchEmpty()
-	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
-		handler, err := kernelSymbol("tw_timer_handler")
-		if err != nil {
+	spec.Maps[twtraceMapEvents].MaxEntries = t.opts.RingBufferSize
+	var handler uint64
+	if needsTimerHandler(t.opts.Families) {
+		if handler, err = kernelSymbol("tw_timer_handler"); err != nil {
 			return nil, fmt.Errorf("find the timewait timer: %w", err)
 		}
-		settings["cfg_tw_timer_handler"] = handler
 	}
-	if err := set(spec, settings); err != nil {
+	if err := set(spec, settings(t.opts, handler)); err != nil {
 		return nil, err
 	}
 	return spec, nil
 }
 
+// needsTimerHandler says whether fs use the timewait hook, whose tracepoint backend
+// recognises timewait timers by their function, tw_timer_handler.
+func needsTimerHandler(fs Families) bool {
+	return fs&(FamilyState|FamilyTW|FamilyOverflow) != 0
+}
+
+// settings are the load-time constants (volatile const cfg_* in bpf/common.h) for opts,
+// cfg_tw_probes aside: it depends on the backend chosen. twTimerHandler is the address
+// of tw_timer_handler.
+func settings(opts Options, twTimerHandler uint64) map[string]any {
+	s := filterSettings(opts.Filter)
+	s[twtraceVarCfgEvents] = uint32(opts.Families)
+	s[twtraceVarCfgWakeupShift] = wakeupShift(opts.RingBufferSize)
+	s[twtraceVarCfgCountState] = opts.CountTransitions
+	s[twtraceVarCfgEmpty] = benchEmpty()
+	if needsTimerHandler(opts.Families) {
+		s[twtraceVarCfgTwTimerHandler] = twTimerHandler
+	}
+	return s
+}
+
 // filterSettings are the load-time constants wanted() in bpf/common.h filters with.
 func filterSettings(f Filter) map[string]any {
 	settings := map[string]any{
-		"cfg_port":   f.Port,
-		"cfg_sport":  f.SPort,
-		"cfg_dport":  f.DPort,
-		"cfg_pid":    f.PID,
-		"cfg_netns":  f.NetNS,
-		"cfg_family": f.Family,
+		twtraceVarCfgPort:   f.Port,
+		twtraceVarCfgSport:  f.SPort,
+		twtraceVarCfgDport:  f.DPort,
+		twtraceVarCfgPid:    f.PID,
+		twtraceVarCfgNetns:  f.NetNS,
+		twtraceVarCfgFamily: f.Family,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte
 		a := f.Addr.Addr()
 		if a.Is4() {
-			settings["cfg_addr_family"] = uint8(4)
+			settings[twtraceVarCfgAddrFamily] = uint8(4)
 			a4 := a.As4()
 			copy(addr[:], a4[:])
 		} else {
-			settings["cfg_addr_family"] = uint8(6)
+			settings[twtraceVarCfgAddrFamily] = uint8(6)
 			addr = a.As16()
 		}
-		settings["cfg_addr"] = addr
-		settings["cfg_addr_prefix"] = uint8(f.Addr.Bits())
+		settings[twtraceVarCfgAddr] = addr
+		settings[twtraceVarCfgAddrPrefix] = uint8(f.Addr.Bits())
 	}
 	return settings
 }
 
+// set writes each setting into its variable; a name the objects lack, or a value of
+// another size, is an error.
 func set(spec *ebpf.CollectionSpec, settings map[string]any) error {
 	for name, v := range settings {
-		if err := spec.Variables[name].Set(v); err != nil {
+		variable := spec.Variables[name]
+		if variable == nil {
+			return fmt.Errorf("set %s: no such variable in the BPF objects", name)
+		}
+		if err := variable.Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
@@ -198,10 +220,10 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 		}
 		return fmt.Errorf("%w: no requested event family can be traced here (%s)", ErrUnavailable, strings.Join(reasons, "; "))
 	}
-	if err := spec.Variables["cfg_events"].Set(uint32(t.opts.Families)); err != nil {
+	if err := set(spec, map[string]any{twtraceVarCfgEvents: uint32(t.opts.Families)}); err != nil {
 		return err
 	}
-	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
+	keep := map[string]bool{twtraceProgReadJiffies: true, twtraceProgSettlePending: true}
 	var attach []implementation
 	for _, hook := range hooksFor(t.opts.Families) {
 		impl := chosen[hook]
@@ -210,7 +232,7 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 			keep[p] = true
 		}
 		if hook == HookTimewait {
-			if err := spec.Variables["cfg_tw_probes"].Set(impl.backend != BackendTracepoint); err != nil {
+			if err := set(spec, map[string]any{twtraceVarCfgTwProbes: impl.backend != BackendTracepoint}); err != nil {
 				return err
 			}
 		}
@@ -335,10 +357,10 @@ func (t *Tracer) startSettler() {
 
 // settle resolves, on every CPU, a timewait timer cancel that nothing followed.
 func (t *Tracer) settle() {
-	p := t.coll.Programs["settle_pending"]
+	p := t.coll.Programs[twtraceProgSettlePending]
 	for cpu := 0; cpu < t.cpus; cpu++ {
 		// a CPU that is offline refuses; its scratch is settled when it returns
-		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: bpfFTestRunOnCPU})
+		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: unix.BPF_F_TEST_RUN_ON_CPU})
 	}
 }
 

@@ -21,7 +21,7 @@ func (t *Tracer) Transitions() (map[Transition]uint64, error) {
 	}
 	perCPU := make([][]uint64, transitionSlots)
 	for slot := range perCPU {
-		if err := t.coll.Maps["transitions"].Lookup(uint32(slot), &perCPU[slot]); err != nil {
+		if err := t.coll.Maps[twtraceMapTransitions].Lookup(uint32(slot), &perCPU[slot]); err != nil {
 			return nil, fmt.Errorf("read transitions: %w", err)
 		}
 	}

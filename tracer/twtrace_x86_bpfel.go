@@ -78,6 +78,15 @@ type twtraceEvent struct {
 	Pad        [6]uint8
 }
 
+type twtraceEventFamily uint32
+
+const (
+	twtraceEventFamilyFAM_STATE    twtraceEventFamily = 1
+	twtraceEventFamilyFAM_TW       twtraceEventFamily = 2
+	twtraceEventFamilyFAM_OVERFLOW twtraceEventFamily = 4
+	twtraceEventFamilyFAM_RESET    twtraceEventFamily = 8
+)
+
 type twtraceEventFlag uint32
 
 const (
@@ -143,6 +152,23 @@ const (
 	twtraceStatIndexSTAT_MAX              twtraceStatIndex = 5
 )
 
+type twtraceTcpStateId uint32
+
+const (
+	twtraceTcpStateIdS_ESTABLISHED  twtraceTcpStateId = 1
+	twtraceTcpStateIdS_SYN_SENT     twtraceTcpStateId = 2
+	twtraceTcpStateIdS_SYN_RECV     twtraceTcpStateId = 3
+	twtraceTcpStateIdS_FIN_WAIT1    twtraceTcpStateId = 4
+	twtraceTcpStateIdS_FIN_WAIT2    twtraceTcpStateId = 5
+	twtraceTcpStateIdS_TIME_WAIT    twtraceTcpStateId = 6
+	twtraceTcpStateIdS_CLOSE        twtraceTcpStateId = 7
+	twtraceTcpStateIdS_CLOSE_WAIT   twtraceTcpStateId = 8
+	twtraceTcpStateIdS_LAST_ACK     twtraceTcpStateId = 9
+	twtraceTcpStateIdS_LISTEN       twtraceTcpStateId = 10
+	twtraceTcpStateIdS_CLOSING      twtraceTcpStateId = 11
+	twtraceTcpStateIdS_NEW_SYN_RECV twtraceTcpStateId = 12
+)
+
 type twtraceTwCause uint32
 
 const (
@@ -205,11 +231,13 @@ const (
 	twtraceProgTpTimerStart       = "tp_timer_start"
 	twtraceVarCause               = "_cause"
 	twtraceVarDetail              = "_detail"
+	twtraceVarFamily              = "_family"
 	twtraceVarFilterCase          = "_filter_case"
 	twtraceVarFlag                = "_flag"
 	twtraceVarInferred            = "_inferred"
 	twtraceVarKind                = "_kind"
 	twtraceVarStat                = "_stat"
+	twtraceVarState               = "_state"
 	twtraceVarCfgAddr             = "cfg_addr"
 	twtraceVarCfgAddrFamily       = "cfg_addr_family"
 	twtraceVarCfgAddrPrefix       = "cfg_addr_prefix"
@@ -311,11 +339,13 @@ type twtraceMapSpecs struct {
 type twtraceVariableSpecs struct {
 	Cause             *ebpf.VariableSpec `ebpf:"_cause"`
 	Detail            *ebpf.VariableSpec `ebpf:"_detail"`
+	Family            *ebpf.VariableSpec `ebpf:"_family"`
 	FilterCase        *ebpf.VariableSpec `ebpf:"_filter_case"`
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
 	Stat              *ebpf.VariableSpec `ebpf:"_stat"`
+	State             *ebpf.VariableSpec `ebpf:"_state"`
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.VariableSpec `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.VariableSpec `ebpf:"cfg_addr_prefix"`
@@ -378,11 +408,13 @@ func (m *twtraceMaps) Close() error {
 type twtraceVariables struct {
 	Cause             *ebpf.Variable `ebpf:"_cause"`
 	Detail            *ebpf.Variable `ebpf:"_detail"`
+	Family            *ebpf.Variable `ebpf:"_family"`
 	FilterCase        *ebpf.Variable `ebpf:"_filter_case"`
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
 	Stat              *ebpf.Variable `ebpf:"_stat"`
+	State             *ebpf.Variable `ebpf:"_state"`
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.Variable `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.Variable `ebpf:"cfg_addr_prefix"`

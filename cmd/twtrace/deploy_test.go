@@ -60,3 +60,23 @@ func TestDeployReferencesExportedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// Every alert rule has a promtool unit test that fires it (make test runs them).
+func TestAlertsHaveRuleTests(t *testing.T) {
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Skip("run outside the source tree (the kernel matrix's VM): no deploy/ to check")
+	}
+	tests, err := os.ReadFile("../../deploy/prometheus/alerts_test.yaml")
+	must(t, err)
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\w+)$`).FindAllSubmatch(rules, -1)
+	if len(alerts) == 0 {
+		t.Fatal("no alert found in alerts.yaml")
+	}
+	for _, a := range alerts {
+		fires := regexp.MustCompile(`alertname: ` + string(a[1]) + `\n\s+exp_alerts:\n\s+- exp_labels:`)
+		if !fires.Match(tests) {
+			t.Errorf("alert %s has no test in alerts_test.yaml that fires it", a[1])
+		}
+	}
+}

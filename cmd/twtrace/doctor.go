@@ -66,9 +66,8 @@ func tracedOf(me *doctor.Measurement, traced tracer.Families) *doctorTraced {
 }
 
 func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "measure and report every interval until interrupted (or --duration)")
 	input := fs.String("input", "", "diagnose a recording of `watch -o json` (a file, or - for standard input) instead of tracing; needs no privileges")
 	if err := parseFlags(fs, args); err != nil {
@@ -103,7 +102,7 @@ func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 
 	m := newMeasurer(src, inodes, src.Baselines(inodes)) // the kernel's counters are read before tracing starts
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,10 @@ type eventMetrics struct {
 	lifetime *prometheus.HistogramVec
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
+
+	mu       sync.Mutex
+	zeroed   map[uint32]bool // namespaces whose series exist
+	families tracer.Families // delivered: their namespace series start at 0
 }
 
 func newEventMetrics() *eventMetrics {
@@ -46,16 +50,15 @@ func (m *eventMetrics) register(r *prometheus.Registry) {
 }
 
 func (m *eventMetrics) add(e *tracer.Event) {
+	m.mu.Lock()
+	m.namespaceAtZero(e.NetNS)
+	m.mu.Unlock()
 	switch e.Kind {
 	case tracer.KindTWEnter:
 		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
 	case tracer.KindTWExit:
 		if e.DurationOK {
-			cause := e.Cause.String()
-			if d := e.Detail.String(); d != "" {
-				cause += "_" + d
-			}
-			m.lifetime.WithLabelValues(e.Substate.String(), cause).Observe(e.Duration.Seconds())
+			m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
 		}
 	case tracer.KindTWOverflow:
 		m.overflow.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()

@@ -15,15 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/netns"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.", stdout)
+	f := newTraceFlags(fs)
 	listen, topK := registerServeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -33,7 +33,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *topK < 1 {
-		return usagef("--top-destinations %d: export at least one", *topK)
+		return usagef("--top %d: export at least one destination", *topK)
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("--listen %q: want host:port, e.g. 127.0.0.1:9580", *listen)
@@ -45,13 +45,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
 	events := newEventMetrics()
+	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	win := window.New(time.Now(), nil)
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
@@ -80,9 +81,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// startNamespaces are the namespaces whose series exist from the start: --netns, or
+// twtrace's own.
+func startNamespaces(only uint32) []uint32 {
+	if only != 0 {
+		return []uint32{only}
+	}
+	if self, err := netns.Self(); err == nil {
+		return []uint32{self.Inode}
+	}
+	return nil
+}
+
 func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
-	topK = fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	topK = fs.Int("top", 20, "destinations to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -16,24 +15,11 @@ import (
 )
 
 func stat(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("stat", "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters of watch apply; --pid, --events, --backend and\n--ringbuf-size do not.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("stat", "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters apply to the dump.", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "print again every interval until interrupted (or --duration); 0 prints once")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	var tracingOnly error
-	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "pid":
-			tracingOnly = usagef("--pid: stat reads sockets from sock_diag, which does not know their owners; use watch or timewait")
-		case "events", "backend", "ringbuf-size":
-			tracingOnly = usagef("--%s: stat does not trace", fl.Name)
-		}
-	})
-	if tracingOnly != nil {
-		return tracingOnly
 	}
 	opts, err := f.options()
 	if err != nil {

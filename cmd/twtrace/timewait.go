@@ -10,9 +10,8 @@ import (
 )
 
 func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := commandFlags("timewait", "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("timewait", "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "print the view every interval until interrupted; 0 prints it once, at the end")
 	top := fs.Int("top", 10, "destinations to list")
 	input := fs.String("input", "", "replay a recording of `watch -o json` (a file, or - for standard input) instead of tracing; needs no privileges")
@@ -42,7 +41,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		only = []uint32{opts.Filter.NetNS}
 	}
 	baseline := src.Baselines(only)
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}

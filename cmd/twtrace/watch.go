@@ -14,9 +14,8 @@ import (
 )
 
 func watch(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.", stdout)
+	f := newTraceFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,7 +23,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
