@@ -14,22 +14,34 @@ import (
 
 // churnResult is what cmd/churn -json prints.
 type churnResult struct {
-	PerSecond float64        `json:"connections_per_second"`
-	Errors    map[string]int `json:"errors"`
+	PerSecond   float64        `json:"connections_per_second"`
+	Connections uint64         `json:"connections"`
+	Errors      map[string]int `json:"errors"`
+	// cpu is the time churn spent on the CPUs, in user and kernel mode: most softirq work
+	// of loopback runs in its context, and so does the tracer's program time
+	cpu time.Duration
 }
 
-func runChurn(bin, closeFirst string, clients int, d time.Duration) (churnResult, error) {
+func runChurn(bin, closeFirst string, clients int, d time.Duration, cpus string) (churnResult, error) {
 	var r churnResult
-	out, err := exec.Command(bin, "-json", "-close", closeFirst, "-clients", fmt.Sprint(clients), "-duration", d.String()).Output()
+	argv := []string{bin, "-json", "-close", closeFirst, "-clients", fmt.Sprint(clients), "-duration", d.String()}
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	out, err := cmd.Output()
 	if err != nil {
 		return r, fmt.Errorf("churn: %w", err)
 	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, json.Unmarshal(out, &r)
 }
 
 // sample is one tool's run under one churn.
 type sample struct {
 	perSecond float64
+	// CPU time per connection, of churn and of the tool
+	churnCPU, toolCPU time.Duration
 	lost      uint64
 	lostKnown bool
 	rssKiB    uint64
@@ -62,7 +74,7 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	if r != nil && withStats {
 		before = progCosts(objectsOf(r.cmd.Process.Pid).Progs)
 	}
-	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration)
+	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration, cfg.cpus)
 	if err != nil {
 		if r != nil {
 			r.stop()
@@ -70,6 +82,9 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 		return s, err
 	}
 	s.perSecond = res.PerSecond
+	if res.Connections > 0 {
+		s.churnCPU = res.cpu / time.Duration(res.Connections)
+	}
 	if r == nil {
 		return s, nil
 	}
@@ -86,6 +101,9 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	stderr, rss, err := r.stop()
 	if err != nil {
 		return s, fmt.Errorf("%s: %w\n%s", t.name, err, stderr)
+	}
+	if res.Connections > 0 {
+		s.toolCPU = (r.cmd.ProcessState.UserTime() + r.cmd.ProcessState.SystemTime()) / time.Duration(res.Connections)
 	}
 	s.rssKiB = rss
 	s.lost, s.lostKnown = t.lost(stderr)
