@@ -70,7 +70,7 @@ static __always_inline void reset_owner(struct cpu_scratch *c, struct sock *sk, 
 			set_owner(e, &ti->owner);
 		return;
 	}
-	struct sock_info *si = bpf_map_lookup_elem(&socks, &key);
+	struct sock_info *si = sock_info_find(sk);
 	if (si)
 		set_owner(e, &si->owner);
 	else if (c->closed_sk == key)
@@ -86,7 +86,7 @@ static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 
 
 	if (!c)
 		return 0;
-	pending_settle(c, 0, false);
+	pending_settle(c, 0);
 	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = EV_RESET;
 	if (recv)

@@ -18,13 +18,22 @@ static __always_inline bool in_owner_context(struct sock *sk, int old, int new)
 	       BPF_CORE_READ_BITFIELD(sk, sk_shutdown) == SHUTDOWN_MASK;
 }
 
+/* What a transition needs from sk's record. Streaming, every event carries the time in
+ * the old state and the owner. Counting (the views and metrics), no transition is sent:
+ * only the owner matters, for the timewait socket or reset that may follow, so the record
+ * is written where the owner is learnt and read where the socket closes. */
+static __always_inline bool needs_record(bool owner_ctx, int new)
+{
+	return !cfg_count_state || owner_ctx || new == S_CLOSE;
+}
+
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
-	struct sock_info *si;
+	struct sock_info *si = NULL;
 	struct owner owner = {};
 	struct event e = {};
-	__u64 key = (__u64)sk;
+	bool owner_ctx;
 
 	if (cfg_empty)
 		return 0;
@@ -36,7 +45,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	c = this_cpu();
 	if (!c)
 		return 0;
-	pending_settle(c, 0, false);
+	pending_settle(c, 0);
 	/* a socket outside the namespace or family asked for is never tracked: no map entry,
 	 * no work (ports are not stable before connect, so they are filtered at emission) */
 	if (!socket_wanted(&e)) {
@@ -44,20 +53,26 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		return 0;
 	}
 
-	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = EV_STATE;
 	e.old_state = old;
 	e.new_state = new;
-
-	si = bpf_map_lookup_elem(&socks, &key);
-	if (si) {
-		e.duration_ns = e.ts_ns - si->since_ns;
-		e.flags |= F_DURATION_KNOWN;
-		owner = si->owner;
-	} else if (old != S_CLOSE && old != S_LISTEN) {
-		count(STAT_SOCK_UNTRACKED);
+	owner_ctx = in_owner_context(sk, old, new);
+	if (!needs_record(owner_ctx, new)) {
+		emit_state(&e);
+		return 0;
 	}
-	if (in_owner_context(sk, old, new))
+	e.ts_ns = bpf_ktime_get_ns();
+	si = sock_info_find(sk);
+	if (si) {
+		if (si->since_ns) {
+			e.duration_ns = e.ts_ns - si->since_ns;
+			e.flags |= F_DURATION_KNOWN;
+		}
+		owner = si->owner;
+	}
+	if (!(e.flags & F_DURATION_KNOWN) && !cfg_count_state && old != S_CLOSE && old != S_LISTEN)
+		count(STAT_SOCK_UNTRACKED);
+	if (owner_ctx)
 		current_owner(&owner);
 	set_owner(&e, &owner);
 
@@ -67,14 +82,14 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 			si->owner = owner;
 		} else {
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
-			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
+			sock_info_add(sk, &n);
 		}
 		emit_state(&e);
 		return 0;
 	}
 
-	bpf_map_delete_elem(&socks, &key);
-	c->closed_sk = key;
+	sock_info_closed(sk, si);
+	c->closed_sk = (__u64)sk;
 	c->closed_owner = owner;
 	if (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING) {
 		if (tw_handoff(c, &e, &owner))

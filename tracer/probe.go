@@ -26,8 +26,13 @@ type Report struct {
 	Features []Feature
 	Choices  []Choice
 	Missing  []MissingFamily // event families this kernel cannot deliver
-	HZ       uint32
-	Err      error // why the tracer could not start, if it could not
+	HZ       TickRate
+	// HZMeasured is the tick rate measured here, a cross-check of a configured HZ (0 if
+	// the measurement failed, or if HZ was measured itself)
+	HZMeasured uint32
+	Storage    Storage // where the state hook keeps its per-socket records
+	StorageWhy string  // why not in socket-local storage, when not
+	Err        error   // why the tracer could not start, if it could not
 }
 
 // Probe tries each attach method on this kernel and then starts the tracer with
@@ -52,6 +57,10 @@ func Probe(backend Backend) Report {
 	}
 	defer t.Close()
 	r.Choices, r.Missing, r.HZ = t.Choices(), t.Unavailable(), t.HZ()
+	r.Storage, r.StorageWhy = t.Storage()
+	if r.HZ.Source != "measured" {
+		r.HZMeasured, _ = t.measureHZ()
+	}
 	return r
 }
 

@@ -130,6 +130,12 @@ const (
 	twtraceInferredReasonINFERRED_TCP_STATE      twtraceInferredReason = 65282
 )
 
+type twtraceJiffiesSample struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type twtraceSockInfo struct {
 	_       structs.HostLayout
 	SinceNs uint64
@@ -203,6 +209,7 @@ type twtraceTwInfo struct {
 const (
 	twtraceMapEvents              = "events"
 	twtraceMapScratch             = "scratch"
+	twtraceMapSockStore           = "sock_store"
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
 	twtraceMapTransitions         = "transitions"
@@ -222,6 +229,7 @@ const (
 	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
+	twtraceProgTestCountSockStore = "test_count_sock_store"
 	twtraceProgTestFilter         = "test_filter"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
 	twtraceProgTpSendReset        = "tp_send_reset"
@@ -249,10 +257,12 @@ const (
 	twtraceVarCfgNetns            = "cfg_netns"
 	twtraceVarCfgPid              = "cfg_pid"
 	twtraceVarCfgPort             = "cfg_port"
+	twtraceVarCfgSkStorage        = "cfg_sk_storage"
 	twtraceVarCfgSport            = "cfg_sport"
 	twtraceVarCfgTwProbes         = "cfg_tw_probes"
 	twtraceVarCfgTwTimerHandler   = "cfg_tw_timer_handler"
 	twtraceVarCfgWakeupShift      = "cfg_wakeup_shift"
+	twtraceVarJiffiesNow          = "jiffies_now"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -312,6 +322,7 @@ type twtraceProgramSpecs struct {
 	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
+	TestCountSockStore *ebpf.ProgramSpec `ebpf:"test_count_sock_store"`
 	TestFilter         *ebpf.ProgramSpec `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
@@ -327,6 +338,7 @@ type twtraceProgramSpecs struct {
 type twtraceMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SockStore   *ebpf.MapSpec `ebpf:"sock_store"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Transitions *ebpf.MapSpec `ebpf:"transitions"`
@@ -357,10 +369,12 @@ type twtraceVariableSpecs struct {
 	CfgNetns          *ebpf.VariableSpec `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.VariableSpec `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.VariableSpec `ebpf:"cfg_port"`
+	CfgSkStorage      *ebpf.VariableSpec `ebpf:"cfg_sk_storage"`
 	CfgSport          *ebpf.VariableSpec `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.VariableSpec `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
 	CfgWakeupShift    *ebpf.VariableSpec `ebpf:"cfg_wakeup_shift"`
+	JiffiesNow        *ebpf.VariableSpec `ebpf:"jiffies_now"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -385,6 +399,7 @@ func (o *twtraceObjects) Close() error {
 type twtraceMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SockStore   *ebpf.Map `ebpf:"sock_store"`
 	Socks       *ebpf.Map `ebpf:"socks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Transitions *ebpf.Map `ebpf:"transitions"`
@@ -395,6 +410,7 @@ func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Events,
 		m.Scratch,
+		m.SockStore,
 		m.Socks,
 		m.Stats,
 		m.Transitions,
@@ -426,10 +442,12 @@ type twtraceVariables struct {
 	CfgNetns          *ebpf.Variable `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.Variable `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.Variable `ebpf:"cfg_port"`
+	CfgSkStorage      *ebpf.Variable `ebpf:"cfg_sk_storage"`
 	CfgSport          *ebpf.Variable `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.Variable `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
 	CfgWakeupShift    *ebpf.Variable `ebpf:"cfg_wakeup_shift"`
+	JiffiesNow        *ebpf.Variable `ebpf:"jiffies_now"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.
@@ -451,6 +469,7 @@ type twtracePrograms struct {
 	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
+	TestCountSockStore *ebpf.Program `ebpf:"test_count_sock_store"`
 	TestFilter         *ebpf.Program `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
@@ -477,6 +496,7 @@ func (p *twtracePrograms) Close() error {
 		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
+		p.TestCountSockStore,
 		p.TestFilter,
 		p.TpReceiveReset,
 		p.TpSendReset,
