@@ -47,9 +47,9 @@ type Tracer struct {
 	storage Storage
 	// storageWhy says why socket-local storage is not used, when it is not
 	storageWhy string
-	missing []MissingFamily
-	hidden  map[string]bool // kernel targets treated as missing (testHideEnv)
-	cpus    int
+	missing    []MissingFamily
+	hidden     map[string]bool // kernel targets treated as missing (testHideEnv)
+	cpus       int
 
 	decoded atomic.Uint64
 	corrupt atomic.Uint64

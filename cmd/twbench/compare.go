@@ -24,7 +24,7 @@ func compare(args []string) error {
 	fs.IntVar(&cfg.clients, "clients", 8, "churn clients")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "churn per measurement")
 	closeFirst := fs.String("close", "server", "client or server")
-	stats := fs.Bool("stats", true, "then one run per tool with the kernel's run time statistics")
+	statRounds := fs.Int("stat-rounds", 1, "then interleaved rounds with the kernel's run time statistics")
 	fs.StringVar(&cfg.cpus, "cpus", "", "pin churn to these CPUs (taskset list, e.g. 0 or 0,1)")
 	fs.Var(&specs, "tool", "NAME=BINARY ARGS... (repeatable); env: NAME=ENV=V,... BINARY ARGS")
 	if err := fs.Parse(args); err != nil {
@@ -63,26 +63,45 @@ func compare(args []string) error {
 		lo, hi := minMax(ratios[t.name])
 		fmt.Printf("| %s | %.3f | %.3f–%.3f | %.2f |\n", t.name, median(ratios[t.name]), lo, hi, median(cpu[t.name]))
 	}
-	if !*stats {
-		return nil
-	}
 	stop, err := enableStats()
 	if err != nil {
 		return err
 	}
 	defer stop()
-	fmt.Printf("\n| tool | program | runs | avg ns |\n| --- | --- | ---: | ---: |\n")
-	for _, t := range tools[1:] {
-		s, err := measure(cfg, t, *closeFirst, true)
-		if err != nil {
-			return err
-		}
-		for _, p := range s.progs {
-			if p.runs > 0 {
-				fmt.Printf("| %s | %s | %d | %.0f |\n", t.name, p.name, p.runs, p.avgNs())
+	// program name -> tool -> average ns of each interleaved run
+	avg := map[string]map[string][]float64{}
+	var progs []string
+	for round := range *statRounds {
+		for i := range specs {
+			t := specs[(i+round)%len(specs)]
+			s, err := measure(cfg, t, *closeFirst, true)
+			if err != nil {
+				return err
+			}
+			for _, p := range s.progs {
+				if p.runs < 100 {
+					continue
+				}
+				if avg[p.name] == nil {
+					avg[p.name] = map[string][]float64{}
+					progs = append(progs, p.name)
+				}
+				avg[p.name][t.name] = append(avg[p.name][t.name], p.avgNs())
 			}
 		}
-		fmt.Printf("| %s | (%.0f connections/s, %d lost) | | |\n", t.name, s.perSecond, s.lost)
+	}
+	fmt.Printf("\n| program |")
+	for _, t := range specs {
+		fmt.Printf(" %s ns (min–max) |", t.name)
+	}
+	fmt.Printf("\n| --- |%s\n", strings.Repeat(" ---: |", len(specs)))
+	for _, p := range progs {
+		fmt.Printf("| %s |", p)
+		for _, t := range specs {
+			lo, hi := minMax(avg[p][t.name])
+			fmt.Printf(" %.0f (%.0f–%.0f) |", median(avg[p][t.name]), lo, hi)
+		}
+		fmt.Println()
 	}
 	return nil
 }

@@ -42,11 +42,11 @@ type sample struct {
 	perSecond float64
 	// CPU time per connection, of churn and of the tool
 	churnCPU, toolCPU time.Duration
-	lost      uint64
-	lostKnown bool
-	rssKiB    uint64
-	mapBytes  uint64
-	progs     []progCost
+	lost              uint64
+	lostKnown         bool
+	rssKiB            uint64
+	mapBytes          uint64
+	progs             []progCost
 }
 
 // progCost is one program's runs and total run time, from the kernel's statistics.
@@ -71,6 +71,10 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 		return s, err
 	}
 	var before map[uint32]progCost
+	var toolCPU0 time.Duration
+	if r != nil {
+		toolCPU0 = cpuTime(r.cmd.Process.Pid)
+	}
 	if r != nil && withStats {
 		before = progCosts(objectsOf(r.cmd.Process.Pid).Progs)
 	}
@@ -88,6 +92,9 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	if r == nil {
 		return s, nil
 	}
+	if res.Connections > 0 { // while churn ran: not loading, not the final view
+		s.toolCPU = (cpuTime(r.cmd.Process.Pid) - toolCPU0) / time.Duration(res.Connections)
+	}
 	objs := objectsOf(r.cmd.Process.Pid)
 	s.mapBytes = objs.MapMemlock
 	if withStats {
@@ -101,9 +108,6 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 	stderr, rss, err := r.stop()
 	if err != nil {
 		return s, fmt.Errorf("%s: %w\n%s", t.name, err, stderr)
-	}
-	if res.Connections > 0 {
-		s.toolCPU = (r.cmd.ProcessState.UserTime() + r.cmd.ProcessState.SystemTime()) / time.Duration(res.Connections)
 	}
 	s.rssKiB = rss
 	s.lost, s.lostKnown = t.lost(stderr)

@@ -25,6 +25,7 @@ const (
 	groupFilters                        // --port, --sport, --dport, --addr, --netns, -4, -6
 	groupOwner                          // --pid: only a tracer knows a socket's owner
 	groupLog                            // --log-level, --log-format: the tracing session's diagnostics
+	groupCost                           // --bpf-stats: the kernel's count of twtrace's own cost
 
 	// tracingGroups are what every command that traces takes.
 	tracingGroups = groupTracing | groupDuration | groupFilters | groupOwner | groupLog
@@ -32,10 +33,10 @@ const (
 
 // sharedFlags says which shared flags each command takes (probe has its own two).
 var sharedFlags = map[string]flagGroup{
-	"watch":    groupOutput | tracingGroups,
-	"timewait": groupOutput | tracingGroups,
+	"watch":    groupOutput | tracingGroups | groupCost,
+	"timewait": groupOutput | tracingGroups | groupCost,
 	"doctor":   groupOutput | tracingGroups,
-	"serve":    tracingGroups, // its output is /metrics
+	"serve":    tracingGroups | groupCost, // its output is /metrics
 	"stat":     groupOutput | groupDuration | groupFilters,
 }
 
@@ -57,6 +58,7 @@ type traceFlags struct {
 	ipv6      bool
 	logLevel  string
 	logFormat string
+	bpfStats  bool
 }
 
 // newTraceFlags registers the shared flags that fs's command takes (sharedFlags).
@@ -89,6 +91,10 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 	}
 	if groups&groupOwner != 0 {
 		fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
+	}
+	if groups&groupCost != 0 {
+		fs.BoolVar(&f.bpfStats, "bpf-stats", false, "count twtrace's own kernel cost per program (the kernel's BPF statistics, on for twtrace's lifetime; "+
+			"every BPF program on the machine pays about 20 ns more per run meanwhile)")
 	}
 	if groups&groupLog != 0 {
 		fs.StringVar(&f.logLevel, "log-level", f.logLevel, "diagnostics on stderr: debug, info, warn or error")

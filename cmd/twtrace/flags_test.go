@@ -268,10 +268,10 @@ func TestCommandFlagsListed(t *testing.T) {
 		cmd   string
 		flags []string
 	}{
-		{"watch", append([]string{"o"}, tracing...)},
-		{"timewait", append([]string{"o", "interval", "top", "input"}, tracing...)},
+		{"watch", append([]string{"o", "bpf-stats"}, tracing...)},
+		{"timewait", append([]string{"o", "interval", "top", "input", "bpf-stats"}, tracing...)},
 		{"doctor", append([]string{"o", "interval", "input"}, tracing...)},
-		{"serve", append([]string{"listen", "top"}, tracing...)},
+		{"serve", append([]string{"listen", "top", "bpf-stats"}, tracing...)},
 		{"stat", append([]string{"o", "duration", "interval"}, filters...)},
 		{"probe", []string{"o", "backend"}},
 		{"version", nil},

@@ -30,7 +30,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usagef("--top %d: list at least one destination", *top)
 	}
 	if *input != "" {
-		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval", "bpf-stats"); err != nil {
 			return err
 		}
 		return timewaitReplay(*input, opts.Filter, *top, f.output == "json", stdin, stdout, stderr)
@@ -76,6 +76,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			}
 			err = print()
 			summary(stderr, sess.t)
+			sess.costSummary(stderr)
 			return err
 		}
 	}
