@@ -1,0 +1,140 @@
+package cgroup2
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Dir is the directory of the cgroup named by a cgroup path ("/kubepods/pod1/abc", as /proc/PID/cgroup shows it).
+func (h Hierarchy) Dir(cgroupPath string) (string, error) {
+	p := path.Clean("/" + cgroupPath)
+	rel, ok := strings.CutPrefix(p, h.Root)
+	if h.Root == "/" {
+		rel, ok = p, true
+	}
+	if !ok || (rel != "" && rel[0] != '/') {
+		return "", fmt.Errorf("cgroup %s is outside the cgroup2 mount at %s (its root is %s)", cgroupPath, h.Mount, h.Root)
+	}
+	return filepath.Join(h.Mount, rel), nil
+}
+
+// Path names a directory under the mount by its cgroup path.
+func (h Hierarchy) Path(dir string) (string, error) {
+	rel, err := filepath.Rel(h.Mount, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", fmt.Errorf("%s is not under the cgroup2 mount at %s", dir, h.Mount)
+	}
+	if rel == "." {
+		return h.Root, nil
+	}
+	return path.Join(h.Root, filepath.ToSlash(rel)), nil
+}
+
+// Lookup returns the cgroup path and id of PATH, which is either a cgroup path as /proc/PID/cgroup shows it
+// (/kubepods.slice/…, /system.slice/nginx.service) or a directory under the cgroup2 mount
+// (/sys/fs/cgroup/unified/system.slice/nginx.service).
+func (h Hierarchy) Lookup(p string) (cgroupPath string, id uint64, err error) {
+	dir := filepath.Clean(p)
+	if dir == h.Mount || strings.HasPrefix(dir, h.Mount+"/") {
+		if cgroupPath, err = h.Path(dir); err != nil {
+			return "", 0, err
+		}
+	} else {
+		cgroupPath = path.Clean("/" + p)
+		if dir, err = h.Dir(cgroupPath); err != nil {
+			return "", 0, err
+		}
+	}
+	id, err = dirID(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", 0, fmt.Errorf("no cgroup %s in the cgroup2 hierarchy mounted at %s", cgroupPath, h.Mount)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	return cgroupPath, id, nil
+}
+
+// Walk calls fn with the cgroup path and id of every cgroup of the hierarchy, parents first. Cgroups removed
+// while it walks are skipped.
+func (h Hierarchy) Walk(fn func(cgroupPath string, id uint64)) error {
+	return filepath.WalkDir(h.Mount, func(dir string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && dir != h.Mount {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		p, err := h.Path(dir)
+		if err != nil {
+			return err
+		}
+		fn(p, info.Sys().(*syscall.Stat_t).Ino)
+		return nil
+	})
+}
+
+// Procs lists the processes in exactly this cgroup (not its descendants).
+func (h Hierarchy) Procs(cgroupPath string) ([]int, error) {
+	dir, err := h.Dir(cgroupPath)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range bytes.Fields(b) {
+		if pid, err := strconv.Atoi(string(f)); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// ProcessPath is the cgroup v2 path of a process, from the "0::" line of /proc/PID/cgroup.
+func ProcessPath(pid int) (string, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if p, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return p, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("process %d: %w", pid, ErrNotMounted)
+}
+
+func dirID(dir string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return 0, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return 0, fmt.Errorf("%s is not a cgroup directory", dir)
+	}
+	return st.Ino, nil
+}
