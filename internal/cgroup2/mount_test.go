@@ -78,3 +78,11 @@ func TestDirAndPath(t *testing.T) {
 		t.Errorf("Path outside the mount: no error")
 	}
 }
+
+func TestLevel(t *testing.T) {
+	for p, want := range map[string]int{"/": 0, "": 0, "/a": 1, "/a/b/": 2, "/kubepods/burstable/pod1/abc": 4} {
+		if got := Level(p); got != want {
+			t.Errorf("Level(%q) = %d, want %d", p, got, want)
+		}
+	}
+}

@@ -138,3 +138,13 @@ func dirID(dir string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
+
+// Level is a cgroup's depth below the root (the root is 0), as the kernel counts it in
+// cgroup->level when the path is the whole path from the hierarchy's root.
+func Level(cgroupPath string) int {
+	p := strings.Trim(path.Clean("/"+cgroupPath), "/")
+	if p == "" {
+		return 0
+	}
+	return strings.Count(p, "/") + 1
+}

@@ -106,6 +106,12 @@ func TestRealContainerdPod(t *testing.T) {
 	if got, ok := r.Cgroup(sandboxCgroup); !ok || got.Pod != pod.Name || got.PodNamespace != "shop" || got.Container != "" {
 		t.Fatalf("the pod's sandbox: %+v %v", got, ok)
 	}
+	if got, err := r.PodCgroup("shop/" + pod.Name); err != nil || got != pod.CgroupParent {
+		t.Fatalf("--pod shop/%s: %q, %v; want %s", pod.Name, got, err, pod.CgroupParent)
+	}
+	if got, err := r.ContainerCgroup(ctrID[:12]); err != nil || got != ctrCgroup {
+		t.Fatalf("--container %s: %q, %v; want %s", ctrID[:12], got, err, ctrCgroup)
+	}
 	ns, err := netnsInode(pids[0])
 	if err != nil {
 		t.Fatal(err)

@@ -90,3 +90,26 @@ func innermostUnit(segments []string) string {
 	}
 	return ""
 }
+
+// Name is the workload's short name: namespace/pod/container (namespace/pod for the pod's own
+// cgroup), the pod UID when the runtime did not name it, the systemd unit, runtime:id (12 digits)
+// for another container, else the cgroup path; "" when nothing is known.
+func (w Workload) Name() string {
+	switch {
+	case w.Pod != "" && w.Container != "":
+		return w.PodNamespace + "/" + w.Pod + "/" + w.Container
+	case w.Pod != "":
+		return w.PodNamespace + "/" + w.Pod
+	case w.PodUID != "":
+		return "pod:" + w.PodUID
+	case w.Unit != "":
+		return w.Unit
+	case w.ContainerID != "":
+		rt := w.Runtime
+		if rt == "" {
+			rt = "container"
+		}
+		return rt + ":" + w.ContainerID[:min(12, len(w.ContainerID))]
+	}
+	return w.Cgroup
+}

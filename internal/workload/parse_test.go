@@ -96,3 +96,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestName(t *testing.T) {
+	for _, c := range []struct {
+		w    Workload
+		want string
+	}{
+		{Workload{PodNamespace: "shop", Pod: "cart", Container: "web", PodUID: uid, ContainerID: id1}, "shop/cart/web"},
+		{Workload{PodNamespace: "shop", Pod: "cart", PodUID: uid, ContainerID: id1}, "shop/cart"},
+		{Workload{PodUID: uid, ContainerID: id1}, "pod:" + uid},
+		{Workload{Cgroup: "/system.slice/nginx.service", Unit: "nginx.service"}, "nginx.service"},
+		{Workload{Runtime: "docker", ContainerID: id1}, "docker:" + id1[:12]},
+		{Workload{ContainerID: id1}, "container:" + id1[:12]},
+		{Workload{Cgroup: "/batch/job7"}, "/batch/job7"},
+		{Workload{}, ""},
+	} {
+		if got := c.w.Name(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.w, got, c.want)
+		}
+	}
+}

@@ -271,3 +271,37 @@ func TestNetnsSharedByTwoPodsIsAmbiguous(t *testing.T) {
 		t.Errorf("ambiguous %d, want 1", s.AmbiguousNetns)
 	}
 }
+
+func TestPodAndContainerCgroups(t *testing.T) {
+	h, mk := newTree(t)
+	c := &clock{t: time.Unix(1000, 0)}
+	pods := &fakePods{snap: cri.Snapshot{
+		Pods: map[string]cri.Pod{uid: {UID: uid, Namespace: "shop", Name: "cart"}},
+	}}
+	r := newResolver(&h, pods, c, nil)
+	podDir := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidS + ".slice"
+	mk(podDir + "/cri-containerd-" + id1 + ".scope")
+	mk(podDir + "/cri-containerd-" + id2 + ".scope/nested")
+	mk("/system.slice/docker-" + id1[:20] + "ffff" + id1[24:] + ".scope")
+	for _, ref := range []string{"shop/cart", uid} {
+		if got, err := r.PodCgroup(ref); err != nil || got != podDir {
+			t.Errorf("PodCgroup(%s) = %q, %v; want %s", ref, got, err, podDir)
+		}
+	}
+	if _, err := r.PodCgroup("shop/gone"); err == nil || err.Error() != "no pod shop/gone on this node: the container runtime does not list it" {
+		t.Errorf("missing pod: %v", err)
+	}
+	if got, err := r.ContainerCgroup(id2[:12]); err != nil || got != podDir+"/cri-containerd-"+id2+".scope" {
+		t.Errorf("ContainerCgroup = %q, %v", got, err)
+	}
+	if _, err := r.ContainerCgroup(id1[:12]); err == nil || err.Error() != "container id "+id1[:12]+" is ambiguous: several containers' ids start with it" {
+		t.Errorf("ambiguous prefix: %v", err)
+	}
+	if got, err := r.ContainerCgroup(id1); err != nil || got != podDir+"/cri-containerd-"+id1+".scope" {
+		t.Errorf("full id: %q, %v", got, err)
+	}
+	noCRI := newResolver(&h, nil, c, nil)
+	if _, err := noCRI.PodCgroup("shop/cart"); err == nil {
+		t.Error("NAMESPACE/NAME without a runtime: no error")
+	}
+}
