@@ -66,6 +66,15 @@ type Filter struct {
 	NetNS  uint32 // inode number
 	Family uint8  // 4 or 6
 	Addr   netip.Prefix
+	// Cgroup keeps the sockets of one cgroup subtree: the id of its root and the root's level
+	// below the hierarchy's (cgroup2.Lookup, cgroup2.Level); ID 0 keeps every socket.
+	Cgroup CgroupFilter
+}
+
+// CgroupFilter names a cgroup v2 subtree by its root.
+type CgroupFilter struct {
+	ID    uint64
+	Level uint32
 }
 
 // Options configure a Tracer.

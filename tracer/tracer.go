@@ -123,6 +123,8 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		"cfg_wakeup_shift": wakeupShift(t.opts.RingBufferSize),
 		"cfg_count_state":  t.opts.CountTransitions,
 		"cfg_empty":        benchEmpty(),
+		"cfg_cgroup_id":    f.Cgroup.ID,
+		"cfg_cgroup_level": f.Cgroup.Level,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte
