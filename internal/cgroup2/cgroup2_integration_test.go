@@ -2,6 +2,7 @@ package cgroup2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -106,4 +107,37 @@ func mustID(t *testing.T, h Hierarchy, p string) uint64 {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// PathOf agrees with Walk for every cgroup of the machine, and finds no removed one.
+func TestPathOfAgreesWithWalk(t *testing.T) {
+	requireRoot(t)
+	h, err := Find()
+	if err != nil {
+		t.Skipf("this machine: %v", err)
+	}
+	n := 0
+	h.Walk(func(p string, id uint64) {
+		got, err := h.PathOf(id)
+		if err != nil || got != p {
+			t.Errorf("PathOf(%d) = %q, %v; Walk says %q", id, got, err, p)
+		}
+		n++
+	})
+	if n == 0 {
+		t.Fatal("walked no cgroup")
+	}
+	dir, _ := h.Dir(fmt.Sprintf("/twtrace-gone-%d", os.Getpid()))
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(dir, 0o755))
+	_, id, err := h.Lookup(dir)
+	must(err)
+	must(os.Remove(dir))
+	if p, err := h.PathOf(id); !errors.Is(err, ErrNoCgroup) {
+		t.Errorf("a removed cgroup: %q, %v", p, err)
+	}
 }

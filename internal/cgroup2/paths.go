@@ -3,6 +3,7 @@ package cgroup2
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Dir is the directory of the cgroup named by a cgroup path ("/kubepods/pod1/abc", as /proc/PID/cgroup shows it).
@@ -65,29 +68,67 @@ func (h Hierarchy) Lookup(p string) (cgroupPath string, id uint64, err error) {
 }
 
 // Walk calls fn with the cgroup path and id of every cgroup of the hierarchy, parents first. Cgroups removed
-// while it walks are skipped.
+// while it walks are skipped. It reads each directory's entries raw (getdents64): an entry's type and inode
+// come with its name, so no cgroup needs a stat, and the many files of each cgroup cost no allocation.
 func (h Hierarchy) Walk(fn func(cgroupPath string, id uint64)) error {
-	return filepath.WalkDir(h.Mount, func(dir string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && dir != h.Mount {
-				return nil
-			}
-			return err
-		}
-		if !d.IsDir() {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
+	id, err := dirID(h.Mount)
+	if err != nil {
+		return err
+	}
+	fn(h.Root, id)
+	buf := make([]byte, 32<<10)
+	return walkDir(h.Mount, h.Root, buf, fn)
+}
+
+func walkDir(dir, cgroupPath string, buf []byte, fn func(string, uint64)) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
 			return nil // removed meanwhile
 		}
-		p, err := h.Path(dir)
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	type child struct {
+		name string
+		id   uint64
+	}
+	var children []child
+	for {
+		n, err := unix.Getdents(fd, buf)
 		if err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("read %s: %w", dir, err)
+		}
+		if n <= 0 {
+			break
+		}
+		// struct linux_dirent64: d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				break
+			}
+			if b[18] == unix.DT_DIR {
+				name := b[19:reclen]
+				if i := bytes.IndexByte(name, 0); i >= 0 {
+					name = name[:i]
+				}
+				if s := string(name); s != "." && s != ".." {
+					children = append(children, child{s, binary.NativeEndian.Uint64(b[0:8])})
+				}
+			}
+			b = b[reclen:]
+		}
+	}
+	unix.Close(fd)
+	for _, c := range children {
+		p := path.Join(cgroupPath, c.name)
+		fn(p, c.id)
+		if err := walkDir(filepath.Join(dir, c.name), p, buf, fn); err != nil {
 			return err
 		}
-		fn(p, info.Sys().(*syscall.Stat_t).Ino)
-		return nil
-	})
+	}
+	return nil
 }
 
 // Procs lists the processes in exactly this cgroup (not its descendants).

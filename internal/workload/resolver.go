@@ -2,12 +2,14 @@ package workload
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twtrace/twtrace/internal/cgroup2"
 	"github.com/twtrace/twtrace/internal/cri"
+	"golang.org/x/sys/unix"
 )
 
 // PodSource lists the node's pods and containers: a *cri.Client, or nil without a runtime.
@@ -54,6 +56,7 @@ type Resolver struct {
 	refresh  sync.Mutex // one refresh at a time
 	paths    map[uint64]string
 	lastWalk time.Time
+	handles  int8 // open_by_handle_at: 0 untried, 1 works, -1 not here (no capability, not cgroupfs)
 	pods     cri.Snapshot
 	lastPods time.Time
 	podsErr  error
@@ -148,10 +151,10 @@ func (r *Resolver) resolve(id uint64) *entry {
 	if r.o.Hierarchy == nil {
 		return r.store(id, &entry{tried: r.o.Now()})
 	}
-	if _, indexed := r.paths[id]; !indexed && !old.known {
-		r.walk()
-	}
 	path, indexed := r.paths[id]
+	if !indexed && !old.known {
+		path, indexed = r.find(id)
+	}
 	switch {
 	case indexed:
 		w := Parse(path)
@@ -176,6 +179,38 @@ func (r *Resolver) name(w *Workload) bool {
 		nameFrom(r.pods, w)
 	}
 	return w.PodUID == "" || w.Pod != ""
+}
+
+// sweepEvery spaces the walks that notice removed cgroups when misses are answered by handle.
+const sweepEvery = time.Minute
+
+// find looks a cgroup id up: by its kernel file handle where that works (one system call), else by
+// walking the tree. A walk also notices removed cgroups, so one is made at least every sweepEvery.
+func (r *Resolver) find(id uint64) (string, bool) {
+	if r.handles == 0 {
+		r.handles = -1
+		if r.o.Hierarchy.IsCgroupfs() {
+			r.handles = 1
+		}
+	}
+	if r.handles > 0 {
+		path, err := r.o.Hierarchy.PathOf(id)
+		switch {
+		case err == nil || errors.Is(err, cgroup2.ErrNoCgroup):
+			if r.o.Now().Sub(r.lastWalk) >= sweepEvery {
+				r.walk()
+			}
+			if err == nil {
+				r.paths[id] = path
+			}
+			return path, err == nil
+		case errors.Is(err, unix.EPERM):
+			r.handles = -1 // no CAP_DAC_READ_SEARCH: walk from now on
+		}
+	}
+	r.walk()
+	path, ok := r.paths[id]
+	return path, ok
 }
 
 // spaced waits until MinRefresh has passed since last, then sets last to now.

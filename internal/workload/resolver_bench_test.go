@@ -85,3 +85,22 @@ func benchResolver(b *testing.B, n int) (*Resolver, []uint64) {
 	}
 	return r, ids
 }
+
+// A miss on this machine's hierarchy answered through the cgroup's file handle (as root), the
+// way a new cgroup's first event is named.
+func BenchmarkMissByHandle(b *testing.B) {
+	h, err := cgroup2.Find()
+	if err != nil {
+		b.Skip(err)
+	}
+	var ids []uint64
+	h.Walk(func(_ string, id uint64) { ids = append(ids, id) })
+	b.ReportMetric(float64(len(ids)), "cgroups")
+	r := New(Options{Hierarchy: &h})
+	r.Cgroup(ids[0]) // the first miss sweeps
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		r.find(ids[i%len(ids)]) // a cgroup another process removed meanwhile is a miss like any other
+	}
+}
