@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -55,7 +56,11 @@ func FindIn(mountinfo io.Reader) (Hierarchy, error) {
 		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
 			continue
 		}
-		found = append(found, Hierarchy{Mount: unescape(fields[4]), Root: cleanRoot(unescape(fields[3]))})
+		h := Hierarchy{Mount: unescape(fields[4]), Root: cleanRoot(unescape(fields[3]))}
+		// a later mount on the same point hides the earlier one (a container's own /sys/fs/cgroup
+		// under the host's, mounted over it)
+		found = slices.DeleteFunc(found, func(f Hierarchy) bool { return f.Mount == h.Mount })
+		found = append(found, h)
 	}
 	if err := sc.Err(); err != nil {
 		return Hierarchy{}, fmt.Errorf("read mountinfo: %w", err)

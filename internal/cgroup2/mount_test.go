@@ -22,6 +22,10 @@ func TestFindIn(t *testing.T) {
 `
 	const outsideNS = `100 90 0:22 /../../.. /host/cgroup ro - cgroup2 cgroup2 rw
 `
+	// a container's own (namespaced) cgroup2, then the host's mounted over it
+	const shadowed = `30 20 0:22 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw
+40 30 0:22 /kubepods/pod1 /sys/fs/cgroup ro - cgroup2 cgroup2 rw
+`
 	const escaped = `41 31 0:38 / /mnt/my\040cgroup rw,relatime - cgroup2 cgroup2 rw
 `
 	for _, c := range []struct {
@@ -34,6 +38,7 @@ func TestFindIn(t *testing.T) {
 		{"only a sub-cgroup", onlySub, Hierarchy{"/sys/fs/cgroup", "/kubepods.slice/kubepods-pod1.slice"}},
 		{"root outside the cgroup namespace", outsideNS, Hierarchy{"/host/cgroup", "/"}},
 		{"escaped mount point", escaped, Hierarchy{"/mnt/my cgroup", "/"}},
+		{"the last mount on a point hides the others", shadowed, Hierarchy{"/sys/fs/cgroup", "/kubepods/pod1"}},
 	} {
 		got, err := FindIn(strings.NewReader(c.mountinfo))
 		if err != nil || got != c.want {
