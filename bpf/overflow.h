@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Bucket overflow without kprobes: tcp_time_wait() found the namespace's timewait table
  * full, so the full socket goes to CLOSE with no timewait timer armed for it. */
 #ifndef TWTRACE_OVERFLOW_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Timewait sockets: birth (hand-off from the full socket), re-arm and death.
  * The tracepoint backend sees them through the timer tracepoints, filtered on
  * timer->function == tw_timer_handler:
@@ -67,8 +68,8 @@ static __always_inline void tw_exit_send(struct event *e, __u64 tw, __u8 cause)
 	e->cause = cause;
 	if (cause == CAUSE_EXPIRED)
 		e->detail = DETAIL_NONE;
-	if (cfg_events & (FAM_STATE | FAM_TW))
-		emit(e);
+	if ((cfg_events & (FAM_STATE | FAM_TW)) && kept(e))
+		deliver_twsk(e);
 }
 
 static __always_inline void pending_clear(struct cpu_scratch *c)
@@ -206,14 +207,12 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		e->value = c->armed_first_known ? c->armed_first_timeout
 						: BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_timer.expires) - c->armed_jiffies;
 	e->flags |= F_VALUE_KNOWN;
-	if (!(cfg_events & (FAM_STATE | FAM_TW)))
-		return true;
-	if (!kept(e))
+	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
 		return true;
 	struct tw_info ti = { .birth_ns = c->armed_ts, .cgroup = e->cgroup, .owner = *o,
 			      .cgroup_in = !!(e->flags & F_CGROUP_IN) };
 	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
-	send(e);
+	deliver_twsk(e);
 	return true;
 }
 

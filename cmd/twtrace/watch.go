@@ -15,11 +15,8 @@ import (
 )
 
 func watch(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.")
-	var f traceFlags
-	var wf workloadFlags
-	f.register(fs)
-	wf.register(fs)
+	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.", stdout)
+	f := newTraceFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -27,20 +24,17 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := wf.validate(); err != nil {
-		return err
-	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
-	names, cgroupFilter, err := wf.open(log)
+	names, cgroupFilter, err := f.workload.open(log)
 	if err != nil {
 		return err
 	}
 	defer names.Close()
 	opts.Filter.Cgroup = cgroupFilter
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
@@ -50,6 +44,8 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	p := newPrinter(stdout, f.output == "json", names)
 	if f.output == "text" {
 		p.header()
+	} else {
+		p.record(appendStart(nil, time.Now(), t.Families(), opts.Filter))
 	}
 	p.unavailable(t.Unavailable())
 	lostDone := make(chan struct{})
@@ -62,6 +58,11 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	sess.cancel()
 	<-lostDone
 	p.reportLost(t)
+	if f.output == "json" {
+		if st, err := t.Stats(); err == nil {
+			p.record(appendEnd(nil, time.Now(), st))
+		}
+	}
 	p.flush()
 	summary(stderr, t)
 	return runErr
@@ -144,6 +145,14 @@ func (p *printer) print(e *tracer.Event) {
 		p.buf = appendText(p.buf[:0], e, w)
 	}
 	p.w.Write(p.buf)
+}
+
+// record writes one of the stream's own records and flushes it.
+func (p *printer) record(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w.Write(b)
+	p.w.Flush()
 }
 
 func (p *printer) flush() {

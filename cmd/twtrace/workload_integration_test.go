@@ -86,6 +86,7 @@ func (cg *testCgroups) in(t *testing.T, path string, f func()) {
 	f()
 }
 
+// jsonLines are the events of a watch -o json stream, without its own start and end records.
 func jsonLines(t *testing.T, out []byte) []map[string]any {
 	t.Helper()
 	var lines []map[string]any
@@ -95,7 +96,9 @@ func jsonLines(t *testing.T, out []byte) []map[string]any {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("not JSON: %q: %v", sc.Text(), err)
 		}
-		lines = append(lines, m)
+		if m["kind"] != "start" && m["kind"] != "end" {
+			lines = append(lines, m)
+		}
 	}
 	return lines
 }
