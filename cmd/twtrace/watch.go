@@ -90,7 +90,7 @@ type queued struct {
 
 func newPrinter(w io.Writer, json bool, names *workloads) *printer {
 	p := &printer{w: bufio.NewWriterSize(w, 64<<10), json: json, names: names}
-	if names != nil && names.names != nil {
+	if names != nil && names.cgroups {
 		p.queue, p.done = make(chan queued, 4096), make(chan struct{})
 		go p.drain()
 	}
@@ -134,7 +134,7 @@ func (p *printer) event(e *tracer.Event) {
 
 func (p *printer) print(e *tracer.Event) {
 	var w *workload.Workload
-	if named, ok := p.names.name(e.Cgroup); ok {
+	if named, ok := p.names.cgroup(e.Cgroup); ok {
 		w = &named
 	}
 	p.mu.Lock()

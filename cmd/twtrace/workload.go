@@ -22,14 +22,34 @@ type workloadFlags struct {
 	pod       string
 	container string
 	criSocket string
+	top       int
 }
 
-func (f *workloadFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: its path as /proc/PID/cgroup shows it (/system.slice/nginx.service) or its directory under the cgroup2 mount")
-	fs.StringVar(&f.pod, "pod", "", "only sockets of this Kubernetes pod: NAMESPACE/NAME (needs the container runtime) or its UID")
-	fs.StringVar(&f.container, "container", "", "only sockets of this container: its id or a unique prefix of it")
-	fs.StringVar(&f.criSocket, "cri-socket", "", "the container runtime's CRI socket, to name pods and containers (default: the first of "+strings.Join(cri.Sockets, ", ")+" that exists)")
+// defaultTopWorkloads is --top-workloads' default.
+const defaultTopWorkloads = 20
+
+// register adds the workload flags of groups (groupWorkloadFilters, groupNames, groupTopWorkloads).
+func (f *workloadFlags) register(fs *flag.FlagSet, groups flagGroup) {
+	f.top = defaultTopWorkloads
+	if groups&groupWorkloadFilters != 0 {
+		fs.StringVar(&f.cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: its path as /proc/PID/cgroup shows it (/system.slice/nginx.service) or its directory under the cgroup2 mount")
+		fs.StringVar(&f.pod, "pod", "", "only sockets of this Kubernetes pod: NAMESPACE/NAME (needs the container runtime) or its UID")
+		fs.StringVar(&f.container, "container", "", "only sockets of this container: its id or a unique prefix of it")
+	}
+	if groups&groupNames != 0 {
+		fs.StringVar(&f.criSocket, "cri-socket", "", "the container runtime's CRI socket, to name pods and containers (default: the first of "+strings.Join(cri.Sockets, ", ")+" that exists)")
+	}
+	if groups&groupTopWorkloads != 0 {
+		usage := "workloads to list, the busiest first"
+		if fs.Name() == "serve" {
+			usage = "workloads with series of their own, the busiest; the others share one series (unit=\"other\"), so cardinality stays bounded"
+		}
+		fs.IntVar(&f.top, "top-workloads", f.top, usage)
+	}
 }
+
+// filters reports whether a workload filter is given.
+func (f *workloadFlags) filters() bool { return f.cgroup != "" || f.pod != "" || f.container != "" }
 
 // validate checks what the flags say on their own.
 func (f *workloadFlags) validate() error {
@@ -48,13 +68,25 @@ func (f *workloadFlags) validate() error {
 	if f.container != "" && strings.Trim(strings.ToLower(f.container), "0123456789abcdef") != "" {
 		return usagef("--container %q: a container id is hexadecimal", f.container)
 	}
+	if f.top < 1 {
+		return usagef("--top-workloads %d: list at least one workload", f.top)
+	}
 	return nil
 }
 
-// workloads names the cgroups events carry.
+// namer names the cgroups and network namespaces events carry: live, the resolver (a miss may
+// walk the cgroup tree, scan /proc or ask the container runtime, so the event reader never calls
+// it); replaying, the names the recording holds.
+type namer interface {
+	cgroup(id uint64) (workload.Workload, bool)
+	netns(inode uint32) (workload.Workload, bool)
+}
+
+// workloads names what runs on this machine.
 type workloads struct {
-	names *workload.Resolver // nil without a cgroup v2 hierarchy: every workload stays unknown
-	pods  *cri.Client        // nil without a container runtime
+	names   *workload.Resolver
+	cgroups bool        // false without a cgroup v2 hierarchy: every cgroup stays unknown
+	pods    *cri.Client // nil without a container runtime
 }
 
 // open finds the cgroup v2 hierarchy and the container runtime, says once what is missing, and
@@ -63,20 +95,22 @@ func (f *workloadFlags) open(log zerolog.Logger) (*workloads, tracer.CgroupFilte
 	var filter tracer.CgroupFilter
 	w := &workloads{}
 	h, err := cgroup2.Find()
-	if err != nil {
-		if f.cgroup != "" || f.pod != "" || f.container != "" {
-			return nil, filter, fmt.Errorf("--cgroup, --pod and --container need a cgroup v2 hierarchy: %w", err)
-		}
-		log.Warn().Msgf("%v: workloads stay unknown", err)
-		return w, filter, nil
+	if err != nil && f.filters() {
+		return nil, filter, fmt.Errorf("--cgroup, --pod and --container need a cgroup v2 hierarchy: %w", err)
 	}
 	if err := w.dialRuntime(f.criSocket, f.pod, log); err != nil {
 		return nil, filter, err
 	}
-	o := workload.Options{Hierarchy: &h}
+	o := workload.Options{}
 	if w.pods != nil {
 		o.Pods = w.pods
 	}
+	if err != nil {
+		log.Warn().Msgf("%v: workloads stay unknown (network namespaces are still named by their pods)", err)
+		w.names = workload.New(o)
+		return w, filter, nil
+	}
+	o.Hierarchy, w.cgroups = &h, true
 	w.names = workload.New(o)
 
 	path := f.cgroup
@@ -138,11 +172,44 @@ func (w *workloads) Close() {
 	}
 }
 
-// name resolves an event's cgroup id: it may walk the cgroup tree or ask the runtime on a miss, so
-// the event reader never calls it.
-func (w *workloads) name(id uint64) (workload.Workload, bool) {
-	if w == nil || w.names == nil || id == 0 {
+// cgroup names an event's cgroup id.
+func (w *workloads) cgroup(id uint64) (workload.Workload, bool) {
+	if w == nil || !w.cgroups || id == 0 {
 		return workload.Workload{}, false
 	}
 	return w.names.Cgroup(id)
+}
+
+// netns names the pod (or container) that holds a network namespace of its own.
+func (w *workloads) netns(inode uint32) (workload.Workload, bool) {
+	if w == nil || w.names == nil {
+		return workload.Workload{}, false
+	}
+	return w.names.Netns(uint64(inode))
+}
+
+// recorded is --cgroup, --pod or --container applied to the names a recording holds (nil: no
+// workload filter). An unknown workload never matches.
+func (f *workloadFlags) recorded() func(workload.Workload, bool) bool {
+	switch {
+	case f.cgroup != "":
+		path := strings.TrimSuffix(f.cgroup, "/")
+		return func(w workload.Workload, known bool) bool {
+			return known && (w.Cgroup == path || strings.HasPrefix(w.Cgroup, path+"/") || path == "")
+		}
+	case f.pod != "":
+		ns, name, named := strings.Cut(f.pod, "/")
+		return func(w workload.Workload, known bool) bool {
+			if named {
+				return known && w.PodNamespace == ns && w.Pod == name
+			}
+			return known && strings.EqualFold(w.PodUID, f.pod)
+		}
+	case f.container != "":
+		prefix := strings.ToLower(f.container)
+		return func(w workload.Workload, known bool) bool {
+			return known && w.ContainerID != "" && strings.HasPrefix(w.ContainerID, prefix)
+		}
+	}
+	return nil
 }
