@@ -360,7 +360,7 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 	for _, n := range r.Namespaces {
 		fmt.Fprintf(w, "\nnetns %d", n.NetNS)
 		if n.HeldBy != nil {
-			fmt.Fprintf(w, " (pod %s)", n.HeldBy.Name)
+			fmt.Fprintf(w, " (held by %s)", n.HeldBy.Name)
 		}
 		fmt.Fprintf(w, "\n ")
 		if n.Sysctls == nil {

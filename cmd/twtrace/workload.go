@@ -138,6 +138,21 @@ func (f *workloadFlags) open(log zerolog.Logger) (*workloads, tracer.CgroupFilte
 	return w, filter, nil
 }
 
+// openNamespaces names network namespaces only, by the pods that hold them: for stat, which
+// reads sock_diag and no cgroup ids.
+func (f *workloadFlags) openNamespaces() (*workloads, error) {
+	w := &workloads{}
+	if err := w.dialRuntime(f.criSocket, "", zerolog.Nop()); err != nil {
+		return nil, err
+	}
+	o := workload.Options{}
+	if w.pods != nil {
+		o.Pods = w.pods
+	}
+	w.names = workload.New(o)
+	return w, nil
+}
+
 // dialRuntime connects to --cri-socket (which must answer) or to the first usual socket found.
 func (w *workloads) dialRuntime(socket, pod string, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -10,20 +10,22 @@ import (
 )
 
 type nsEntry struct {
-	w   Workload
-	pid int  // a process in the namespace when it was scanned
-	ok  bool // false: several workloads share it
+	w    Workload
+	pid  int  // a process in the namespace when it was scanned
+	ok   bool // false: several workloads share it, or none holds it
+	none bool // only host processes hold it
 }
 
 // Netns returns the workload whose processes hold network namespace inode: a pod (its containers
 // share one) or a container outside Kubernetes. False for the host's namespace (host-network pods
 // share it with everything else), one shared by several workloads, or one no process holds. A
 // namespace's inode can be reused once it is gone, so an answer is checked against a process still
-// in it, and /proc is scanned again (at most once per MinRefresh) when that fails.
+// in it, and /proc is scanned again (at most once per MinRefresh) when that fails. A namespace no
+// single workload holds stays so for RetryUnknown: listing many such namespaces scans /proc once.
 func (r *Resolver) Netns(inode uint64) (Workload, bool) {
 	r.refresh.Lock()
 	defer r.refresh.Unlock()
-	if e, ok := r.netns[inode]; ok && r.netnsOf(e.pid) == inode {
+	if e, ok := r.netns[inode]; ok && r.netnsOf(e.pid) == inode && (e.ok || r.o.Now().Sub(r.lastScan) < r.o.RetryUnknown) {
 		return e.w, e.ok
 	}
 	if inode == initNetns || inode == 0 {
@@ -64,11 +66,15 @@ func (r *Resolver) scanNetns() {
 		} else if w.ContainerID != "" {
 			w = Workload{Runtime: w.Runtime, ContainerID: w.ContainerID}
 		} else {
-			continue // a host process that entered the namespace (ip netns exec, nsenter)
+			// a host process that entered the namespace (ip netns exec, nsenter)
+			if _, seen := found[ns]; !seen {
+				found[ns] = nsEntry{pid: pid, none: true}
+			}
+			continue
 		}
 		prev, seen := found[ns]
 		switch {
-		case !seen:
+		case !seen || prev.none:
 			found[ns] = nsEntry{w: w, pid: pid, ok: true}
 		case prev.ok && prev.w != w:
 			found[ns] = nsEntry{pid: pid}

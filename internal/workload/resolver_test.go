@@ -270,6 +270,20 @@ func TestNetnsSharedByTwoPodsIsAmbiguous(t *testing.T) {
 	if s := r.Stats(); s.AmbiguousNetns != 1 {
 		t.Errorf("ambiguous %d, want 1", s.AmbiguousNetns)
 	}
+	// namespaces no single workload holds are not scanned for again at once, every one of them
+	scans := r.Stats().NetnsScans
+	for range 3 {
+		r.Netns(hostIno)
+		r.Netns(sharedIno)
+	}
+	if s := r.Stats(); s.NetnsScans != scans {
+		t.Errorf("%d scans of /proc for namespaces known to have no workload, want none", s.NetnsScans-scans)
+	}
+	c.sleep(time.Second) // RetryUnknown: a pod may have started there since
+	r.Netns(hostIno)
+	if s := r.Stats(); s.NetnsScans != scans+1 {
+		t.Errorf("%d scans after RetryUnknown, want 1", s.NetnsScans-scans)
+	}
 }
 
 func TestPodAndContainerCgroups(t *testing.T) {
