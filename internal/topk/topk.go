@@ -36,18 +36,21 @@ func New[K cmp.Ordered](k int, idle time.Duration) *Limiter[K] {
 
 // Member records one unit of activity for key and says whether key has its own series now (false:
 // count it in the shared one).
-func (l *Limiter[K]) Member(key K) bool {
+func (l *Limiter[K]) Member(key K) bool { return l.Count(key, 1) }
+
+// Count records n units of activity for key, as Member does one.
+func (l *Limiter[K]) Count(key K, n uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if m, ok := l.members[key]; ok {
-		m.recent++
+		m.recent += n
 		return true
 	}
 	// Beyond maxTracks a key still counts in the shared series; it only waits a round to compete.
 	if len(l.recent) < l.maxTracks {
-		l.recent[key]++
-	} else if n, ok := l.recent[key]; ok {
-		l.recent[key] = n + 1
+		l.recent[key] += n
+	} else if v, ok := l.recent[key]; ok {
+		l.recent[key] = v + n
 	}
 	return false
 }

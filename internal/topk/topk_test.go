@@ -100,3 +100,18 @@ func BenchmarkMember(b *testing.B) {
 		l.Member(keys[i%len(keys)])
 	}
 }
+
+// Count weighs activity: one call with n is n calls of Member.
+func TestLimiterCountWeighs(t *testing.T) {
+	l := New[string](1, 10*time.Minute)
+	l.Count("heavy", 100)
+	for range 10 {
+		l.Member("chatty")
+	}
+	if _, joined := l.Rebalance(time.Unix(0, 0)); !slices.Equal(joined, []string{"heavy"}) {
+		t.Fatalf("joined %v, want the key with 100 units in one call", joined)
+	}
+	if !l.Count("heavy", 3) || l.Count("chatty", 3) {
+		t.Error("membership not applied to Count")
+	}
+}
