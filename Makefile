@@ -4,7 +4,7 @@ CLANG    ?= clang-19
 BIN      := bin/twtrace
 export CGO_ENABLED := 0
 
-.PHONY: all build generate test test-unit vmtest bench soak run clean tools-clang tools-promtool tools-bench
+.PHONY: all build generate test test-unit vmtest bench soak run clean tools-clang tools-promtool tools-bench tools-containerd
 
 all: build
 
@@ -20,8 +20,9 @@ tools-clang:
 
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
 # promtool checks the alert rules and fires each from synthetic series here, and lints the
-# exported metrics in the serve test; a real Prometheus server scrapes serve in another.
-test: build tools-promtool
+# exported metrics in the serve test; a real Prometheus server scrapes serve in another; the
+# workload tests run real pods on a private containerd (.ci/containerd/start.sh).
+test: build tools-promtool tools-containerd
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml
 	promtool test rules deploy/prometheus/alerts_test.yaml
@@ -30,6 +31,10 @@ test: build tools-promtool
 # Debian's prometheus package holds both the server and promtool.
 tools-promtool:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+
+tools-containerd:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v containerd && command -v runc && test -x /usr/lib/cni/bridge; } >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc containernetworking-plugins; fi
 
 # Unit tests only: no privileges needed.
 test-unit:

@@ -45,10 +45,13 @@ struct {
 	__type(value, struct sock_info);
 } socks SEC(".maps");
 
-/* Per timewait socket: its birth and the owner carried over. Deleted at death. */
+/* Per timewait socket: its birth, and the owner and cgroup carried over. Deleted at death. */
 struct tw_info {
 	__u64 birth_ns;
+	__u64 cgroup;
 	struct owner owner;
+	__u8 cgroup_in; /* F_CGROUP_IN of the full socket */
+	__u8 _pad[7];
 };
 
 struct {

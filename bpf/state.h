@@ -37,9 +37,10 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	if (!c)
 		return 0;
 	pending_settle(c, 0, false);
-	/* a socket outside the namespace or family asked for is never tracked: no map entry,
-	 * no work (ports are not stable before connect, so they are filtered at emission) */
-	if (!socket_wanted(&e)) {
+	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
+	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
+	set_cgroup(&e, sk, true);
+	if (!socket_wanted(&e) || (cfg_cgroup_id && !(e.flags & F_CGROUP_IN))) {
 		count(STAT_FILTERED);
 		return 0;
 	}

@@ -13,6 +13,9 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
+# a pure cgroup v2 host: sockets' cgroups are named (the tests also check the case without one)
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done
 
