@@ -195,7 +195,7 @@ func TestRunDispatch(t *testing.T) {
 	}{
 		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
 		{name: "unknown command", args: []string{"frobnicate"}, usage: true, stderrHas: "Usage:"},
-		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
+		{name: "version", args: []string{"version"}, stdoutHas: "twtrace dev\ncommit  "},
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "-h", args: []string{"-h"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "help", args: []string{"help"}, stdoutHas: "twtrace watch [flags]"},
