@@ -1,7 +1,9 @@
 #!/bin/sh
-# PID 1 of the test VM. Console (ttyS0) gets the test output; ttyS1 gets only RESULT lines, so a
-# kernel panic on the console can never be mistaken for a result.
+# PID 1 of the test VM. The console (ttyS0, ttyAMA0 on arm64) gets the test output; the results device
+# (vmtest.result: ttyS1, or a virtio console on arm64) gets only RESULT lines, so a kernel panic on the
+# console can never be mistaken for a result.
 # TWTRACE_EMULATED: the timer softirq runs late under TCG; the natural-expiry test allows for it
+/bin/busybox --install -s /bin # the applets: the host could not run this architecture's busybox to list them
 export PATH=/bin HOME=/tmp TMPDIR=/tmp TWTRACE_BIN=/twtrace TWTRACE_EMULATED=1
 
 mount -t proc proc /proc
@@ -14,30 +16,35 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 ip link set lo up
-for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done
+for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done # NN-name.ko: dependencies first
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p"; }
 kernel=$(arg kernel)
+result=$(arg result)
+skip=$(arg skip) # tests cut on this architecture (run.sh says why)
 [ "$(arg long)" = 1 ] || export TWTRACE_SKIP_LONG=1
-stty -F /dev/ttyS1 raw -echo
+i=0
+while [ ! -c "$result" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done # a module's device appears once probed
+[ -c "$result" ] || echo "vmtest: no results device $result"
+case $result in /dev/ttyS*) stty -F "$result" raw -echo ;; esac
 
 verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 backend not available, 4 not implemented by twtrace)
   case $1 in 0) echo passed ;; 3) echo unavailable ;; 4) echo unimplemented ;; *) echo failed ;; esac
 }
 
-echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}"
+echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}, skipped: ${skip:-none}"
 for b in fentry kprobe tracepoint; do
   echo "=== vmtest: /tracer.test -backend=$b"
-  /tracer.test -test.v -test.timeout 10m -backend=$b
+  /tracer.test -test.v -test.timeout 10m -backend=$b ${skip:+-test.skip=$skip}
   t=$(verdict $?)
   echo "=== vmtest: /twtrace-cmd.test -backend=$b"
-  /twtrace-cmd.test -test.v -backend=$b
+  /twtrace-cmd.test -test.v -backend=$b ${skip:+-test.skip=$skip}
   c=$(verdict $?)
   # Both binaries must agree; one passing while the other says "not available" is a bug.
   r=$t
   [ "$t" = "$c" ] || r=failed
   echo "RESULT $kernel $b $r (tracer.test: $t, twtrace-cmd.test: $c)"
-  echo "RESULT $kernel $b $r" >/dev/ttyS1
+  echo "RESULT $kernel $b $r" >"$result"
 done
 sleep 1 # let the UARTs drain before the power goes
 poweroff -f
