@@ -13,8 +13,8 @@ DIST     := dist
 IMAGE    ?= localhost/twtrace
 export CGO_ENABLED := 0
 
-.PHONY: all build generate test test-unit vmtest bench soak run clean release image image-push image-test \
-	tools-clang tools-promtool tools-bench tools-podman
+.PHONY: all build generate test test-unit test-arm64 vmtest bench soak run clean release image image-push image-test \
+	tools-clang tools-promtool tools-bench tools-podman tools-qemu-user
 
 all: build
 
@@ -53,11 +53,20 @@ tools-clang:
 	@command -v $(CLANG) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CLANG) llvm-19; }
 
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
-# promtool checks the alert rules here and the exported metrics in the serve test.
+# promtool checks the alert rules here and the exported metrics in the serve test. Then the arm64 build.
 test: build tools-promtool
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml
 	TWTRACE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) test-arm64
+
+# The arm64 build: vet, and the unit tests run under qemu-user emulation (the kernel tests run in make vmtest).
+test-arm64: tools-qemu-user
+	GOARCH=arm64 $(GO) vet ./...
+	TWTRACE_UNIT_ONLY=1 GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64-static ./...
+
+tools-qemu-user:
+	@command -v qemu-aarch64-static >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static; }
 
 tools-promtool:
 	@command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
