@@ -47,13 +47,13 @@ EOF
   containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
   echo $! >"$dir/containerd.pid"
   echo "$dir/containerd.sock" >"$dir/address"
-  for i in $(seq 100); do
+  for i in $(seq 600); do
     ctr -a "$dir/containerd.sock" version >/dev/null 2>&1 && { cat "$dir/address"; return 0; }
     kill -0 "$(cat "$dir/containerd.pid")" 2>/dev/null || { tail -n 20 "$dir/containerd.log" >&2; die "containerd exited"; }
     sleep 0.1
   done
   tail -n 20 "$dir/containerd.log" >&2
-  die "containerd did not answer on $dir/containerd.sock within 10 s"
+  die "containerd did not answer on $dir/containerd.sock within 60 s"
 }
 
 stop() { # dir

@@ -11,6 +11,7 @@ CAPS=(CAP_BPF CAP_PERFMON CAP_SYSLOG CAP_SYS_ADMIN CAP_SYS_PTRACE) # deploy/kube
 declare -A ELF_MACHINE=([amd64]=3e00 [arm64]=b700) # e_machine, little-endian: EM_X86_64, EM_AARCH64
 
 fail() { echo "image-test: FAIL: $*" >&2; exit 1; }
+trap 'echo "image-test: FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 [[ $(id -u) == 0 ]] || fail "needs root (containerd)"
 command -v jq >/dev/null && command -v capsh >/dev/null ||
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq libcap2-bin; } >&2
