@@ -21,7 +21,6 @@ for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done # NN-name.ko: de
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p"; }
 kernel=$(arg kernel)
 result=$(arg result)
-skip=$(arg skip) # tests cut on this architecture (run.sh says why)
 [ "$(arg long)" = 1 ] || export TWTRACE_SKIP_LONG=1
 i=0
 while [ ! -c "$result" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done # a module's device appears once probed
@@ -32,13 +31,13 @@ verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 ba
   case $1 in 0) echo passed ;; 3) echo unavailable ;; 4) echo unimplemented ;; *) echo failed ;; esac
 }
 
-echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}, skipped: ${skip:-none}"
+echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}"
 for b in fentry kprobe tracepoint; do
   echo "=== vmtest: /tracer.test -backend=$b"
-  /tracer.test -test.v -test.timeout 10m -backend=$b ${skip:+-test.skip=$skip}
+  /tracer.test -test.v -test.timeout 10m -backend=$b
   t=$(verdict $?)
   echo "=== vmtest: /twtrace-cmd.test -backend=$b"
-  /twtrace-cmd.test -test.v -backend=$b ${skip:+-test.skip=$skip}
+  /twtrace-cmd.test -test.v -backend=$b
   c=$(verdict $?)
   # Both binaries must agree; one passing while the other says "not available" is a bug.
   r=$t
