@@ -10,7 +10,8 @@
 #   VMTEST_JOBS          VMs booted at once (default 2: single-threaded TCG keeps one host CPU busy per VM)
 #   VMTEST_TIMEOUT       seconds per VM (default 1200; arm64 ones get VMTEST_TIMEOUT_ARM64, default 1800)
 #   VMTEST_BINARIES_DIR  use <arch>/{tracer.test,twtrace-cmd.test,twtrace} from this directory instead of building them
-#   VMTEST_ICOUNT_ARM64  QEMU -icount options for arm64 guests (default "shift=0,sleep=off"; empty: the host's clock)
+#   VMTEST_ICOUNT_AMD64, VMTEST_ICOUNT_ARM64
+#                        QEMU -icount options (default "shift=0,sleep=off"; empty: the guest follows the host's clock)
 set -euo pipefail
 shopt -s inherit_errexit # so a failing go build inside $(...) stops the run
 
@@ -26,11 +27,11 @@ CACHE_FORMAT=3 # bump when fetch_kernel keeps more of a package
 declare -A VCPUS
 LONG_KERNELS=${LONG_KERNELS:-amd64/6.1 arm64/6.12}
 JOBS=${VMTEST_JOBS:-2}
-# arm64 guest time is counted in executed instructions (1 ns each), idle time skipped: a VM the host preempts
-# for 20 ms does not see 20 ms pass, so the tests' 10 ms windows hold however loaded the shared host is (without
-# it, a host at load 10 failed a few tests per VM). amd64 guests cannot have it: under -icount, QEMU 7.2's
-# x86 guests hang bringing up their second CPU; they follow the host's clock, as they always did.
-declare -A ICOUNT=([amd64]="" [arm64]=${VMTEST_ICOUNT_ARM64-shift=0,sleep=off})
+# Guest time is counted in executed instructions (1 ns each), idle time skipped: a VM the host preempts for
+# 20 ms does not see 20 ms pass, so twtrace's 10 ms windows hold however loaded the shared host is (following
+# the host's clock, a VM failed a few of those tests at load average 4 to 10; counting, none did). x86 guests
+# hang bringing up a second CPU under -icount with QEMU 7.2: the kernels file gives them one vCPU.
+declare -A ICOUNT=([amd64]=${VMTEST_ICOUNT_AMD64-shift=0,sleep=off} [arm64]=${VMTEST_ICOUNT_ARM64-shift=0,sleep=off})
 declare -A TIMEOUT=([amd64]=${VMTEST_TIMEOUT:-1200} [arm64]=${VMTEST_TIMEOUT_ARM64:-1800})
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
 REQUIRED_CONFIG=(CONFIG_NET_NS CONFIG_INET CONFIG_BPF_SYSCALL CONFIG_DEBUG_INFO_BTF CONFIG_DEVTMPFS
