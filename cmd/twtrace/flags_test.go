@@ -196,8 +196,8 @@ func TestRunDispatch(t *testing.T) {
 		stderrHas  string
 	}{
 		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
-		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
-		{name: "version --help", args: []string{"version", "--help"}, wantStdout: "Usage: twtrace version\n\nPrint the version.\n"},
+		{name: "version", args: []string{"version"}, stdoutHas: "twtrace dev\ncommit  "},
+		{name: "version --help", args: []string{"version", "--help"}, stdoutHas: "Usage: twtrace version\n\nPrint twtrace's version"},
 		{name: "version takes no flag", args: []string{"version", "--short"}, usage: true},
 		{name: "version takes no argument", args: []string{"version", "now"}, usage: true},
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
