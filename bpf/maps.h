@@ -82,7 +82,8 @@ struct cpu_scratch {
 	/* the last full socket closed here, whose owner a following reset still needs */
 	__u64 closed_sk;
 	struct owner closed_owner;
-	/* the last full socket that sent a reset here: its close is not an overflow */
+	/* the last full socket that sent a reset here: its next transition, a close, is not an
+	 * overflow; that transition consumes it (the slab gives the address to new sockets) */
 	__u64 reset_sk;
 	/* function-probe backends: inet_twsk_alloc's arguments (kprobe) and its NULL result */
 	__u64 alloc_sk;

@@ -37,6 +37,10 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	if (!c)
 		return 0;
 	pending_settle(c, 0, false);
+	/* a reset this socket sent counts for its next transition only */
+	bool reset_sent = c->reset_sk == key;
+	if (reset_sent)
+		c->reset_sk = 0;
 	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
 	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
 	set_cgroup(&e, sk, true);
@@ -81,7 +85,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		if (tw_handoff(c, &e, &owner))
 			return 0;
 		if (cfg_events & FAM_OVERFLOW)
-			check_overflow(sk, c, &e);
+			check_overflow(sk, c, &e, reset_sent);
 	}
 	emit_state(&e);
 	return 0;

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twtrace/twtrace/internal/cgroup2"
+	"golang.org/x/sys/unix"
 )
 
 // childNoCgroup2 makes this test binary unmount the cgroup2 hierarchy in the mount namespace it
@@ -104,8 +105,9 @@ func jsonLines(t *testing.T, out []byte) []map[string]any {
 }
 
 const (
-	wlUID = "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10"
-	wlCtr = "5c1c5d1a3f1f4f2a8d1e0b7c2a9e6d4b3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c"
+	wlUID        = "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10"
+	wlUIDSystemd = "0f6ad3b4_1c3e_4b8f_9a1d_7e2c5b8a9d10" // as the kubelet's systemd driver writes it
+	wlCtr        = "5c1c5d1a3f1f4f2a8d1e0b7c2a9e6d4b3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c"
 )
 
 // watch names the workload of every socket: a systemd unit, and a pod's container under the
@@ -209,6 +211,106 @@ func TestWatchWithoutCgroup2(t *testing.T) {
 	for _, e := range lines {
 		if e["cgroup"] != nil || e["unit"] != nil || e["pod_uid"] != nil {
 			t.Errorf("a workload named without a hierarchy: %v", e)
+		}
+	}
+}
+
+// abortUnread makes one loopback connection whose server closes with unread data: it sends a
+// reset (tcp_abort_on_close), which the client receives.
+func abortUnread(t *testing.T) {
+	t.Helper()
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	must(t, err)
+	defer unix.Close(ln)
+	must(t, unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Listen(ln, 8))
+	sa, _ := unix.Getsockname(ln)
+	c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	must(t, err)
+	defer unix.Close(c)
+	must(t, unix.Connect(c, sa))
+	a, _, err := unix.Accept(ln)
+	must(t, err)
+	_, err = unix.Write(c, []byte("unread"))
+	must(t, err)
+	fds := []unix.PollFd{{Fd: int32(a), Events: unix.POLLIN}}
+	_, err = unix.Poll(fds, 5000)
+	must(t, err)
+	unix.Close(a)
+	fds = []unix.PollFd{{Fd: int32(c), Events: unix.POLLIN}}
+	unix.Poll(fds, 5000) // the reset arrives
+}
+
+// timewait and doctor count per workload what the kernel did for each: a systemd unit and a pod
+// (kubelet's systemd driver, no runtime: named by UID) share a namespace whose timewait table holds
+// 5; the unit's 2 closes and a reset, then the pod's 6 closes, of which 3 find the table full.
+func TestViewsPerWorkload(t *testing.T) {
+	if twtraceBin == "" {
+		t.Skip("needs root (and not make test-unit): runs twtrace and creates cgroups")
+	}
+	const unit = "/system.slice/demo.service"
+	const pod = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + wlUIDSystemd + ".slice/cri-containerd-" + wlCtr + ".scope"
+	cg := newTestCgroups(t, unit, pod)
+	var view, doctor []byte
+	inNetns(t, func(inode uint64) {
+		must(t, os.WriteFile("/proc/sys/net/ipv4/tcp_max_tw_buckets", []byte("5"), 0o644))
+		holder := exec.Command("sleep", "600") // the namespace reachable through /proc
+		must(t, holder.Start())
+		defer holder.Process.Kill()
+		common := []string{"-o", "json", "--backend", *testBackend, "--netns", fmt.Sprint(inode)}
+		tw, twOut, twErr := startTwtrace(t, append([]string{"timewait"}, common...)...)
+		doc, docOut, docErr := startTwtrace(t, append([]string{"doctor", "--duration", "10m"}, common...)...)
+		cg.in(t, unit, func() {
+			clientFirst(t, 0, 2)
+			abortUnread(t)
+		})
+		cg.in(t, pod, func() { clientFirst(t, 0, 6) })
+		if n := tcpExtCounter(t, "TCPTimeWaitOverflow"); n != 3 {
+			t.Fatalf("the kernel counted %d overflows, want 3: the test's premise", n)
+		}
+		time.Sleep(300 * time.Millisecond) // the last records are read within 100 ms
+		stopTwtrace(t, tw, twErr)
+		stopTwtrace(t, doc, docErr)
+		view, doctor = twOut.Bytes(), docOut.Bytes()
+	})
+	want := map[string][5]uint64{ // held, created, overflows, resets sent, received
+		"demo.service": {2, 2, 0, 1, 1},
+		"pod:" + wlUID: {3, 3, 3, 0, 0},
+	}
+	check := func(what string, rows []workloadJSON) {
+		t.Helper()
+		got := map[string][5]uint64{}
+		for _, r := range rows {
+			if r.Workload == nil || r.TimeWaitNow == nil || r.Created == nil || r.Overflows == nil || r.ResetsSent == nil || r.ResetsRecv == nil {
+				t.Errorf("%s: a row with an unknown workload or count: %+v", what, r)
+				continue
+			}
+			got[r.Workload.Name] = [5]uint64{*r.TimeWaitNow, *r.Created, *r.Overflows, *r.ResetsSent, *r.ResetsRecv}
+		}
+		if len(got) != len(want) || got["demo.service"] != want["demo.service"] || got["pod:"+wlUID] != want["pod:"+wlUID] {
+			t.Errorf("%s: per workload (held, created, overflows, resets sent, received) %v, want %v", what, got, want)
+		}
+	}
+	var v struct {
+		Workloads []workloadJSON `json:"workloads"`
+	}
+	must(t, json.Unmarshal(view, &v))
+	check("timewait", v.Workloads)
+	var d struct {
+		Namespaces []struct {
+			Traced struct {
+				Workloads []workloadJSON `json:"workloads"`
+			} `json:"traced"`
+		} `json:"namespaces"`
+	}
+	must(t, json.Unmarshal(doctor, &d))
+	if len(d.Namespaces) != 1 {
+		t.Fatalf("doctor: %s", doctor)
+	}
+	check("doctor", d.Namespaces[0].Traced.Workloads)
+	for _, r := range v.Workloads {
+		if r.Workload != nil && r.Workload.Name == "pod:"+wlUID && (r.Forecast == nil || r.Workload.Cgroup != cg.top+pod) {
+			t.Errorf("the pod's row: %+v %+v", r.Workload, r.Forecast)
 		}
 	}
 }
