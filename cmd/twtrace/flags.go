@@ -19,13 +19,19 @@ import (
 type flagGroup uint
 
 const (
-	groupOutput   flagGroup = 1 << iota // -o
-	groupTracing                        // --events, --backend, --ringbuf-size
-	groupDuration                       // --duration
-	groupFilters                        // --port, --sport, --dport, --addr, --netns, -4, -6
-	groupOwner                          // --pid: only a tracer knows a socket's owner
-	groupLog                            // --log-level, --log-format: the tracing session's diagnostics
-	groupCost                           // --bpf-stats: the kernel's count of twtrace's own cost
+	groupOutput          flagGroup = 1 << iota // -o
+	groupTracing                               // --events, --backend, --ringbuf-size
+	groupDuration                              // --duration
+	groupFilters                               // --port, --sport, --dport, --addr, --netns, -4, -6
+	groupOwner                                 // --pid: only a tracer knows a socket's owner
+	groupLog                                   // --log-level, --log-format: the tracing session's diagnostics
+	groupWorkloadFilters                       // --cgroup, --pod, --container: in the kernel, by the socket's cgroup
+	groupNames                                 // --cri-socket: names pods and containers
+	groupTopWorkloads                          // --top-workloads
+	groupCost                                  // --bpf-stats: the kernel's count of twtrace's own cost
+
+	// workloadGroups are what commands that trace and count per workload take.
+	workloadGroups = groupWorkloadFilters | groupNames | groupTopWorkloads
 
 	// tracingGroups are what every command that traces takes.
 	tracingGroups = groupTracing | groupDuration | groupFilters | groupOwner | groupLog
@@ -33,11 +39,11 @@ const (
 
 // sharedFlags says which shared flags each command takes (probe has its own two).
 var sharedFlags = map[string]flagGroup{
-	"watch":    groupOutput | tracingGroups | groupCost,
-	"timewait": groupOutput | tracingGroups | groupCost,
-	"doctor":   groupOutput | tracingGroups,
-	"serve":    tracingGroups | groupCost, // its output is /metrics
-	"stat":     groupOutput | groupDuration | groupFilters,
+	"watch":    groupOutput | tracingGroups | groupWorkloadFilters | groupNames | groupCost,
+	"timewait": groupOutput | tracingGroups | workloadGroups | groupCost,
+	"doctor":   groupOutput | tracingGroups | workloadGroups,
+	"serve":    tracingGroups | workloadGroups | groupCost, // its output is /metrics
+	"stat":     groupOutput | groupDuration | groupFilters | groupNames,
 }
 
 // traceFlags are the options commands share. A flag a command does not register keeps
@@ -59,6 +65,7 @@ type traceFlags struct {
 	logLevel  string
 	logFormat string
 	bpfStats  bool
+	workload  workloadFlags
 }
 
 // newTraceFlags registers the shared flags that fs's command takes (sharedFlags).
@@ -96,6 +103,7 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 		fs.BoolVar(&f.bpfStats, "bpf-stats", false, "count twtrace's own kernel cost per program (the kernel's BPF statistics, on for twtrace's lifetime; "+
 			"every BPF program on the machine pays about 20 ns more per run meanwhile)")
 	}
+	f.workload.register(fs, groups)
 	if groups&groupLog != 0 {
 		fs.StringVar(&f.logLevel, "log-level", f.logLevel, "diagnostics on stderr: debug, info, warn or error")
 		fs.StringVar(&f.logFormat, "log-format", f.logFormat, "diagnostics format: console or json")
@@ -107,18 +115,24 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 // because other commands do.
 var notTaken = map[string]map[string]string{
 	"stat": {
-		"pid":          "stat reads sockets from sock_diag, which does not know their owners; use watch or timewait",
-		"events":       "stat does not trace",
-		"backend":      "stat does not trace",
-		"ringbuf-size": "stat does not trace",
-		"log-level":    "stat writes no diagnostics",
-		"log-format":   "stat writes no diagnostics",
+		"pid":           "stat reads sockets from sock_diag, which does not know their owners; use watch or timewait",
+		"events":        "stat does not trace",
+		"backend":       "stat does not trace",
+		"ringbuf-size":  "stat does not trace",
+		"log-level":     "stat writes no diagnostics",
+		"log-format":    "stat writes no diagnostics",
+		"cgroup":        statNoCgroups,
+		"pod":           statNoCgroups,
+		"container":     statNoCgroups,
+		"top-workloads": "stat lists every namespace, each named by the pod that holds it",
 	},
 	"serve": {
 		"o":                "serve prints no events: it exports them on /metrics",
 		"top-destinations": "renamed --top",
 	},
 }
+
+const statNoCgroups = "stat reads sock_diag, which does not say which cgroup created a socket; give the pod's network namespace with --netns (stat names the pod of each)"
 
 // commandFlags makes a command's flag set: --help prints usage, then the flags, to stdout.
 func commandFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
@@ -203,6 +217,9 @@ func (f *traceFlags) options() (tracer.Options, error) {
 	}
 	if err := tracer.ValidateRingBufferSize(o.RingBufferSize, os.Getpagesize()); err != nil {
 		return o, usagef("--ringbuf-size: %s", err)
+	}
+	if err := f.workload.validate(); err != nil {
+		return o, err
 	}
 	flt := &o.Filter
 	if flt.Port, err = portFlag("port", f.port); err != nil {

@@ -34,19 +34,22 @@ func writeViewJSON(w io.Writer, v view) error {
 		Created      *uint64 `json:"created"`
 		Overflows    *uint64 `json:"overflows"`
 		CounterDelta *int64  `json:"overflow_counter_delta"`
+		// the pod (or container) holding the namespace; null when none does
+		Workload *workloadNames `json:"workload"`
 	}
 	type dest struct {
-		NetNS       uint32   `json:"netns"`
-		SAddr       string   `json:"saddr"`
-		DAddr       string   `json:"daddr"`
-		DPort       uint16   `json:"dport"`
-		Live        int      `json:"live"`
-		Share       float64  `json:"port_range_share"`
-		Rate        *float64 `json:"created_per_s"`
-		AtRisk      *bool    `json:"at_risk"`
-		Steady      *float64 `json:"steady_state"`
-		ExhaustionS *float64 `json:"exhaustion_s"`
-		Count       uint64   `json:"count,omitempty"`
+		NetNS       uint32         `json:"netns"`
+		SAddr       string         `json:"saddr"`
+		DAddr       string         `json:"daddr"`
+		DPort       uint16         `json:"dport"`
+		Live        int            `json:"live"`
+		Share       float64        `json:"port_range_share"`
+		Rate        *float64       `json:"created_per_s"`
+		AtRisk      *bool          `json:"at_risk"`
+		Steady      *float64       `json:"steady_state"`
+		ExhaustionS *float64       `json:"exhaustion_s"`
+		Count       uint64         `json:"count,omitempty"`
+		Workload    *workloadNames `json:"workload"` // the namespace's
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -76,12 +79,14 @@ func writeViewJSON(w io.Writer, v view) error {
 		Overflows  []dest            `json:"overflows"`
 		Resets     []reset           `json:"resets"`
 		ByProcess  []process         `json:"resets_by_process"`
+		Workloads  []workloadJSON    `json:"workloads"`
+		More       int               `json:"more_workloads"`
 	}{
 		TS: time.Now().UTC().Format(time.RFC3339Nano), Since: v.Since.UTC().Format(time.RFC3339Nano),
 		Seconds: v.Elapsed.Seconds(), Complete: v.complete(), Lost: v.Lost, Missed: v.Missed,
 		Offline: v.Offline, Unreadable: v.Unreadable,
 		Families: []string{}, NotTraced: map[string]string{},
-		Namespaces: []netns{}, Dests: []dest{},
+		Namespaces: []netns{}, Dests: []dest{}, Workloads: []workloadJSON{}, More: v.MoreWorkloads,
 	}
 	if v.Offline {
 		out.Input = &v.Input
@@ -137,11 +142,12 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, n := range v.Namespaces {
 		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
-			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
+			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta),
+			namespaceNames(v.NamespaceWorkloads, n.NetNS)})
 	}
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
-			Live: d.Live, Share: d.Share}
+			Live: d.Live, Share: d.Share, Workload: namespaceNames(v.NamespaceWorkloads, d.NetNS)}
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState
@@ -153,7 +159,8 @@ func writeViewJSON(w io.Writer, v view) error {
 		out.Dests = append(out.Dests, row)
 	}
 	for _, o := range v.Overflows {
-		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count})
+		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count,
+			Workload: namespaceNames(v.NamespaceWorkloads, o.Dest.NetNS)})
 	}
 	for _, r := range v.Resets {
 		row := reset{Direction: "sent", Count: r.Count}
@@ -167,6 +174,9 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, p := range v.ByProcess {
 		out.ByProcess = append(out.ByProcess, process{p.Key.PID, commString(p.Key.Comm), p.Count})
+	}
+	for _, r := range v.Workloads {
+		out.Workloads = append(out.Workloads, workloadRowJSON(r, v.Traced))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

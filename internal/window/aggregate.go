@@ -40,6 +40,10 @@ type Aggregate struct {
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
 	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
+	ByCgroup         map[CgroupKey]*CgroupCounts
+	// TimeWaitNow counts, per cgroup, the timewait sockets born while tracing that are alive
+	// now: unlike the rest, it carries over from one window to the next (Window.Restart).
+	TimeWaitNow map[CgroupKey]uint64
 	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
 	// without one was born since: its counters started at 0); nil when unknown.
 	Baseline map[uint32]snapshot.Counters
@@ -57,6 +61,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		Resets:           map[ResetKey]uint64{},
 		ResetsByProcess:  map[ProcessKey]uint64{},
 		Netns:            map[uint32]bool{},
+		ByCgroup:         map[CgroupKey]*CgroupCounts{},
+		TimeWaitNow:      map[CgroupKey]uint64{},
 	}
 }
 
@@ -72,6 +78,7 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		return
 	}
 	a.Netns[e.NetNS] = true
+	a.addWorkload(e)
 	switch e.Kind {
 	case tracer.KindTWEnter:
 		a.Created[destinationOf(e)]++
@@ -127,7 +134,12 @@ func (a *Aggregate) Clone() *Aggregate {
 		Resets:           maps.Clone(a.Resets),
 		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
 		Netns:            maps.Clone(a.Netns),
+		ByCgroup:         make(map[CgroupKey]*CgroupCounts, len(a.ByCgroup)),
+		TimeWaitNow:      maps.Clone(a.TimeWaitNow),
 		Baseline:         a.Baseline, // never written after the start
+	}
+	for k, cc := range a.ByCgroup {
+		c.ByCgroup[k] = cc.clone()
 	}
 	for k, h := range a.Lifetimes {
 		c.Lifetimes[k] = h.Clone()
