@@ -32,24 +32,12 @@ struct owner {
 	char comm[COMM_LEN];
 };
 
-/* Per full socket: when it entered its current state (0: unknown), and its owner. */
+/* Per full socket: when it entered its current state, and its owner. Deleted at CLOSE. */
 struct sock_info {
 	__u64 since_ns;
 	struct owner owner;
 };
 
-/* Socket-local storage (from tracing programs since 5.11): no hashing, no LRU lock, freed
- * with the socket. Bounded by the sockets alive, and by the memory cgroup it is charged to:
- * a socket refused storage is counted as untracked. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_info);
-} sock_store SEC(".maps");
-
-/* The same keyed by the socket's address, on kernels without the above (5.10): bounded
- * by its size, evicting the oldest, and emptied at CLOSE. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -133,45 +121,6 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		(*v)++;
-}
-
-/* Chosen from Go by trying to load the state hook with it: socket-local storage (1) or
- * the hash (0). */
-volatile const __u8 cfg_sk_storage;
-
-/* sock_info_find returns sk's record, NULL if it has none. */
-static __always_inline struct sock_info *sock_info_find(struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-
-	if (cfg_sk_storage)
-		return bpf_sk_storage_get(&sock_store, sk, NULL, 0);
-	return bpf_map_lookup_elem(&socks, &key);
-}
-
-/* sock_info_add gives sk the record *init; false if no room was given. */
-static __always_inline bool sock_info_add(struct sock *sk, struct sock_info *init)
-{
-	__u64 key = (__u64)sk;
-
-	if (cfg_sk_storage)
-		return bpf_sk_storage_get(&sock_store, sk, init, BPF_SK_STORAGE_GET_F_CREATE) != NULL;
-	return bpf_map_update_elem(&socks, &key, init, BPF_ANY) == 0;
-}
-
-/* sock_info_closed ends sk's record at CLOSE: a socket may be connected again (after
- * disconnect) and then starts afresh. Socket-local storage keeps the owner, for a reset
- * that follows, and goes with the socket; the hash entry goes now. */
-static __always_inline void sock_info_closed(struct sock *sk, struct sock_info *si)
-{
-	__u64 key = (__u64)sk;
-
-	if (cfg_sk_storage) {
-		if (si)
-			si->since_ns = 0;
-		return;
-	}
-	bpf_map_delete_elem(&socks, &key);
 }
 
 static __always_inline struct cpu_scratch *this_cpu(void)

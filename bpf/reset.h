@@ -71,7 +71,7 @@ static __always_inline void carried_info(struct cpu_scratch *c, struct sock *sk,
 			set_tw_info(e, ti);
 		return;
 	}
-	struct sock_info *si = sock_info_find(sk);
+	struct sock_info *si = bpf_map_lookup_elem(&socks, &key);
 	if (si)
 		set_owner(e, &si->owner);
 	else if (c->closed_sk == key)

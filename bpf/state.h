@@ -30,7 +30,7 @@ static __always_inline bool needs_record(bool owner_ctx, int new)
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
-	struct sock_info *si = NULL;
+	struct sock_info *si;
 	struct owner owner = {};
 	struct event e = {};
 	__u64 key = (__u64)sk;
@@ -41,16 +41,16 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (!read_sock_tuple_btf(&e, sk))
+		return 0;
 	c = this_cpu();
 	if (!c)
 		return 0;
+	pending_settle(c, 0);
 	/* a reset this socket sent counts for its next transition only */
 	bool reset_sent = c->reset_sk == key;
 	if (reset_sent)
 		c->reset_sk = 0;
-	if (!read_sock_tuple_btf(&e, sk))
-		return 0;
-	pending_settle(c, 0);
 	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
 	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
 	set_cgroup(&e, sk, true);
@@ -68,16 +68,15 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		return 0;
 	}
 	e.ts_ns = bpf_ktime_get_ns();
-	si = sock_info_find(sk);
+	si = bpf_map_lookup_elem(&socks, &key);
 	if (si) {
-		if (si->since_ns) {
-			e.duration_ns = e.ts_ns - si->since_ns;
-			e.flags |= F_DURATION_KNOWN;
-		}
+		e.duration_ns = e.ts_ns - si->since_ns;
+		e.flags |= F_DURATION_KNOWN;
 		owner = si->owner;
-	}
-	if (!(e.flags & F_DURATION_KNOWN) && !cfg_count_state && old != S_CLOSE && old != S_LISTEN)
+	} else if (!cfg_count_state && old != S_CLOSE && old != S_LISTEN) {
+		/* counting, a record is written only where the owner is learnt (needs_record) */
 		count(STAT_SOCK_UNTRACKED);
+	}
 	if (owner_ctx)
 		current_owner(&owner);
 	set_owner(&e, &owner);
@@ -88,14 +87,14 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 			si->owner = owner;
 		} else {
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
-			sock_info_add(sk, &n);
+			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
 		}
 		emit_state(&e);
 		return 0;
 	}
 
-	sock_info_closed(sk, si);
-	c->closed_sk = (__u64)sk;
+	bpf_map_delete_elem(&socks, &key);
+	c->closed_sk = key;
 	c->closed_owner = owner;
 	if (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING) {
 		if (tw_handoff(c, &e, &owner))

@@ -219,18 +219,6 @@ int test_filter(__u64 *ctx)
 	return wanted(&e);
 }
 
-/* Tests only, never loaded by twtrace: one byte per socket that holds a record in
- * sock_store, read through a map iterator, to prove records go with their sockets. */
-SEC("iter/bpf_sk_storage_map")
-int test_count_sock_store(struct bpf_iter__bpf_sk_storage_map *ctx)
-{
-	char one = 1;
-
-	if (ctx->sk && ctx->value)
-		bpf_seq_write(ctx->meta->seq, &one, sizeof(one));
-	return 0;
-}
-
 /* Read from Go (struct hz_sample): jiffies and the monotonic clock together. */
 struct jiffies_sample {
 	__u64 jiffies;

@@ -150,11 +150,6 @@ func TestBPFProgramsMatchBackends(t *testing.T) {
 			t.Errorf("program %s, run with BPF_PROG_TEST_RUN, is %v, want a raw tracepoint", name, p)
 		}
 	}
-	// a map iterator, attached by maps_integration_test.go
-	used[twtraceProgTestCountSockStore] = true
-	if p := spec.Programs[twtraceProgTestCountSockStore]; p == nil || p.Type != ebpf.Tracing || p.AttachType != ebpf.AttachTraceIter {
-		t.Errorf("program %s, a test's map iterator, is %v", twtraceProgTestCountSockStore, p)
-	}
 	for hook, impls := range implementations {
 		for _, impl := range impls {
 			for _, name := range append(slices.Clone(impl.programs), impl.optional...) {
@@ -194,8 +189,7 @@ func backendOwns(b Backend, p *ebpf.ProgramSpec) bool {
 
 // Every cfg_* variable is set from Go with a value of its C size, for any options.
 func TestBPFVariablesSetFromGo(t *testing.T) {
-	// set once the backend is chosen, and the storage (chooseStorage)
-	wasSet := map[string]bool{twtraceVarCfgTwProbes: true, twtraceVarCfgSkStorage: true}
+	wasSet := map[string]bool{twtraceVarCfgTwProbes: true} // set once the backend is chosen
 	for _, opts := range []Options{
 		{Families: AllFamilies, RingBufferSize: DefaultRingBufferSize},
 		{Families: FamilyReset, RingBufferSize: 4096, CountTransitions: true},

@@ -30,9 +30,7 @@ type Report struct {
 	// HZMeasured is the tick rate measured here, a cross-check of a configured HZ (0 if
 	// the measurement failed, or if HZ was measured itself)
 	HZMeasured uint32
-	Storage    Storage // where the state hook keeps its per-socket records
-	StorageWhy string  // why not in socket-local storage, when not
-	Err        error   // why the tracer could not start, if it could not
+	Err        error // why the tracer could not start, if it could not
 }
 
 // Probe tries each attach method on this kernel and then starts the tracer with
@@ -57,7 +55,6 @@ func Probe(backend Backend) Report {
 	}
 	defer t.Close()
 	r.Choices, r.Missing, r.HZ = t.Choices(), t.Unavailable(), t.HZ()
-	r.Storage, r.StorageWhy = t.Storage()
 	if r.HZ.Source != "measured" {
 		r.HZMeasured, _ = t.measureHZ()
 	}

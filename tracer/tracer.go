@@ -44,12 +44,9 @@ type Tracer struct {
 	dec     Decoder
 	choices []Choice
 	hz      TickRate
-	storage Storage
-	// storageWhy says why socket-local storage is not used, when it is not
-	storageWhy string
-	missing    []MissingFamily
-	hidden     map[string]bool // kernel targets treated as missing (testHideEnv)
-	cpus       int
+	missing []MissingFamily
+	hidden  map[string]bool // kernel targets treated as missing (testHideEnv)
+	cpus    int
 
 	decoded atomic.Uint64
 	corrupt atomic.Uint64
@@ -207,9 +204,6 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 		return err
 	}
 	opts := ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kernel}}
-	if t.storage, t.storageWhy, err = chooseStorage(spec, opts, t.hidden); err != nil {
-		return err
-	}
 	chosen := map[Hook]implementation{}
 	for _, hook := range hooksFor(t.opts.Families) {
 		impl, why, err := choose(spec, opts, hook, t.opts.Backend)
@@ -285,10 +279,6 @@ func (t *Tracer) drop(fs Families, hook Hook, reason string) {
 
 // Choices reports the backend serving each hook; Backend is "" for a hook none could serve.
 func (t *Tracer) Choices() []Choice { return t.choices }
-
-// Storage reports where the state hook keeps its per-socket records, and why not in
-// socket-local storage when it does not.
-func (t *Tracer) Storage() (Storage, string) { return t.storage, t.storageWhy }
 
 // Families reports the event families this tracer really delivers.
 func (t *Tracer) Families() Families { return t.opts.Families }

@@ -214,7 +214,6 @@ type twtraceTwInfo struct {
 const (
 	twtraceMapEvents              = "events"
 	twtraceMapScratch             = "scratch"
-	twtraceMapSockStore           = "sock_store"
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
 	twtraceMapTransitions         = "transitions"
@@ -234,7 +233,6 @@ const (
 	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
-	twtraceProgTestCountSockStore = "test_count_sock_store"
 	twtraceProgTestFilter         = "test_filter"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
 	twtraceProgTpSendReset        = "tp_send_reset"
@@ -264,7 +262,6 @@ const (
 	twtraceVarCfgNetns            = "cfg_netns"
 	twtraceVarCfgPid              = "cfg_pid"
 	twtraceVarCfgPort             = "cfg_port"
-	twtraceVarCfgSkStorage        = "cfg_sk_storage"
 	twtraceVarCfgSport            = "cfg_sport"
 	twtraceVarCfgTwProbes         = "cfg_tw_probes"
 	twtraceVarCfgTwTimerHandler   = "cfg_tw_timer_handler"
@@ -329,7 +326,6 @@ type twtraceProgramSpecs struct {
 	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
-	TestCountSockStore *ebpf.ProgramSpec `ebpf:"test_count_sock_store"`
 	TestFilter         *ebpf.ProgramSpec `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
@@ -345,7 +341,6 @@ type twtraceProgramSpecs struct {
 type twtraceMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	SockStore   *ebpf.MapSpec `ebpf:"sock_store"`
 	Socks       *ebpf.MapSpec `ebpf:"socks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Transitions *ebpf.MapSpec `ebpf:"transitions"`
@@ -378,7 +373,6 @@ type twtraceVariableSpecs struct {
 	CfgNetns          *ebpf.VariableSpec `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.VariableSpec `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.VariableSpec `ebpf:"cfg_port"`
-	CfgSkStorage      *ebpf.VariableSpec `ebpf:"cfg_sk_storage"`
 	CfgSport          *ebpf.VariableSpec `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.VariableSpec `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
@@ -408,7 +402,6 @@ func (o *twtraceObjects) Close() error {
 type twtraceMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
-	SockStore   *ebpf.Map `ebpf:"sock_store"`
 	Socks       *ebpf.Map `ebpf:"socks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Transitions *ebpf.Map `ebpf:"transitions"`
@@ -419,7 +412,6 @@ func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Events,
 		m.Scratch,
-		m.SockStore,
 		m.Socks,
 		m.Stats,
 		m.Transitions,
@@ -453,7 +445,6 @@ type twtraceVariables struct {
 	CfgNetns          *ebpf.Variable `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.Variable `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.Variable `ebpf:"cfg_port"`
-	CfgSkStorage      *ebpf.Variable `ebpf:"cfg_sk_storage"`
 	CfgSport          *ebpf.Variable `ebpf:"cfg_sport"`
 	CfgTwProbes       *ebpf.Variable `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
@@ -480,7 +471,6 @@ type twtracePrograms struct {
 	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
-	TestCountSockStore *ebpf.Program `ebpf:"test_count_sock_store"`
 	TestFilter         *ebpf.Program `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
@@ -507,7 +497,6 @@ func (p *twtracePrograms) Close() error {
 		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
-		p.TestCountSockStore,
 		p.TestFilter,
 		p.TpReceiveReset,
 		p.TpSendReset,

@@ -78,13 +78,6 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	default:
 		fmt.Fprintf(w, "HZ:      %d (from %s)\n", r.HZ.HZ, r.HZ.Source)
 	}
-	if r.Storage != "" {
-		fmt.Fprintf(w, "storage: %s (per-socket records)", r.Storage)
-		if r.StorageWhy != "" {
-			fmt.Fprintf(w, ": %s", r.StorageWhy)
-		}
-		fmt.Fprintln(w)
-	}
 	fmt.Fprintf(w, "\nattach methods:\n")
 	for _, f := range r.Features {
 		if f.OK {
@@ -133,14 +126,11 @@ func writeProbeJSON(w io.Writer, r tracer.Report) error {
 		HZSource string `json:"hz_source,omitempty"`
 		// HZMeasured cross-checks a configured HZ
 		HZMeasured uint32            `json:"hz_measured,omitempty"`
-		Storage    string            `json:"storage,omitempty"`
-		StorageWhy string            `json:"storage_reason,omitempty"`
 		Features   []tracer.Feature  `json:"features"`
 		Hooks      []hook            `json:"hooks"`
 		Missing    map[string]string `json:"unavailable_families"`
 		Error      *string           `json:"error"`
-	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured,
-		Storage: string(r.Storage), StorageWhy: r.StorageWhy, Features: r.Features, Missing: map[string]string{}}
+	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Missing: map[string]string{}}
 	for _, c := range r.Choices {
 		h := hook{Hook: string(c.Hook), Unavailable: map[string]string{}}
 		if c.Backend != "" {
