@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // statsSysctl reads kernel.bpf_stats_enabled. It shows only what was written to it: a
@@ -28,6 +29,8 @@ type sentinel struct{ p *ebpf.Program }
 
 func newSentinel(t *testing.T) *sentinel {
 	t.Helper()
+	// before 5.11 a program is charged to RLIMIT_MEMLOCK, as twtrace's own are (tracer.New)
+	must(t, rlimit.RemoveMemlock())
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
 	must(t, err)
