@@ -156,6 +156,37 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 		t.Errorf("stat: %s", out)
 	}
 
+	// as the DaemonSet runs it: user 65532 with its six capabilities reaches the CRI socket
+	// (root:root, 0660) only through the supplementary group 0 the DaemonSet adds
+	t.Run("DaemonSetUser", func(t *testing.T) {
+		bin := nobodyBinary(t)
+		daemonSetCaps := []string{"bpf", "perfmon", "syslog", "sys_admin", "sys_ptrace", "dac_read_search"}
+		manifest, err := os.ReadFile("../../deploy/kubernetes/daemonset.yaml")
+		must(t, err)
+		for _, line := range []string{"runAsUser: 65532", "supplementalGroups: [0]",
+			"add: [" + strings.ToUpper(strings.Join(daemonSetCaps, ", ")) + "]"} {
+			if !strings.Contains(string(manifest), line) {
+				t.Errorf("deploy/kubernetes/daemonset.yaml does not say %q, as this test runs twtrace", line)
+			}
+		}
+		for _, groups := range []string{"0", ""} {
+			out, err := asUser(ctx, 65532, groups, bin, daemonSetCaps,
+				"stat", "-o", "json", "--netns", podNetns, "--cri-socket", ctd.Socket).CombinedOutput()
+			if groups == "" {
+				if err == nil || !strings.Contains(string(out), "connect: permission denied") {
+					t.Errorf("stat as 65532 without group 0 reached the CRI socket: %v %s", err, out)
+				}
+				continue
+			}
+			must(t, err)
+			stat.Workload = nil
+			must(t, json.Unmarshal(out, &stat))
+			if stat.Workload == nil || stat.Workload.Pod != pod.Name || stat.Workload.PodNamespace != "shop" {
+				t.Errorf("stat as 65532 with group 0 did not name the pod: %s", out)
+			}
+		}
+	})
+
 	stopTwtrace(t, watch, watchErr)
 	perContainer := map[string]int{}
 	for _, e := range jsonLines(t, watchOut.Bytes()) {
