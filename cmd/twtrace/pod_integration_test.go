@@ -31,6 +31,9 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts containerd")
 	}
+	if why := containertest.Missing(); why != "" {
+		t.Skip(why)
+	}
 	h, err := cgroup2.Find()
 	if err != nil {
 		t.Skipf("this machine: %v", err)

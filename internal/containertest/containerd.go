@@ -32,6 +32,24 @@ type Containerd struct {
 	conn   *grpc.ClientConn
 }
 
+// Missing says what this machine lacks to run StartContainerd, "" when nothing: the test VMs of
+// make vmtest hold neither containerd nor the repository; make test installs what the host needs.
+func Missing() string {
+	for _, cmd := range []string{"containerd", "ctr", "runc", "go"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return "needs " + cmd + " (make test installs containerd, runc and the CNI plugins as root)"
+		}
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err.Error()
+	}
+	if _, err := os.Stat(filepath.Join(root, ".ci/containerd/containerd.sh")); err != nil {
+		return "needs the repository's .ci/containerd/containerd.sh: " + err.Error()
+	}
+	return ""
+}
+
 // StartContainerd starts containerd under a new temporary directory and imports the sandbox and
 // test images, built from testapp with the go command. Stop it with Stop.
 func StartContainerd(ctx context.Context) (*Containerd, error) {
