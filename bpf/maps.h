@@ -57,6 +57,20 @@ struct {
 	__type(value, struct tw_info);
 } tws SEC(".maps");
 
+/* Per namespace (by inode) and per CPU: the namespace's TcpExtTCPTimeWaitOverflow as this
+ * CPU counted it when last read, and the namespace it was read from (an inode is reused). */
+struct overflow_seen {
+	__u64 count;
+	__u64 net;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct overflow_seen);
+} overflow_seen SEC(".maps");
+
 /* What one CPU just did, to join events the kernel emits back to back in one
  * bottom-half-disabled section (timer armed, then full socket closed, then reset sent). */
 struct cpu_scratch {
@@ -101,7 +115,10 @@ struct cpu_scratch {
 	__u64 connect_task;
 	__u64 connect_ts;
 	__u8 segment_detail;
-	__u8 _pad3[7];
+	__u8 pcpu_off_known;
+	__u8 _pad3[6];
+	/* where this CPU's copy of per-CPU kernel memory lies from its per-CPU pointer */
+	__u64 pcpu_off;
 };
 
 struct {
@@ -111,11 +128,16 @@ struct {
 	__type(value, struct cpu_scratch);
 } scratch SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
-		(*v)++;
+		*v += n;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
 }
 
 static __always_inline struct cpu_scratch *this_cpu(void)

@@ -17,6 +17,18 @@ static __always_inline bool in_owner_context(struct sock *sk, int old, int new)
 	       BPF_CORE_READ_BITFIELD(sk, sk_shutdown) == SHUTDOWN_MASK;
 }
 
+/* The transitions where tcp_time_wait() hands a socket to a timewait socket, or overflows. */
+static __always_inline bool leaves_for_timewait(int old, int new)
+{
+	return new == S_CLOSE && (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING);
+}
+
+/* The tracepoint backend reads the namespace's overflow count at each such close. */
+static __always_inline bool counts_overflows(void)
+{
+	return (cfg_events & FAM_OVERFLOW) && !cfg_tw_probes;
+}
+
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
@@ -39,6 +51,11 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	/* a socket outside the namespace or family asked for is never tracked: no map entry,
 	 * no work (ports are not stable before connect, so they are filtered at emission) */
 	if (!socket_wanted(&e)) {
+		/* the namespace's overflow count includes the families left out */
+		if (netns_wanted(&e) && leaves_for_timewait(old, new) && counts_overflows()) {
+			e.ts_ns = bpf_ktime_get_ns();
+			counted_overflow(sk, c, e.netns, armed_for(c, &e) != 0);
+		}
 		count(STAT_FILTERED);
 		return 0;
 	}
@@ -53,8 +70,6 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		e.duration_ns = e.ts_ns - si->since_ns;
 		e.flags |= F_DURATION_KNOWN;
 		owner = si->owner;
-	} else if (old != S_CLOSE && old != S_LISTEN) {
-		count(STAT_SOCK_UNTRACKED);
 	}
 	if (in_owner_context(sk, old, new))
 		current_owner(&owner);
@@ -75,13 +90,16 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	bpf_map_delete_elem(&socks, &key);
 	c->closed_sk = key;
 	c->closed_owner = owner;
-	if (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING) {
-		if (tw_handoff(c, &e, &owner))
-			return 0;
-		if (cfg_events & FAM_OVERFLOW)
+	if (leaves_for_timewait(old, new) && tw_handoff(c, &e, &owner)) {
+		if (counts_overflows())
+			counted_overflow(sk, c, e.netns, true);
+	} else {
+		if (leaves_for_timewait(old, new) && (cfg_events & FAM_OVERFLOW))
 			check_overflow(sk, c, &e);
+		emit_state(&e);
 	}
-	emit_state(&e);
+	/* a reset sent just before belonged to this close; a later one, to no close to come */
+	c->reset_sk = 0;
 	return 0;
 }
 

@@ -51,15 +51,17 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 
 static __always_inline void tw_exit_send(struct event *e, __u64 tw, __u8 cause)
 {
-	if (!(e->flags & F_DURATION_KNOWN))
-		count(STAT_TW_UNKNOWN_BIRTH);
-	else
+	if (e->flags & F_DURATION_KNOWN)
 		bpf_map_delete_elem(&tws, &tw);
 	e->cause = cause;
 	if (cause == CAUSE_EXPIRED)
 		e->detail = DETAIL_NONE;
-	if (cfg_events & (FAM_STATE | FAM_TW))
-		emit(e);
+	/* an unknown lifetime counts only where the user's filters keep the death */
+	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
+		return;
+	if (!(e->flags & F_DURATION_KNOWN))
+		count(STAT_TW_UNKNOWN_BIRTH);
+	send(e);
 }
 
 static __always_inline void pending_clear(struct cpu_scratch *c)
@@ -177,16 +179,27 @@ static __always_inline int on_timer(struct timer_list *timer, enum timer_op op)
 	return 0;
 }
 
+/* armed_for takes the timewait socket armed just before on this CPU, if it is the one taking
+ * over from the full socket closing now (e: its tuple and time). */
+static __always_inline __u64 armed_for(struct cpu_scratch *c, const struct event *e)
+{
+	if (!c->armed_tw || e->ts_ns - c->armed_ts > HANDOFF_MAX_AGE_NS ||
+	    c->armed_sport != e->sport || c->armed_dport != e->dport || c->armed_netns != e->netns)
+		return 0;
+
+	__u64 tw = c->armed_tw;
+	c->armed_tw = 0;
+	return tw;
+}
+
 /* tw_handoff turns a full socket's ->CLOSE into its hand-off to the timewait socket
  * armed just before on this CPU, if there is one with the same tuple. */
 static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, const struct owner *o)
 {
-	if (!c->armed_tw || e->ts_ns - c->armed_ts > HANDOFF_MAX_AGE_NS ||
-	    c->armed_sport != e->sport || c->armed_dport != e->dport || c->armed_netns != e->netns)
-		return false;
+	__u64 tw = armed_for(c, e);
 
-	__u64 tw = c->armed_tw;
-	c->armed_tw = 0;
+	if (!tw)
+		return false;
 	e->kind = EV_TW_ENTER;
 	e->new_state = S_TIME_WAIT;
 	e->substate = c->armed_substate;
@@ -201,6 +214,8 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		return true;
 	if (!kept(e))
 		return true;
+	if (cfg_events & FAM_STATE)
+		count_unknown_in_old(e);
 	struct tw_info ti = { .birth_ns = c->armed_ts, .owner = *o };
 	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
 	send(e);

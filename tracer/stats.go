@@ -13,6 +13,12 @@ type Stats struct {
 	Filtered       uint64   // events dropped in the kernel by the filters
 	SockUntracked  uint64   // transitions of sockets first seen mid-life (in_old unknown)
 	TWUnknownBirth uint64   // timewait deaths whose birth was not seen (lifetime unknown)
+	// OverflowUnattributed counts overflows the kernel counted (tracepoint backend: on a
+	// CPU, in a traced namespace) at closes twtrace did not see, so reported no event for.
+	OverflowUnattributed uint64
+	// OverflowInferred counts closes the tracepoint backend judged from the timewait
+	// table's fill level, which can be wrong, for want of the kernel's count on that CPU.
+	OverflowInferred uint64
 	// Missed counts hook firings the kernel did not run a program for, because the same
 	// program was already running on that CPU (a softirq interrupting it): those events
 	// never existed. Linux 5.12+ reports it (bpf_prog_info.recursion_misses).
@@ -52,6 +58,12 @@ func (t *Tracer) Stats() (Stats, error) {
 		return s, err
 	}
 	if _, s.TWUnknownBirth, err = read(twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH); err != nil {
+		return s, err
+	}
+	if _, s.OverflowUnattributed, err = read(twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED); err != nil {
+		return s, err
+	}
+	if _, s.OverflowInferred, err = read(twtraceStatIndexSTAT_OVERFLOW_INFERRED); err != nil {
 		return s, err
 	}
 	for _, p := range t.coll.Programs {

@@ -138,6 +138,12 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		settings["cfg_addr"] = addr
 		settings["cfg_addr_prefix"] = uint8(f.Addr.Bits())
 	}
+	if t.opts.Families&FamilyOverflow != 0 {
+		settings["cfg_mib_tw_overflow"] = mibTWOverflow()
+	}
+	if f.NetNS != 0 { // one namespace's overflow count per CPU
+		spec.Maps["overflow_seen"].MaxEntries = 8
+	}
 	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
 		handler, err := kernelSymbol("tw_timer_handler")
 		if err != nil {

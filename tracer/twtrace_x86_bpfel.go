@@ -51,7 +51,9 @@ type twtraceCpuScratch struct {
 	ConnectTask       uint64
 	ConnectTs         uint64
 	SegmentDetail     uint8
-	Pad3              [7]uint8
+	PcpuOffKnown      uint8
+	Pad3              [6]uint8
+	PcpuOff           uint64
 }
 
 type twtraceEvent struct {
@@ -108,6 +110,12 @@ const (
 	twtraceInferredReasonINFERRED_TCP_STATE      twtraceInferredReason = 65282
 )
 
+type twtraceOverflowSeen struct {
+	_     structs.HostLayout
+	Count uint64
+	Net   uint64
+}
+
 type twtraceSockInfo struct {
 	_       structs.HostLayout
 	SinceNs uint64
@@ -122,12 +130,14 @@ type twtraceSockInfo struct {
 type twtraceStatIndex uint32
 
 const (
-	twtraceStatIndexSTAT_EMITTED          twtraceStatIndex = 0
-	twtraceStatIndexSTAT_LOST             twtraceStatIndex = 1
-	twtraceStatIndexSTAT_FILTERED         twtraceStatIndex = 2
-	twtraceStatIndexSTAT_SOCK_UNTRACKED   twtraceStatIndex = 3
-	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH twtraceStatIndex = 4
-	twtraceStatIndexSTAT_MAX              twtraceStatIndex = 5
+	twtraceStatIndexSTAT_EMITTED               twtraceStatIndex = 0
+	twtraceStatIndexSTAT_LOST                  twtraceStatIndex = 1
+	twtraceStatIndexSTAT_FILTERED              twtraceStatIndex = 2
+	twtraceStatIndexSTAT_SOCK_UNTRACKED        twtraceStatIndex = 3
+	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH      twtraceStatIndex = 4
+	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED twtraceStatIndex = 5
+	twtraceStatIndexSTAT_OVERFLOW_INFERRED     twtraceStatIndex = 6
+	twtraceStatIndexSTAT_MAX                   twtraceStatIndex = 7
 )
 
 type twtraceTwCause uint32
@@ -163,6 +173,7 @@ type twtraceTwInfo struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	twtraceMapEvents              = "events"
+	twtraceMapOverflowSeen        = "overflow_seen"
 	twtraceMapScratch             = "scratch"
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
@@ -203,6 +214,7 @@ const (
 	twtraceVarCfgEmpty            = "cfg_empty"
 	twtraceVarCfgEvents           = "cfg_events"
 	twtraceVarCfgFamily           = "cfg_family"
+	twtraceVarCfgMibTwOverflow    = "cfg_mib_tw_overflow"
 	twtraceVarCfgNetns            = "cfg_netns"
 	twtraceVarCfgPid              = "cfg_pid"
 	twtraceVarCfgPort             = "cfg_port"
@@ -281,12 +293,13 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	Socks       *ebpf.MapSpec `ebpf:"socks"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	Transitions *ebpf.MapSpec `ebpf:"transitions"`
-	Tws         *ebpf.MapSpec `ebpf:"tws"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	OverflowSeen *ebpf.MapSpec `ebpf:"overflow_seen"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Transitions  *ebpf.MapSpec `ebpf:"transitions"`
+	Tws          *ebpf.MapSpec `ebpf:"tws"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -307,6 +320,7 @@ type twtraceVariableSpecs struct {
 	CfgEmpty          *ebpf.VariableSpec `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.VariableSpec `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.VariableSpec `ebpf:"cfg_family"`
+	CfgMibTwOverflow  *ebpf.VariableSpec `ebpf:"cfg_mib_tw_overflow"`
 	CfgNetns          *ebpf.VariableSpec `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.VariableSpec `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.VariableSpec `ebpf:"cfg_port"`
@@ -336,17 +350,19 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
-	Events      *ebpf.Map `ebpf:"events"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	Socks       *ebpf.Map `ebpf:"socks"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	Transitions *ebpf.Map `ebpf:"transitions"`
-	Tws         *ebpf.Map `ebpf:"tws"`
+	Events       *ebpf.Map `ebpf:"events"`
+	OverflowSeen *ebpf.Map `ebpf:"overflow_seen"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Transitions  *ebpf.Map `ebpf:"transitions"`
+	Tws          *ebpf.Map `ebpf:"tws"`
 }
 
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Events,
+		m.OverflowSeen,
 		m.Scratch,
 		m.Socks,
 		m.Stats,
@@ -373,6 +389,7 @@ type twtraceVariables struct {
 	CfgEmpty          *ebpf.Variable `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.Variable `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.Variable `ebpf:"cfg_family"`
+	CfgMibTwOverflow  *ebpf.Variable `ebpf:"cfg_mib_tw_overflow"`
 	CfgNetns          *ebpf.Variable `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.Variable `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.Variable `ebpf:"cfg_port"`

@@ -168,6 +168,10 @@ func summary(w io.Writer, t *tracer.Tracer) {
 	}
 	fmt.Fprintf(w, "twtrace: %d events (of %d the kernel wrote), %d lost %v, %d missed (hook fired while its program ran on that CPU), %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
 		s.Decoded, s.Emitted, s.Lost, s.LostPerCPU, s.Missed, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+	if s.OverflowUnattributed > 0 || s.OverflowInferred > 0 {
+		fmt.Fprintf(w, "twtrace: overflows: %d counted by the kernel at closes twtrace did not see (no event), %d closes judged from the timewait table's fill level (may be wrong)\n",
+			s.OverflowUnattributed, s.OverflowInferred)
+	}
 	if missing := t.Unavailable(); len(missing) > 0 {
 		var names []string
 		for _, m := range missing {
