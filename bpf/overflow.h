@@ -126,11 +126,9 @@ static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *
 	__u8 substate;
 
 	if (cfg_tw_probes) {
-		if (c->overflow_sk != (__u64)sk)
+		if (!refusal_claim(c, sk, &substate))
 			return;
-		c->overflow_sk = 0;
 		tw_table_full(sk, &max);
-		substate = c->overflow_substate;
 	} else {
 		bool full = tw_table_full(sk, &max);
 		enum verdict v = counted_overflow(sk, c, st->netns, false);

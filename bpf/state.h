@@ -52,10 +52,8 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	 * no work (ports are not stable before connect, so they are filtered at emission) */
 	if (!socket_wanted(&e)) {
 		/* the namespace's overflow count includes the families left out */
-		if (netns_wanted(&e) && leaves_for_timewait(old, new) && counts_overflows()) {
-			e.ts_ns = bpf_ktime_get_ns();
-			counted_overflow(sk, c, e.netns, armed_for(c, &e) != 0);
-		}
+		if (netns_wanted(&e) && leaves_for_timewait(old, new) && counts_overflows())
+			counted_overflow(sk, c, e.netns, false);
 		count(STAT_FILTERED);
 		return 0;
 	}

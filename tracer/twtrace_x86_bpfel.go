@@ -14,46 +14,54 @@ import (
 )
 
 type twtraceCpuScratch struct {
-	_             structs.HostLayout
-	ArmedTw       uint64
-	ArmedTs       uint64
-	ArmedTimeout  uint32
-	ArmedNetns    uint32
-	ArmedSport    uint16
-	ArmedDport    uint16
-	ArmedSubstate uint8
-	Pad0          [3]uint8
-	PendingTw     uint64
-	PendingTs     uint64
-	PendingDue    uint8
-	Pad1          [7]uint8
-	PendingEv     twtraceEvent
-	ClosedSk      uint64
-	ClosedOwner   struct {
+	_      structs.HostLayout
+	Births [4]struct {
+		_            structs.HostLayout
+		Tw           uint64
+		Ts           uint64
+		Timeout      uint32
+		Netns        uint32
+		Sport        uint16
+		Dport        uint16
+		Substate     uint8
+		FirstKnown   uint8
+		Pad          [2]uint8
+		Jiffies      uint64
+		FirstTimeout uint32
+		Pad2         uint32
+	}
+	Refusals [4]struct {
+		_        structs.HostLayout
+		Sk       uint64
+		Substate uint8
+		Pad      [7]uint8
+	}
+	PendingTw   uint64
+	PendingTs   uint64
+	PendingDue  uint8
+	Pad1        [7]uint8
+	PendingTi   twtraceTwInfo
+	PendingEv   twtraceEvent
+	ClosedSk    uint64
+	ClosedOwner struct {
 		_     structs.HostLayout
 		Pid   uint32
 		Known uint32
 		Comm  [16]int8
 	}
-	ResetSk           uint64
-	AllocSk           uint64
-	OverflowSk        uint64
-	AllocState        uint8
-	OverflowSubstate  uint8
-	Pad2              [6]uint8
-	ArmedJiffies      uint64
-	ArmedFirstTimeout uint32
-	ArmedFirstKnown   uint8
-	Pad4              [3]uint8
-	ExpiringTw        uint64
-	SegmentTw         uint64
-	SegmentTs         uint64
-	ConnectTask       uint64
-	ConnectTs         uint64
-	SegmentDetail     uint8
-	PcpuOffKnown      uint8
-	Pad3              [6]uint8
-	PcpuOff           uint64
+	ResetSk       uint64
+	AllocSk       uint64
+	AllocState    uint8
+	Pad2          [7]uint8
+	ExpiringTw    uint64
+	SegmentTw     uint64
+	SegmentTs     uint64
+	ConnectTask   uint64
+	ConnectTs     uint64
+	SegmentDetail uint8
+	PcpuOffKnown  uint8
+	Pad3          [6]uint8
+	PcpuOff       uint64
 }
 
 type twtraceEvent struct {
