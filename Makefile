@@ -4,7 +4,7 @@ CLANG    ?= clang-19
 BIN      := bin/twtrace
 export CGO_ENABLED := 0
 
-.PHONY: all build generate test test-unit vmtest bench soak run clean tools-clang tools-promtool tools-bench
+.PHONY: all build generate test test-unit vmtest bench soak run clean tools-clang tools-promtool tools-bench tools-load
 
 all: build
 
@@ -19,14 +19,19 @@ tools-clang:
 	@command -v $(CLANG) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CLANG) llvm-19; }
 
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
-# promtool checks the alert rules here and the exported metrics in the serve test.
-test: build tools-promtool
+# promtool checks the alert rules here and the exported metrics in the serve test; nginx and
+# ab (apache2-utils) are the load test's servers and client.
+test: build tools-promtool tools-load
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml
 	TWTRACE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./...
 
 tools-promtool:
 	@command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+
+tools-load:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v ab >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx apache2-utils; }
 
 # Unit tests only: no privileges needed.
 test-unit:

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Issue 14's load: nginx proxying to nginx, ApacheBench against the proxy, in a namespace
+// with 5,000 ephemeral ports and 3,000 timewait buckets; twtrace watch and twtrace
+// timewait attached from outside; every count compared with the namespace's kernel
+// counters (nstat) and with ss polled every 250 ms.
+//
+// The runs go back to back, each in its own namespace with its own tracers, and each
+// run's tracers stop once its timewait sockets have expired, about 62 s after its load:
+// tracers attach and detach while other runs load and expire (the conditions the issue's
+// losses appeared in), and the 60 s wait is paid once, about 95 s for five runs.
+
+var loadRuns = flag.Int("load-runs", 5, "runs of the nginx load test (five in a row catch a loss that happens one run in three with 87% odds)")
+
+const (
+	loadRequests    = 20000
+	loadConcurrency = 20
+	ssInterval      = 250 * time.Millisecond
+	// the wheel fires a 60 s timer up to 2.048 s late at HZ 250 (4.096 s at HZ 1000)
+	expiryWait = 70 * time.Second
+)
+
+func TestExactUnderNginxLoad(t *testing.T) {
+	if twtraceBin == "" {
+		t.Skip("needs root (and not make test-unit): runs twtrace against nginx in network namespaces")
+	}
+	if tool := missingLoadTool(); tool != "" {
+		t.Skipf("needs %s: make test installs nginx and apache2-utils (ip, ss, nstat: iproute2; nsenter: util-linux)", tool)
+	}
+	t.Parallel()
+	runs := make([]*loadRun, *loadRuns)
+	var wg sync.WaitGroup
+	for i := range runs {
+		r := startLoadRun(t, i)
+		runs[i] = r
+		r.drive(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.finish()
+		}()
+	}
+	wg.Wait()
+	for _, r := range runs {
+		r.check(t)
+	}
+}
+
+// loadRun is one namespace under load and the twtrace processes watching it.
+type loadRun struct {
+	i      int
+	stack  *loadStack
+	watch  *twtraceProcess
+	view   *twtraceProcess
+	tally  *watchTally
+	poller *ssPoller
+
+	before, after map[string]uint64
+	ab            abResult
+	loadEnd       time.Time
+	views         []timewaitView
+	watchExit     exitSummary
+	viewExit      exitSummary
+	problems      []string // what went wrong while finishing, reported by check
+}
+
+func startLoadRun(t *testing.T, i int) *loadRun {
+	t.Helper()
+	r := &loadRun{i: i, stack: newLoadStack(t, i), tally: newWatchTally()}
+	ns := fmt.Sprint(r.stack.inode)
+	r.watch = startLoadTracer(t, r.tally.read, "watch", "-o", "json", "--backend", *testBackend, "--netns", ns)
+	r.view = startLoadTracer(t, nil, "timewait", "-o", "json", "--backend", *testBackend, "--netns", ns)
+	r.poller = startSSPoller(r.stack)
+	var err error
+	if r.before, err = r.stack.counters(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *loadRun) drive(t *testing.T) {
+	t.Helper()
+	var err error
+	if r.ab, err = r.stack.ab(loadRequests, loadConcurrency); err != nil {
+		t.Fatal(err)
+	}
+	r.loadEnd = time.Now()
+}
+
+// finish waits until the namespace's timewait sockets have expired, then stops the
+// tracers and the poller. It runs beside other runs: problems are kept for check.
+func (r *loadRun) finish() {
+	fail := func(format string, args ...any) { r.problems = append(r.problems, fmt.Sprintf(format, args...)) }
+	for !r.poller.emptySince(r.loadEnd.Add(60 * time.Second)) {
+		if time.Since(r.loadEnd) > expiryWait {
+			fail("timewait sockets still listed by ss %s after the load", expiryWait)
+			break
+		}
+		time.Sleep(ssInterval)
+	}
+	time.Sleep(300 * time.Millisecond) // the tracers' 100 ms sweep settles held kills
+	var err error
+	if r.after, err = r.stack.counters(); err != nil {
+		fail("%v", err)
+	}
+	for _, p := range []*twtraceProcess{r.watch, r.view} {
+		if err := p.stop(); err != nil {
+			fail("twtrace %s: %v\n%s", p.name, err, p.stderr.String())
+		}
+	}
+	r.poller.stop()
+	if r.watchExit, err = parseExitSummary(r.watch.stderr.String()); err != nil {
+		fail("watch: %v", err)
+	}
+	if r.viewExit, err = parseExitSummary(r.view.stderr.String()); err != nil {
+		fail("timewait: %v", err)
+	}
+	if r.views, err = readViews(bytes.NewReader(r.view.stdout.Bytes())); err != nil || len(r.views) == 0 {
+		fail("timewait printed no view: %v", err)
+	}
+}
+
+func (r *loadRun) delta(name string) uint64 { return r.after[name] - r.before[name] }
+
+// check compares every count of run r with the kernel's and ss's, and logs them.
+func (r *loadRun) check(t *testing.T) {
+	t.Helper()
+	fail := func(format string, args ...any) { t.Errorf("run %d: "+format, append([]any{r.i + 1}, args...)...) }
+	for _, p := range r.problems {
+		fail("%s", p)
+	}
+	if r.after == nil || r.watch.readErr != nil || r.poller.err != nil {
+		fail("no counts to compare: %v %v", r.watch.readErr, r.poller.err)
+		return
+	}
+	w := r.tally
+	if r.ab.Complete != loadRequests || r.ab.Failed != 0 || r.ab.Non2xx != 0 {
+		fail("ab: %d complete, %d failed, %d non-2xx, want %d, 0, 0:\n%s", r.ab.Complete, r.ab.Failed, r.ab.Non2xx, loadRequests, r.ab.Output)
+	}
+	for _, s := range []struct {
+		name string
+		exit exitSummary
+	}{{"watch", r.watchExit}, {"timewait", r.viewExit}} {
+		x := s.exit
+		if x.Lost != 0 || x.Undecodable != 0 || x.Missed != 0 || x.Decoded != x.Emitted {
+			fail("%s: %d lost, %d missed, %d undecodable, %d of %d records decoded: the tracer must see everything here", s.name, x.Lost, x.Missed, x.Undecodable, x.Decoded, x.Emitted)
+		}
+		if x.UnknownInOld != 0 || x.UnknownLifetimes != 0 {
+			fail("%s: unknown %d in_old and %d lifetimes in a namespace born before tracing started", s.name, x.UnknownInOld, x.UnknownLifetimes)
+		}
+	}
+	if w.Lost != 0 {
+		fail("watch streamed lost records for %d events", w.Lost)
+	}
+
+	// overflows: events plus what the tracer counted without an event equal the kernel's count
+	overflows := r.delta("TcpExtTCPTimeWaitOverflow")
+	if got := w.Kinds["tw_overflow"] + r.watchExit.OverflowsUnattributed; got != overflows {
+		fail("%d tw_overflow events + %d unattributed, kernel counted %d", w.Kinds["tw_overflow"], r.watchExit.OverflowsUnattributed, overflows)
+	}
+	// births: the kernel counts each scheduled timewait socket once, as TW or TWKilled
+	births := r.delta("TcpExtTW") + r.delta("TcpExtTWKilled")
+	if w.Kinds["tw_enter"] != births {
+		fail("%d tw_enter, kernel scheduled %d timewait sockets", w.Kinds["tw_enter"], births)
+	}
+	// deaths: one per birth, none unreported, every socket ss listed inside a reported life
+	spans, problems := w.Ledger.spans()
+	for _, p := range first(problems, 10) {
+		fail("%s", p)
+	}
+	alive := 0
+	for _, s := range spans {
+		for _, l := range s {
+			if l.Exit.IsZero() {
+				alive++
+			}
+		}
+	}
+	if alive != 0 || w.Kinds["tw_exit"] != w.Kinds["tw_enter"] {
+		fail("%d tw_enter, %d tw_exit, %d lives without an end, with ss empty", w.Kinds["tw_enter"], w.Kinds["tw_exit"], alive)
+	}
+	if w.UnknownLifetime != 0 || w.UnknownOwner != 0 {
+		fail("%d tw_exit with no lifetime, %d with no owner: every birth here was traced", w.UnknownLifetime, w.UnknownOwner)
+	}
+	seen, ended, sproblems := ssCoverage(spans, r.poller.polls)
+	for _, p := range first(sproblems, 10) {
+		fail("%s", p)
+	}
+	if seen != ended {
+		fail("ss listed %d timewait sockets, %d of them with a tw_exit", seen, ended)
+	}
+	// transitions the kernel counts
+	for _, c := range []struct {
+		counter string
+		events  uint64
+	}{
+		{"TcpActiveOpens", w.Transitions["CLOSE->SYN_SENT"]},
+		{"TcpPassiveOpens", w.Transitions["LISTEN->SYN_RECV"] + w.Transitions["CLOSE->SYN_RECV"]},
+		{"TcpEstabResets", w.Transitions["ESTABLISHED->CLOSE"] + w.Transitions["CLOSE_WAIT->CLOSE"]},
+		{"TcpOutRsts", w.sentResets()},
+		{"TcpExtTCPAbortOnClose", w.SentResets["tcp_abort_on_close"]},
+	} {
+		if d := r.delta(c.counter); d != c.events {
+			fail("%s: %d events, kernel counted %d", c.counter, c.events, d)
+		}
+	}
+	// the view's two overflow columns and its count of births
+	if len(r.views) > 0 {
+		v := r.views[len(r.views)-1]
+		if len(v.Namespaces) != 1 || v.Namespaces[0].Overflows == nil || v.Namespaces[0].CounterDelta == nil || v.Namespaces[0].Created == nil {
+			fail("timewait view: want one namespace row with counts, got %+v", v.Namespaces)
+		} else {
+			n := v.Namespaces[0]
+			if *n.Overflows+r.viewExit.OverflowsUnattributed != overflows || uint64(*n.CounterDelta) != overflows {
+				fail("timewait view: %d overflows (+%d unattributed) next to a counter delta of %d; kernel counted %d",
+					*n.Overflows, r.viewExit.OverflowsUnattributed, *n.CounterDelta, overflows)
+			}
+			if *n.Created != births {
+				fail("timewait view: %d created, kernel scheduled %d", *n.Created, births)
+			}
+		}
+		if !v.Complete {
+			fail("timewait view says it is incomplete")
+		}
+	}
+	t.Logf("run %d: ab %d ok in %.1fs; tw_enter %d = TW+TWKilled %d; tw_exit %d (%d expired, %d killed); "+
+		"tw_overflow %d + %d unattributed (%d judged by fill level) = TCPTimeWaitOverflow %d; ss saw %d timewait sockets, %d with a tw_exit; "+
+		"recycled %d; active opens %d, out resets %d",
+		r.i+1, r.ab.Complete, r.ab.Took.Seconds(), w.Kinds["tw_enter"], births, w.Kinds["tw_exit"], w.ExitsBy["expired"], w.ExitsBy["killed"],
+		w.Kinds["tw_overflow"], r.watchExit.OverflowsUnattributed, r.watchExit.OverflowsInferred, overflows, seen, ended,
+		r.delta("TcpExtTWRecycled"), r.delta("TcpActiveOpens"), r.delta("TcpOutRsts"))
+}
+
+func first(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("... and %d more", len(s)-n))
+}
+
+// twtraceProcess is a running twtrace command; its stdout goes to read, or to a buffer.
+type twtraceProcess struct {
+	name    string
+	cmd     *exec.Cmd
+	stderr  *stderrWatch
+	stdout  bytes.Buffer
+	readErr error
+	done    chan struct{}
+}
+
+func startLoadTracer(t *testing.T, read func(io.Reader) error, args ...string) *twtraceProcess {
+	t.Helper()
+	p := &twtraceProcess{name: args[0], cmd: exec.Command(twtraceBin, args...), done: make(chan struct{})}
+	out, err := p.cmd.StdoutPipe()
+	must(t, err)
+	errPipe, err := p.cmd.StderrPipe()
+	must(t, err)
+	p.stderr = watchStderr(errPipe)
+	must(t, p.cmd.Start())
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	go func() {
+		defer close(p.done)
+		if read == nil {
+			_, p.readErr = io.Copy(&p.stdout, out)
+			return
+		}
+		if p.readErr = read(out); p.readErr != nil {
+			io.Copy(io.Discard, out)
+		}
+	}()
+	if !p.stderr.waitFor(" tracing ", 60*time.Second) {
+		t.Fatalf("twtrace %s never said it was tracing:\n%s", p.name, p.stderr.String())
+	}
+	return p
+}
+
+// stop interrupts twtrace, which drains its ring buffer, prints what it has and exits.
+func (p *twtraceProcess) stop() error {
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		return err
+	}
+	<-p.stderr.eof
+	<-p.done
+	if err := p.cmd.Wait(); err != nil {
+		return err
+	}
+	return p.readErr
+}
+
+// ssPoller lists the namespace's timewait sockets with ss every ssInterval.
+type ssPoller struct {
+	mu    sync.Mutex
+	polls []ssPoll
+	err   error
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+func startSSPoller(s *loadStack) *ssPoller {
+	p := &ssPoller{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(ssInterval)
+		defer tick.Stop()
+		for {
+			from := time.Now()
+			tuples, err := s.timewait()
+			p.mu.Lock()
+			if err != nil && p.err == nil {
+				p.err = err
+			}
+			p.polls = append(p.polls, ssPoll{From: from, To: time.Now(), Tuples: tuples})
+			p.mu.Unlock()
+			select {
+			case <-p.quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return p
+}
+
+// emptySince reports whether ss listed no timewait socket in a poll begun after since.
+func (p *ssPoller) emptySince(since time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.polls)
+	return n > 0 && p.polls[n-1].From.After(since) && len(p.polls[n-1].Tuples) == 0 && p.err == nil
+}
+
+func (p *ssPoller) stop() {
+	close(p.quit)
+	<-p.done
+}

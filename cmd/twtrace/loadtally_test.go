@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// watchTally counts what `twtrace watch -o json` streamed, line by line.
+type watchTally struct {
+	Kinds       map[string]uint64
+	Transitions map[string]uint64 // "OLD->NEW"
+	SentResets  map[string]uint64 // by reason ("" when none)
+	RecvResets  uint64
+	ExitsBy     map[string]uint64 // tw_exit by cause
+	// tw_exit records whose lifetime or owner is unknown
+	UnknownLifetime, UnknownOwner uint64
+	Lost                          uint64 // what "lost" records counted
+	Ledger                        twLedger
+}
+
+// watchLine is the part of a JSON event record the tally reads.
+type watchLine struct {
+	TS        time.Time `json:"ts"`
+	Kind      string    `json:"kind"`
+	SAddr     string    `json:"saddr"`
+	SPort     uint16    `json:"sport"`
+	DAddr     string    `json:"daddr"`
+	DPort     uint16    `json:"dport"`
+	PID       uint32    `json:"pid"`
+	Old       string    `json:"old"`
+	New       string    `json:"new"`
+	Lifetime  *int64    `json:"lifetime_ms"`
+	Cause     string    `json:"cause"`
+	Direction string    `json:"direction"`
+	Reason    *string   `json:"reason"`
+	Count     uint64    `json:"count"`
+}
+
+func newWatchTally() *watchTally {
+	return &watchTally{Kinds: map[string]uint64{}, Transitions: map[string]uint64{}, SentResets: map[string]uint64{},
+		ExitsBy: map[string]uint64{}, Ledger: twLedger{}}
+}
+
+// read tallies every line of r; a line that is not a JSON record is an error.
+func (w *watchTally) read(r io.Reader) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l watchLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("not a JSON record: %q: %w", sc.Text(), err)
+		}
+		w.add(&l)
+	}
+	return sc.Err()
+}
+
+func (w *watchTally) add(l *watchLine) {
+	w.Kinds[l.Kind]++
+	tuple := twTuple{SAddr: l.SAddr, SPort: l.SPort, DAddr: l.DAddr, DPort: l.DPort}
+	switch l.Kind {
+	case "state":
+		w.Transitions[l.Old+"->"+l.New]++
+	case "tw_enter":
+		w.Ledger.add(tuple, twMark{At: l.TS})
+	case "tw_exit":
+		w.Ledger.add(tuple, twMark{At: l.TS, Exit: true})
+		w.ExitsBy[l.Cause]++
+		if l.Lifetime == nil {
+			w.UnknownLifetime++
+		}
+		if l.PID == 0 {
+			w.UnknownOwner++
+		}
+	case "reset":
+		if l.Direction == "recv" {
+			w.RecvResets++
+		} else if l.Reason != nil {
+			w.SentResets[*l.Reason]++
+		} else {
+			w.SentResets[""]++
+		}
+	case "lost":
+		w.Lost += l.Count
+	}
+}
+
+func (w *watchTally) sentResets() uint64 {
+	var n uint64
+	for _, v := range w.SentResets {
+		n += v
+	}
+	return n
+}
+
+// exitSummary is what twtrace printed to stderr on exit.
+type exitSummary struct {
+	Decoded, Emitted, Lost, Missed, Undecodable uint64
+	UnknownInOld, UnknownLifetimes                uint64
+	OverflowsUnattributed, OverflowsInferred      uint64
+}
+
+var (
+	summaryLine  = regexp.MustCompile(`twtrace: (\d+) events \(of (\d+) the kernel wrote\), (\d+) lost .*?, (\d+) missed .*?, (\d+) undecodable; unknown: (\d+) in_old .*?, (\d+) lifetimes`)
+	overflowLine = regexp.MustCompile(`twtrace: overflows: (\d+) counted by the kernel at closes twtrace did not see .*?, (\d+) closes judged`)
+)
+
+func parseExitSummary(stderr string) (exitSummary, error) {
+	m := summaryLine.FindStringSubmatch(stderr)
+	if m == nil {
+		return exitSummary{}, fmt.Errorf("no summary line in:\n%s", stderr)
+	}
+	n := func(s string) uint64 { v, _ := strconv.ParseUint(s, 10, 64); return v }
+	s := exitSummary{Decoded: n(m[1]), Emitted: n(m[2]), Lost: n(m[3]), Missed: n(m[4]), Undecodable: n(m[5]),
+		UnknownInOld: n(m[6]), UnknownLifetimes: n(m[7])}
+	if o := overflowLine.FindStringSubmatch(stderr); o != nil {
+		s.OverflowsUnattributed, s.OverflowsInferred = n(o[1]), n(o[2])
+	}
+	return s, nil
+}
+
+// timewaitView is the part of `twtrace timewait -o json` the load test reads.
+type timewaitView struct {
+	Complete  bool   `json:"complete"`
+	Lost      uint64 `json:"lost"`
+	Missed    uint64 `json:"missed"`
+	Lifetimes []struct {
+		Cause string `json:"cause"`
+		Count uint64 `json:"count"`
+	} `json:"lifetimes"`
+	Namespaces []struct {
+		NetNS        uint64  `json:"netns"`
+		Live         *int64  `json:"live"`
+		MaxTWBuckets *int64  `json:"max_tw_buckets"`
+		Created      *uint64 `json:"created"`
+		Overflows    *uint64 `json:"overflows"`
+		CounterDelta *int64  `json:"overflow_counter_delta"`
+	} `json:"namespaces"`
+	Dests []struct {
+		Live   int      `json:"live"`
+		AtRisk *bool    `json:"at_risk"`
+		Steady *float64 `json:"steady_state"`
+	} `json:"destinations"`
+}
+
+// readViews decodes every view `twtrace timewait` printed.
+func readViews(r io.Reader) ([]timewaitView, error) {
+	var out []timewaitView
+	dec := json.NewDecoder(r)
+	for dec.More() {
+		var v timewaitView
+		if err := dec.Decode(&v); err != nil {
+			return out, fmt.Errorf("timewait view: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
