@@ -16,7 +16,9 @@ type twTuple struct {
 	SPort, DPort uint16
 }
 
-func (u twTuple) String() string { return fmt.Sprintf("%s:%d -> %s:%d", u.SAddr, u.SPort, u.DAddr, u.DPort) }
+func (u twTuple) String() string {
+	return fmt.Sprintf("%s:%d -> %s:%d", u.SAddr, u.SPort, u.DAddr, u.DPort)
+}
 
 // twMark is a tw_enter (Exit false) or a tw_exit.
 type twMark struct {

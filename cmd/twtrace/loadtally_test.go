@@ -101,8 +101,8 @@ func (w *watchTally) sentResets() uint64 {
 // exitSummary is what twtrace printed to stderr on exit.
 type exitSummary struct {
 	Decoded, Emitted, Lost, Missed, Undecodable uint64
-	UnknownInOld, UnknownLifetimes                uint64
-	OverflowsUnattributed, OverflowsInferred      uint64
+	UnknownInOld, UnknownLifetimes              uint64
+	OverflowsUnattributed, OverflowsInferred    uint64
 }
 
 var (
