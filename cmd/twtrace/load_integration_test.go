@@ -80,8 +80,11 @@ func startLoadRun(t *testing.T, i int) *loadRun {
 	t.Helper()
 	r := &loadRun{i: i, stack: newLoadStack(t, i), tally: newWatchTally()}
 	ns := fmt.Sprint(r.stack.inode)
-	r.watch = startLoadTracer(t, r.tally.read, "watch", "-o", "json", "--backend", *testBackend, "--netns", ns)
-	r.view = startLoadTracer(t, nil, "timewait", "-o", "json", "--backend", *testBackend, "--netns", ns)
+	// the test reads about 440,000 records per run while four other runs load the CPUs:
+	// a ring buffer for a whole run keeps a slow reader from losing any (sizing is tested elsewhere)
+	r.watch = startLoadTracer(t, r.tally.read, "watch", "-o", "json", "--ringbuf-size", "64M", "--backend", *testBackend, "--netns", ns)
+	r.view = startLoadTracer(t, nil, "timewait", "-o", "json", "--ringbuf-size", "64M", "--backend", *testBackend, "--netns", ns)
+	timeline.note("run %d: tracers attached", i+1)
 	r.poller = startSSPoller(r.stack)
 	var err error
 	if r.before, err = r.stack.counters(); err != nil {
@@ -97,6 +100,7 @@ func (r *loadRun) drive(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.loadEnd = time.Now()
+	timeline.note("run %d: load done", r.i+1)
 }
 
 // finish waits until the namespace's timewait sockets have expired, then stops the
@@ -115,11 +119,13 @@ func (r *loadRun) finish() {
 	if r.after, err = r.stack.counters(); err != nil {
 		fail("%v", err)
 	}
+	timeline.note("run %d: stopping tracers", r.i+1)
 	for _, p := range []*twtraceProcess{r.watch, r.view} {
 		if err := p.stop(); err != nil {
 			fail("twtrace %s: %v\n%s", p.name, err, p.stderr.String())
 		}
 	}
+	timeline.note("run %d: tracers stopped", r.i+1)
 	r.poller.stop()
 	if r.watchExit, err = parseExitSummary(r.watch.stderr.String()); err != nil {
 		fail("watch: %v", err)
@@ -201,6 +207,19 @@ func (r *loadRun) check(t *testing.T) {
 	if seen != ended {
 		fail("ss listed %d timewait sockets, %d of them with a tw_exit", seen, ended)
 	}
+	if alive != 0 || seen != ended {
+		var viewExpired uint64
+		if len(r.views) > 0 {
+			for _, l := range r.views[len(r.views)-1].Lifetimes {
+				if l.Cause == "expired" {
+					viewExpired += l.Count
+				}
+			}
+		}
+		t.Logf("run %d: the timewait view (another tracer) counted %d expiries, watch %d", r.i+1, viewExpired, w.ExitsBy["expired"])
+		t.Logf("run %d: where the lives without an end left ss, next to the deaths reported and what the test did:\n%s",
+			r.i+1, r.whenUnended(spans))
+	}
 	// transitions the kernel counts
 	for _, c := range []struct {
 		counter string
@@ -241,6 +260,66 @@ func (r *loadRun) check(t *testing.T) {
 		r.i+1, r.ab.Complete, r.ab.Took.Seconds(), w.Kinds["tw_enter"], births, w.Kinds["tw_exit"], w.ExitsBy["expired"], w.ExitsBy["killed"],
 		w.Kinds["tw_overflow"], r.watchExit.OverflowsUnattributed, r.watchExit.OverflowsInferred, overflows, seen, ended,
 		r.delta("TcpExtTWRecycled"), r.delta("TcpActiveOpens"), r.delta("TcpOutRsts"))
+}
+
+// whenUnended tells, per 250 ms, how many lives without an end ss stopped listing, how
+// many deaths the stream reported, and what else the test did then.
+func (r *loadRun) whenUnended(spans map[twTuple][]twSpan) string {
+	unended := map[twTuple]bool{}
+	for u, s := range spans {
+		if len(s) > 0 && s[len(s)-1].Exit.IsZero() {
+			unended[u] = true
+		}
+	}
+	bin := func(at time.Time) int { return int(at.Sub(r.loadEnd) / ssInterval) }
+	left := map[int]int{}
+	for i := 1; i < len(r.poller.polls); i++ {
+		now := map[twTuple]bool{}
+		for _, u := range r.poller.polls[i].Tuples {
+			now[u] = true
+		}
+		for _, u := range r.poller.polls[i-1].Tuples {
+			if unended[u] && !now[u] {
+				left[bin(r.poller.polls[i].From)]++
+			}
+		}
+	}
+	var b bytes.Buffer
+	for k := range 120 * time.Second / ssInterval {
+		k := int(k)
+		died := r.tally.DeathsAt[int64(r.loadEnd.Add(time.Duration(k)*ssInterval).UnixNano()/int64(ssInterval))]
+		if left[k] > 0 || died > 0 {
+			fmt.Fprintf(&b, "  load end %+7.2fs: %4d unreported left ss, %4d deaths reported\n", float64(k)*ssInterval.Seconds(), left[k], died)
+		}
+	}
+	b.WriteString(timeline.around(r.loadEnd))
+	return b.String()
+}
+
+// timeline records what the load test did when, to place a failure among the runs.
+var timeline loadTimeline
+
+type loadTimeline struct {
+	mu     sync.Mutex
+	events []string
+	at     []time.Time
+}
+
+func (l *loadTimeline) note(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf(format, args...))
+	l.at = append(l.at, time.Now())
+}
+
+func (l *loadTimeline) around(ref time.Time) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b bytes.Buffer
+	for i, e := range l.events {
+		fmt.Fprintf(&b, "  load end %+7.2fs: %s\n", l.at[i].Sub(ref).Seconds(), e)
+	}
+	return b.String()
 }
 
 func first(s []string, n int) []string {

@@ -21,6 +21,7 @@ type watchTally struct {
 	UnknownLifetime, UnknownOwner uint64
 	Lost                          uint64 // what "lost" records counted
 	Ledger                        twLedger
+	DeathsAt                      map[int64]int // tw_exit per 250 ms, by Unix time / 250 ms
 }
 
 // watchLine is the part of a JSON event record the tally reads.
@@ -43,7 +44,7 @@ type watchLine struct {
 
 func newWatchTally() *watchTally {
 	return &watchTally{Kinds: map[string]uint64{}, Transitions: map[string]uint64{}, SentResets: map[string]uint64{},
-		ExitsBy: map[string]uint64{}, Ledger: twLedger{}}
+		ExitsBy: map[string]uint64{}, Ledger: twLedger{}, DeathsAt: map[int64]int{}}
 }
 
 // read tallies every line of r; a line that is not a JSON record is an error.
@@ -71,6 +72,7 @@ func (w *watchTally) add(l *watchLine) {
 	case "tw_exit":
 		w.Ledger.add(tuple, twMark{At: l.TS, Exit: true})
 		w.ExitsBy[l.Cause]++
+		w.DeathsAt[l.TS.UnixNano()/int64(250*time.Millisecond)]++
 		if l.Lifetime == nil {
 			w.UnknownLifetime++
 		}
