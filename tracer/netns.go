@@ -37,16 +37,18 @@ func namespaces() (_ []Netns, denied int, _ error) {
 			}
 		}
 	}
+	// a name outlives the processes in its namespace: a path through a process that has
+	// exited since (an `ip netns exec` of a moment) cannot be opened
+	named, _ := filepath.Glob("/run/netns/*")
+	for _, p := range named {
+		add(p)
+	}
 	procs, err := filepath.Glob("/proc/[0-9]*") // not */ns/net: Glob would skip the ns it may not list
 	if err != nil {
 		return nil, 0, err
 	}
 	for _, p := range procs {
 		add(p + "/ns/net")
-	}
-	named, _ := filepath.Glob("/run/netns/*")
-	for _, p := range named {
-		add(p)
 	}
 	out := make([]Netns, 0, len(seen))
 	for _, ns := range seen {
