@@ -160,8 +160,13 @@ func (r *loadRun) check(t *testing.T) {
 		exit exitSummary
 	}{{"watch", r.watchExit}, {"timewait", r.viewExit}} {
 		x := s.exit
-		if x.Lost != 0 || x.Undecodable != 0 || x.Missed != 0 || x.Decoded != x.Emitted {
-			fail("%s: %d lost, %d missed, %d undecodable, %d of %d records decoded: the tracer must see everything here", s.name, x.Lost, x.Missed, x.Undecodable, x.Decoded, x.Emitted)
+		if x.Lost != 0 || x.Undecodable != 0 || x.Decoded != x.Emitted {
+			fail("%s: %d lost, %d undecodable, %d of %d records decoded: the tracer must see everything here", s.name, x.Lost, x.Undecodable, x.Decoded, x.Emitted)
+		}
+		// the kernel skips a program a softirq re-enters on one CPU, in any namespace: shown,
+		// and what it costs this namespace's counts is caught below
+		if x.Missed != 0 {
+			t.Logf("run %d: %s: the kernel skipped %d hook runs (recursion)", r.i+1, s.name, x.Missed)
 		}
 		if x.UnknownInOld != 0 || x.UnknownLifetimes != 0 {
 			fail("%s: unknown %d in_old and %d lifetimes in a namespace born before tracing started", s.name, x.UnknownInOld, x.UnknownLifetimes)
