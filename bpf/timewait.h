@@ -299,9 +299,10 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	e->value = b.timeout;
 	/* inet_twsk_alloc ran before the timer was armed: take the timeout the first arming was
 	 * given, or the armed expiry against the jiffies of the allocation, a moment before */
-	if (cfg_tw_probes)
-		e->value = b.first_known ? b.first_timeout
-					 : BPF_CORE_READ((struct inet_timewait_sock *)b.tw, tw_timer.expires) - b.jiffies;
+	if (cfg_tw_probes) {
+		struct inet_timewait_sock *tw = (void *)b.tw; /* not inside BPF_CORE_READ: birth is ours, not the kernel's */
+		e->value = b.first_known ? b.first_timeout : BPF_CORE_READ(tw, tw_timer.expires) - b.jiffies;
+	}
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)))
 		return true;

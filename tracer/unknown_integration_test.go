@@ -15,18 +15,14 @@ func TestUnknownsCountOnlyWhatIsTraced(t *testing.T) {
 	requireRoot(t)
 	traced, other := newNetns(t), newNetns(t)
 
-	// In the other namespace, timewait sockets born before tracing starts (orphaned
-	// FIN_WAIT2, the peer never closes) that die while it runs: unknown lifetimes there.
-	other.Sysctl(t, "net/ipv4/tcp_fin_timeout", "3")
+	// In the other namespace, timewait sockets born before tracing starts, killed while it
+	// runs (the namespace is destroyed): unknown lifetimes there.
 	olfd, oport := listenIn(t, other, unix.AF_INET)
-	defer unix.Close(olfd)
 	const n = 4
 	for i := 0; i < n; i++ {
-		cfd, _ := connectIn(t, other, unix.AF_INET, oport, 0)
-		afd := acceptOn(t, olfd)
-		defer unix.Close(afd)
-		unix.Close(cfd)
+		clientCloses(t, other, unix.AF_INET, olfd, oport)
 	}
+	unix.Close(olfd)
 	// In the traced namespace, a connection on a port the filter leaves out, opened before
 	// tracing starts and closed while it runs: unknown times in the old state there.
 	lfd, port := listenIn(t, traced, unix.AF_INET)
@@ -41,12 +37,10 @@ func TestUnknownsCountOnlyWhatIsTraced(t *testing.T) {
 	unix.Close(xfd)
 	readEOF(t, xafd)
 	unix.Close(xafd)
-	control.waitFor(t, 10*time.Second, "the other namespace's timewait deaths", func(evs []Event) bool {
+	other.Destroy()
+	control.waitFor(t, 20*time.Second, "the other namespace's timewait deaths", func(evs []Event) bool {
 		return len(filter(evs, ofKind(KindTWExit))) == n
 	})
-	if k := other.TimeWaitCount(t); k != 0 {
-		t.Fatalf("%d timewait sockets left in the other namespace, want 0", k)
-	}
 	if s := control.Stop(t); s.TWUnknownBirth != n {
 		t.Errorf("the tracer of the other namespace counted %d unknown lifetimes, want its %d", s.TWUnknownBirth, n)
 	}
