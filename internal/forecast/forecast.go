@@ -53,11 +53,13 @@ type Traffic struct {
 // Forecast is the model's answer for one destination.
 type Forecast struct {
 	// SteadyState is how many timewait sockets to the destination there will be once births
-	// and deaths balance: rate x lifetime, within its share of the namespace's table.
+	// and deaths balance: rate x lifetime, within its share of the namespace's table and
+	// within the ports connect() may use.
 	SteadyState float64
 	// Reuse says connect() takes over this destination's timewait sockets after ReuseDelay.
 	Reuse bool
-	// Blocking is how many of the destination's ports connect() cannot take, in steady state.
+	// Blocking is how many of the destination's ports connect() cannot take, in steady state
+	// (all of them when AtRisk).
 	Blocking float64
 	// Usable is how many ports of the range connect() may use at all.
 	Usable int
@@ -90,9 +92,15 @@ func Ports(k Kernel, t Traffic) Forecast {
 		hold = min(hold, k.ReuseDelay.Seconds())
 	}
 	f.Blocking = t.Rate * kept * hold
+	if f.Usable > 0 {
+		// each timewait socket to the destination holds a port of its own: when they would
+		// outnumber the ports, connect() fails first and they stop being born
+		f.SteadyState = min(f.SteadyState, float64(f.Usable))
+	}
 	if f.Usable == 0 || f.Blocking+float64(t.Established) < float64(f.Usable) {
 		return f
 	}
+	f.Blocking = float64(f.Usable)
 	f.AtRisk = true
 	blockingNow := float64(t.Live)
 	if f.Reuse {
