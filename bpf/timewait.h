@@ -13,7 +13,9 @@
 #define TWTRACE_TIMEWAIT_H
 
 #define PENDING_MAX_AGE_NS (20 * 1000 * 1000ULL)
-#define HANDOFF_MAX_AGE_NS (10 * 1000 * 1000ULL)
+/* A close follows its timewait socket's birth within microseconds, unless the CPU is taken
+ * away in between (a preempted task, an emulated CPU: 12 ms was seen under QEMU). */
+#define HANDOFF_MAX_AGE_NS (1000 * 1000 * 1000ULL)
 
 static __always_inline struct inet_timewait_sock *tw_of(struct timer_list *t)
 {
@@ -158,19 +160,25 @@ static __always_inline struct birth *birth_find(struct cpu_scratch *c, __u64 tw)
 }
 
 /* birth_claim takes the birth armed here for the full socket closing now (e: its tuple
- * and time), if there is one. */
+ * and time), if there is one: the newest, should an older one for that tuple have stayed
+ * unclaimed (its close skipped by the kernel). */
 static __always_inline bool birth_claim(struct cpu_scratch *c, const struct event *e, struct birth *out)
 {
+	struct birth *found = NULL;
+
 	for (int i = 0; i < HANDOFF_SLOTS; i++) {
 		struct birth *b = &c->births[i];
 		if (!b->tw || e->ts_ns - b->ts > HANDOFF_MAX_AGE_NS || b->sport != e->sport ||
 		    b->dport != e->dport || b->netns != e->netns)
 			continue;
-		*out = *b;
-		b->tw = 0;
-		return out->tw != 0;
+		if (!found || b->ts > found->ts)
+			found = b;
 	}
-	return false;
+	if (!found)
+		return false;
+	*out = *found;
+	found->tw = 0;
+	return out->tw != 0;
 }
 
 /* tw_wanted reports whether the user's namespace and family filters keep tw. */
