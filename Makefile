@@ -19,15 +19,18 @@ tools-clang:
 	@command -v $(CLANG) >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CLANG) llvm-19; }
 
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
-# promtool checks the alert rules here and the exported metrics in the serve test; nginx and
-# ab (apache2-utils) are the load test's servers and client.
+# promtool checks the alert rules and fires each from synthetic series here, and lints the
+# exported metrics in the serve test; a real Prometheus server scrapes serve in another;
+# nginx and ab (apache2-utils) are the load test's servers and client.
 test: build tools-promtool tools-load
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml
+	promtool test rules deploy/prometheus/alerts_test.yaml
 	TWTRACE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m ./...
 
+# Debian's prometheus package holds both the server and promtool.
 tools-promtool:
-	@command -v promtool >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
 
 tools-load:
 	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v ab >/dev/null || \

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Settings, socket reading and emission shared by every hook. */
 #ifndef TWTRACE_COMMON_H
 #define TWTRACE_COMMON_H
@@ -8,25 +9,30 @@
 #define RCV_SHUTDOWN 1
 #define SHUTDOWN_MASK 3
 
-/* enum tcp_state values are stable kernel ABI (include/net/tcp_states.h) */
-#define S_ESTABLISHED 1
-#define S_SYN_SENT 2
-#define S_SYN_RECV 3
-#define S_FIN_WAIT1 4
-#define S_FIN_WAIT2 5
-#define S_TIME_WAIT 6
-#define S_CLOSE 7
-#define S_CLOSE_WAIT 8
-#define S_LAST_ACK 9
-#define S_LISTEN 10
-#define S_CLOSING 11
-#define S_NEW_SYN_RECV 12
+/* TCP states as the kernel numbers them (stable ABI, include/net/tcp_states.h), named so
+ * that bpf2go carries them to Go (tracer.State) */
+enum tcp_state_id {
+	S_ESTABLISHED = TCP_ESTABLISHED,
+	S_SYN_SENT = TCP_SYN_SENT,
+	S_SYN_RECV = TCP_SYN_RECV,
+	S_FIN_WAIT1 = TCP_FIN_WAIT1,
+	S_FIN_WAIT2 = TCP_FIN_WAIT2,
+	S_TIME_WAIT = TCP_TIME_WAIT,
+	S_CLOSE = TCP_CLOSE,
+	S_CLOSE_WAIT = TCP_CLOSE_WAIT,
+	S_LAST_ACK = TCP_LAST_ACK,
+	S_LISTEN = TCP_LISTEN,
+	S_CLOSING = TCP_CLOSING,
+	S_NEW_SYN_RECV = TCP_NEW_SYN_RECV,
+};
 
-/* event families selected with --events */
-#define FAM_STATE (1 << 0)
-#define FAM_TW (1 << 1)
-#define FAM_OVERFLOW (1 << 2)
-#define FAM_RESET (1 << 3)
+/* event families selected with --events (tracer.Families) */
+enum event_family {
+	FAM_STATE = 1 << 0,
+	FAM_TW = 1 << 1,
+	FAM_OVERFLOW = 1 << 2,
+	FAM_RESET = 1 << 3,
+};
 
 /* Set from Go before load; the verifier prunes what they switch off. */
 volatile const __u32 cfg_events = FAM_STATE | FAM_TW | FAM_OVERFLOW | FAM_RESET;
@@ -230,20 +236,38 @@ static __always_inline void count_unknown_in_old(const struct event *e)
 		count(STAT_SOCK_UNTRACKED);
 }
 
+/* count_transition counts e's transition in the transitions map. */
+static __always_inline void count_transition(const struct event *e)
+{
+	__u32 slot = (e->old_state & 15) * 16 + (e->new_state & 15);
+	__u64 *v = bpf_map_lookup_elem(&transitions, &slot);
+
+	if (v)
+		(*v)++;
+}
+
 /* emit_state sends a full socket's transition, or counts it when only counts are read. */
 static __always_inline void emit_state(struct event *e)
 {
 	if (!(cfg_events & FAM_STATE) || !kept(e))
 		return;
 	count_unknown_in_old(e);
-	if (!cfg_count_state) {
+	if (cfg_count_state)
+		count_transition(e);
+	else
 		send(e);
-		return;
-	}
-	__u32 slot = (e->old_state & 15) * 16 + (e->new_state & 15);
-	__u64 *v = bpf_map_lookup_elem(&transitions, &slot);
-	if (v)
-		(*v)++;
+}
+
+/* deliver_twsk delivers a kept timewait birth or death, which is a state transition too
+ * (->TIME_WAIT, TIME_WAIT->CLOSE): counted here when the state family is counted, sent
+ * when the tw family is traced or the state family streamed. Every transition is then
+ * counted in the kernel, whether or not anything reads the ring buffer. */
+static __always_inline void deliver_twsk(struct event *e)
+{
+	if ((cfg_events & FAM_STATE) && cfg_count_state)
+		count_transition(e);
+	if ((cfg_events & FAM_TW) || ((cfg_events & FAM_STATE) && !cfg_count_state))
+		send(e);
 }
 
 #endif

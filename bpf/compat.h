@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Older kernel layouts, matched by CO-RE through the ___flavour suffix. */
 #ifndef TWTRACE_COMPAT_H
 #define TWTRACE_COMPAT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The record layout shared with Go: bpf2go generates the Go type from struct event (-type event). */
 #ifndef TWTRACE_EVENT_H
 #define TWTRACE_EVENT_H
@@ -64,6 +65,19 @@ struct event {
 	__u8 flags;
 	__u16 reason;
 	__u8 _pad[6];
+};
+
+/* Tests only: a socket as the filter test program (test_filter) reads it from its context. */
+struct filter_case {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 netns;
+	__u32 pid;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 owner_known;
+	__u8 _pad[2];
 };
 
 enum stat_index {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 #ifndef TWTRACE_MAPS_H
 #define TWTRACE_MAPS_H
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Bucket overflow: tcp_time_wait() found no room for a timewait socket, so the full socket
  * goes to CLOSE with none.
  *   function probes: inet_twsk_alloc() returned NULL, exactly the kernel's condition;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Resets sent (tcp:tcp_send_reset) and received (tcp:tcp_receive_reset). */
 #ifndef TWTRACE_RESET_H
 #define TWTRACE_RESET_H

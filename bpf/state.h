@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Full-socket transitions from sock:inet_sock_set_state. */
 #ifndef TWTRACE_STATE_H
 #define TWTRACE_STATE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Timewait sockets: birth (hand-off from the full socket), re-arm and death.
  * The tracepoint backend sees them through the timer tracepoints, filtered on
  * timer->function == tw_timer_handler:
@@ -69,7 +70,7 @@ static __always_inline void tw_exit_send(struct event *e, __u8 cause)
 		return;
 	if (!(e->flags & F_DURATION_KNOWN))
 		count(STAT_TW_UNKNOWN_BIRTH);
-	send(e);
+	deliver_twsk(e);
 }
 
 /* pending_take claims the held cancel (of tw, or of any socket when tw is 0) into *e.
@@ -312,15 +313,13 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		e->value = b.first_known ? b.first_timeout : BPF_CORE_READ(tw, tw_timer.expires) - b.jiffies;
 	}
 	e->flags |= F_VALUE_KNOWN;
-	if (!(cfg_events & (FAM_STATE | FAM_TW)))
-		return true;
-	if (!kept(e))
+	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
 		return true;
 	if (cfg_events & FAM_STATE)
 		count_unknown_in_old(e);
 	struct tw_info ti = { .birth_ns = b.ts, .owner = *o };
 	bpf_map_update_elem(&tws, &b.tw, &ti, BPF_ANY);
-	send(e);
+	deliver_twsk(e);
 	return true;
 }
 

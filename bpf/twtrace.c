@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 //go:build ignore
 
 #include "vmlinux.h"
@@ -24,6 +25,9 @@ const enum tw_cause *_cause __attribute__((unused));
 const enum tw_detail *_detail __attribute__((unused));
 const enum stat_index *_stat __attribute__((unused));
 const enum inferred_reason *_inferred __attribute__((unused));
+const enum tcp_state_id *_state __attribute__((unused));
+const enum event_family *_family __attribute__((unused));
+const struct filter_case *_filter_case __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)
@@ -183,6 +187,30 @@ int settle_pending(void *ctx)
 	if (c && c->pending_tw && bpf_ktime_get_ns() - c->pending_ts > PENDING_MAX_AGE_NS)
 		pending_flush_killed(c);
 	return 0;
+}
+
+/* Tests only, never loaded by twtrace: wanted() on the socket described by the context
+ * (struct filter_case), under the filter set as load-time constants, so that one table of
+ * cases proves it and Go's Filter agree. */
+SEC("raw_tp/twtrace_test_filter")
+int test_filter(__u64 *ctx)
+{
+	struct filter_case fc;
+	struct event e = {};
+	__u64 *words = (__u64 *)&fc;
+
+	for (int i = 0; i < sizeof(fc) / sizeof(__u64); i++)
+		words[i] = ctx[i];
+	__builtin_memcpy(e.saddr, fc.saddr, sizeof(e.saddr));
+	__builtin_memcpy(e.daddr, fc.daddr, sizeof(e.daddr));
+	e.netns = fc.netns;
+	e.pid = fc.pid;
+	e.sport = fc.sport;
+	e.dport = fc.dport;
+	e.family = fc.family;
+	if (fc.owner_known)
+		e.flags |= F_OWNER_KNOWN;
+	return wanted(&e);
 }
 
 /* Run from Go twice to measure the kernel's HZ, which timeouts in jiffies need. */

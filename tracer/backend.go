@@ -63,19 +63,19 @@ type implementation struct {
 // implementations lists, per hook, the backends in order of preference.
 var implementations = map[Hook][]implementation{
 	HookState: {
-		{BackendTracepoint, []string{"tp_set_state"}, "tp_btf/inet_sock_set_state", nil},
+		{BackendTracepoint, []string{twtraceProgTpSetState}, "tp_btf/inet_sock_set_state", nil},
 	},
 	HookTimewait: {
-		{BackendFentry, []string{"fx_twsk_alloc", "fe_twsk_schedule", "fe_tw_timer_handler", "fe_twsk_kill"},
+		{BackendFentry, []string{twtraceProgFxTwskAlloc, twtraceProgFeTwskSchedule, twtraceProgFeTwTimerHandler, twtraceProgFeTwskKill},
 			"fexit/inet_twsk_alloc, fentry/__inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
-			[]string{"fe_tw_segment", "fe_hash_connect"}},
-		{BackendKprobe, []string{"kp_twsk_alloc", "krp_twsk_alloc", "kp_twsk_schedule", "kp_tw_timer_handler", "kp_twsk_kill"},
+			[]string{twtraceProgFeTwSegment, twtraceProgFeHashConnect}},
+		{BackendKprobe, []string{twtraceProgKpTwskAlloc, twtraceProgKrpTwskAlloc, twtraceProgKpTwskSchedule, twtraceProgKpTwTimerHandler, twtraceProgKpTwskKill},
 			"kprobes on inet_twsk_alloc (and its return), __inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
-			[]string{"kp_tw_segment", "kp_hash_connect"}},
-		{BackendTracepoint, []string{"tp_timer_start", "tp_timer_cancel", "tp_timer_expire_entry"}, "tp_btf/timer_start, timer_cancel, timer_expire_entry", nil},
+			[]string{twtraceProgKpTwSegment, twtraceProgKpHashConnect}},
+		{BackendTracepoint, []string{twtraceProgTpTimerStart, twtraceProgTpTimerCancel, twtraceProgTpTimerExpireEntry}, "tp_btf/timer_start, timer_cancel, timer_expire_entry", nil},
 	},
 	HookReset: {
-		{BackendTracepoint, []string{"tp_send_reset", "tp_receive_reset"}, "tp_btf/tcp_send_reset, tcp_receive_reset", nil},
+		{BackendTracepoint, []string{twtraceProgTpSendReset, twtraceProgTpReceiveReset}, "tp_btf/tcp_send_reset, tcp_receive_reset", nil},
 	},
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -42,7 +43,7 @@ func (e *unservableError) Unwrap() error { return ErrUnavailable }
 func try(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, impl implementation) error {
 	s := spec.Copy()
 	for name := range s.Programs {
-		if !contains(impl.programs, name) {
+		if !slices.Contains(impl.programs, name) {
 			delete(s.Programs, name)
 		}
 	}
@@ -101,13 +102,4 @@ func attach(spec *ebpf.ProgramSpec, p *ebpf.Program) (link.Link, error) {
 		return link.AttachTracing(link.TracingOptions{Program: p})
 	}
 	return nil, fmt.Errorf("program %s: unexpected type %s", spec.Name, spec.Type)
-}
-
-func contains(names []string, name string) bool {
-	for _, n := range names {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }

@@ -21,7 +21,7 @@ func writeRecord(t *testing.T, tr *Tracer, size int16, fill byte) {
 		insns = append(insns, asm.StoreImm(asm.RFP, -off, int64(word), asm.Word))
 	}
 	insns = append(insns,
-		asm.LoadMapPtr(asm.R1, tr.coll.Maps["events"].FD()),
+		asm.LoadMapPtr(asm.R1, tr.coll.Maps[twtraceMapEvents].FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -int32((size+7)/8*8)),
 		asm.Mov.Imm(asm.R3, int32(size)),

@@ -81,7 +81,7 @@ func (d *Decoder) Decode(raw []byte, e *Event) error {
 	if flags&twtraceEventFlagF_OWNER_KNOWN != 0 {
 		e.OwnerOK = true
 		e.PID = le.Uint32(raw[offPid:])
-		copy(e.Comm[:], raw[offComm:offComm+16])
+		copy(e.Comm[:], raw[offComm:offComm+uintptr(len(e.Comm))])
 	}
 	if flags&twtraceEventFlagF_DURATION_KNOWN != 0 {
 		e.DurationOK = true

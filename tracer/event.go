@@ -5,16 +5,16 @@ import (
 	"time"
 )
 
-// Kind is what an Event reports.
+// Kind is what an Event reports: enum event_kind in bpf/event.h.
 type Kind uint8
 
 const (
-	KindState Kind = iota + 1
-	KindTWEnter
-	KindTWRearm
-	KindTWExit
-	KindTWOverflow
-	KindReset
+	KindState      = Kind(twtraceEventKindEV_STATE)
+	KindTWEnter    = Kind(twtraceEventKindEV_TW_ENTER)
+	KindTWRearm    = Kind(twtraceEventKindEV_TW_REARM)
+	KindTWExit     = Kind(twtraceEventKindEV_TW_EXIT)
+	KindTWOverflow = Kind(twtraceEventKindEV_TW_OVERFLOW)
+	KindReset      = Kind(twtraceEventKindEV_RESET)
 )
 
 var kindNames = [...]string{
@@ -33,46 +33,41 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Cause is how a timewait socket ended.
+// Cause is how a timewait socket ended: enum tw_cause in bpf/event.h.
 type Cause uint8
 
 const (
-	CauseExpired Cause = 1
-	CauseKilled  Cause = 2
+	CauseExpired = Cause(twtraceTwCauseCAUSE_EXPIRED)
+	CauseKilled  = Cause(twtraceTwCauseCAUSE_KILLED)
 )
 
+var causeNames = [...]string{CauseExpired: "expired", CauseKilled: "killed"}
+
 func (c Cause) String() string {
-	switch c {
-	case CauseExpired:
-		return "expired"
-	case CauseKilled:
-		return "killed"
+	if int(c) < len(causeNames) && causeNames[c] != "" {
+		return causeNames[c]
 	}
 	return "unknown"
 }
 
-// Detail says what killed a timewait socket early, where the backend can tell.
+// Detail says what killed a timewait socket early, where the backend can tell: enum
+// tw_detail in bpf/event.h.
 type Detail uint8
 
 const (
-	DetailNone Detail = iota
-	DetailSYN
-	DetailRST
-	DetailReuse
-	DetailNetnsExit
+	DetailNone      = Detail(twtraceTwDetailDETAIL_NONE)
+	DetailSYN       = Detail(twtraceTwDetailDETAIL_SYN)
+	DetailRST       = Detail(twtraceTwDetailDETAIL_RST)
+	DetailReuse     = Detail(twtraceTwDetailDETAIL_REUSE)
+	DetailNetnsExit = Detail(twtraceTwDetailDETAIL_NETNS_EXIT)
 )
+
+var detailNames = [...]string{DetailSYN: "syn", DetailRST: "rst", DetailReuse: "reuse", DetailNetnsExit: "netns_exit"}
 
 // String returns the detail's name, or "" when there is none.
 func (d Detail) String() string {
-	switch d {
-	case DetailSYN:
-		return "syn"
-	case DetailRST:
-		return "rst"
-	case DetailReuse:
-		return "reuse"
-	case DetailNetnsExit:
-		return "netns_exit"
+	if int(d) < len(detailNames) {
+		return detailNames[d]
 	}
 	return ""
 }

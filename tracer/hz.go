@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -16,7 +17,7 @@ func measureHZ(readJiffies *ebpf.Program) (uint32, error) {
 	}
 	j0, t0, err := sample()
 	if err != nil {
-		return 0, fmt.Errorf("read jiffies: %w", err)
+		return 0, fmt.Errorf("read jiffies (BPF_PROG_TEST_RUN of a raw tracepoint program, Linux 5.10+): %w", err)
 	}
 	time.Sleep(120 * time.Millisecond)
 	j1, t1, err := sample()
@@ -29,16 +30,9 @@ func measureHZ(readJiffies *ebpf.Program) (uint32, error) {
 func nearestHZ(rate float64) uint32 {
 	best := uint32(0)
 	for _, hz := range []uint32{100, 250, 300, 1000} {
-		if best == 0 || abs(rate-float64(hz)) < abs(rate-float64(best)) {
+		if best == 0 || math.Abs(rate-float64(hz)) < math.Abs(rate-float64(best)) {
 			best = hz
 		}
 	}
 	return best
-}
-
-func abs(f float64) float64 {
-	if f < 0 {
-		return -f
-	}
-	return f
 }

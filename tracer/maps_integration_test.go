@@ -42,10 +42,10 @@ func TestSocketMapsEmptiedAtDeath(t *testing.T) {
 	c.waitFor(t, 5*time.Second, "100 timewait sockets", func(evs []Event) bool {
 		return len(filter(evs, ofKind(KindTWEnter))) == 100
 	})
-	if n := entries(t, c.tr, "socks"); n != 1 {
+	if n := entries(t, c.tr, twtraceMapSocks); n != 1 {
 		t.Errorf("socks holds %d entries with only the listener alive, want 1", n)
 	}
-	if n := entries(t, c.tr, "tws"); n != 100 {
+	if n := entries(t, c.tr, twtraceMapTws); n != 100 {
 		t.Errorf("tws holds %d entries for 100 live timewait sockets", n)
 	}
 	unix.Close(lfd)
@@ -53,7 +53,7 @@ func TestSocketMapsEmptiedAtDeath(t *testing.T) {
 	c.waitFor(t, 10*time.Second, "every timewait socket dead", func(evs []Event) bool {
 		return len(filter(evs, ofKind(KindTWExit))) == 100
 	})
-	if n, m := entries(t, c.tr, "socks"), entries(t, c.tr, "tws"); n != 0 || m != 0 {
+	if n, m := entries(t, c.tr, twtraceMapSocks), entries(t, c.tr, twtraceMapTws); n != 0 || m != 0 {
 		t.Errorf("after every socket died: socks %d, tws %d entries, want 0 and 0", n, m)
 	}
 }

@@ -13,7 +13,7 @@ func TestMapsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	perSocket := map[string]bool{"socks": true, "tws": true}
+	perSocket := map[string]bool{twtraceMapSocks: true, twtraceMapTws: true}
 	for name, m := range spec.Maps {
 		if m.MaxEntries == 0 && m.Type != ebpf.Array {
 			t.Errorf("map %s has no size", name)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/twtrace/twtrace/internal/loopback"
+	"github.com/twtrace/twtrace/internal/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,11 +114,12 @@ func (ns *netns) HasSysctl(name string) bool {
 // Netstat reads one TcpExt counter of the namespace, as nstat shows it.
 func (ns *netns) Netstat(t testing.TB, name string) uint64 {
 	t.Helper()
-	var v uint64
+	var c snapshot.Counters
 	var err error
-	ns.Do(func() { v, err = ReadNetstat("/proc/thread-self/net/netstat", name) })
-	if err != nil {
-		t.Fatalf("netstat %s: %v", name, err)
+	ns.Do(func() { c, err = snapshot.ReadCounters("/proc/thread-self/net") })
+	v, ok := c["TcpExt"+name]
+	if err != nil || !ok {
+		t.Fatalf("netstat %s: %v (counter missing: %v)", name, err, !ok)
 	}
 	return v
 }

@@ -2,19 +2,18 @@ package tracer
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 )
 
 // Families selects event families (--events).
 type Families uint32
 
-// The bits match FAM_* in bpf/common.h.
+// The bits are enum event_family in bpf/common.h.
 const (
-	FamilyState Families = 1 << iota
-	FamilyTW
-	FamilyOverflow
-	FamilyReset
+	FamilyState    = Families(twtraceEventFamilyFAM_STATE)
+	FamilyTW       = Families(twtraceEventFamilyFAM_TW)
+	FamilyOverflow = Families(twtraceEventFamilyFAM_OVERFLOW)
+	FamilyReset    = Families(twtraceEventFamilyFAM_RESET)
 
 	AllFamilies = FamilyState | FamilyTW | FamilyOverflow | FamilyReset
 )
@@ -55,17 +54,6 @@ func (fs Families) String() string {
 		}
 	}
 	return strings.Join(names, ",")
-}
-
-// Filter is applied in the kernel; zero values match everything.
-type Filter struct {
-	Port   uint16 // either side
-	SPort  uint16 // local
-	DPort  uint16 // remote
-	PID    uint32 // owner
-	NetNS  uint32 // inode number
-	Family uint8  // 4 or 6
-	Addr   netip.Prefix
 }
 
 // Options configure a Tracer.

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
-	"io"
 	"os"
 	"sync"
 	"testing"
@@ -15,7 +14,8 @@ import (
 )
 
 // recordedStream holds real ring buffer records from loopback churn, each preceded by
-// its length (uint32, little endian), gzipped. TestRecordStream writes it.
+// its length (uint32, little endian), gzipped. TestRecordStream writes it;
+// internal/window's BenchmarkDecodeAggregateRecorded replays it.
 const recordedStream = "testdata/churn-records.gz"
 
 // TestRecordStream records the stream the benchmark replays: 400 connections closed by
@@ -76,50 +76,4 @@ func TestRecordStream(t *testing.T) {
 	must(t, "compress", w.Close())
 	must(t, "write", os.WriteFile(recordedStream, gz.Bytes(), 0o644))
 	t.Logf("%d records (%d timewait births, %d deaths), %d bytes compressed", records, enters, exits, gz.Len())
-}
-
-func loadRecordedStream(b *testing.B) [][]byte {
-	f, err := os.Open(recordedStream)
-	if err != nil {
-		b.Fatalf("open the recorded stream: %v", err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	must(b, "gunzip", err)
-	raw, err := io.ReadAll(zr)
-	must(b, "read", err)
-	var records [][]byte
-	for len(raw) >= 4 {
-		n := binary.LittleEndian.Uint32(raw)
-		records = append(records, raw[4:4+n])
-		raw = raw[4+n:]
-	}
-	return records
-}
-
-// BenchmarkDecodeAggregateRecorded replays real records through what the timewait view
-// does with each: decode, dispatch, fold into the aggregate. One op is one record.
-func BenchmarkDecodeAggregateRecorded(b *testing.B) {
-	records := loadRecordedStream(b)
-	d := unitDecoder(250)
-	agg := NewAggregate(time.Now())
-	var e Event
-	add := agg.Add
-	for _, raw := range records { // warm: every key the stream has exists
-		must(b, "decode", d.Decode(raw, &e))
-		Dispatch(&e, AllFamilies, add)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		if err := d.Decode(records[i], &e); err != nil {
-			b.Fatal(err)
-		}
-		Dispatch(&e, AllFamilies, add)
-		if i++; i == len(records) {
-			i = 0
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

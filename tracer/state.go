@@ -1,21 +1,24 @@
 package tracer
 
-// State is a TCP state as the kernel numbers it (include/net/tcp_states.h).
+import "strconv"
+
+// State is a TCP state as the kernel numbers it (include/net/tcp_states.h), through
+// enum tcp_state_id in bpf/common.h.
 type State uint8
 
 const (
-	StateEstablished State = iota + 1
-	StateSynSent
-	StateSynRecv
-	StateFinWait1
-	StateFinWait2
-	StateTimeWait
-	StateClose
-	StateCloseWait
-	StateLastAck
-	StateListen
-	StateClosing
-	StateNewSynRecv
+	StateEstablished = State(twtraceTcpStateIdS_ESTABLISHED)
+	StateSynSent     = State(twtraceTcpStateIdS_SYN_SENT)
+	StateSynRecv     = State(twtraceTcpStateIdS_SYN_RECV)
+	StateFinWait1    = State(twtraceTcpStateIdS_FIN_WAIT1)
+	StateFinWait2    = State(twtraceTcpStateIdS_FIN_WAIT2)
+	StateTimeWait    = State(twtraceTcpStateIdS_TIME_WAIT)
+	StateClose       = State(twtraceTcpStateIdS_CLOSE)
+	StateCloseWait   = State(twtraceTcpStateIdS_CLOSE_WAIT)
+	StateLastAck     = State(twtraceTcpStateIdS_LAST_ACK)
+	StateListen      = State(twtraceTcpStateIdS_LISTEN)
+	StateClosing     = State(twtraceTcpStateIdS_CLOSING)
+	StateNewSynRecv  = State(twtraceTcpStateIdS_NEW_SYN_RECV)
 )
 
 var stateNames = [...]string{
@@ -38,7 +41,7 @@ func (s State) String() string {
 	if int(s) < len(stateNames) && stateNames[s] != "" {
 		return stateNames[s]
 	}
-	return "UNKNOWN(" + itoa(int(s)) + ")"
+	return "UNKNOWN(" + strconv.Itoa(int(s)) + ")"
 }
 
 // ParseState is the inverse of String for known states.
@@ -49,26 +52,4 @@ func ParseState(name string) (State, bool) {
 		}
 	}
 	return 0, false
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }

@@ -2,9 +2,6 @@ package tracer
 
 import "fmt"
 
-// BPF_F_TEST_RUN_ON_CPU from include/uapi/linux/bpf.h.
-const bpfFTestRunOnCPU = 1 << 1
-
 // Stats are the counters that prove nothing was lost silently.
 type Stats struct {
 	Emitted        uint64   // records written by the kernel
@@ -27,44 +24,35 @@ type Stats struct {
 	Corrupt uint64 // records userspace could not decode
 }
 
+// statFields says where each of the kernel's counters (enum stat_index) goes.
+var statFields = [...]func(*Stats) *uint64{
+	twtraceStatIndexSTAT_EMITTED:               func(s *Stats) *uint64 { return &s.Emitted },
+	twtraceStatIndexSTAT_LOST:                  func(s *Stats) *uint64 { return &s.Lost },
+	twtraceStatIndexSTAT_FILTERED:              func(s *Stats) *uint64 { return &s.Filtered },
+	twtraceStatIndexSTAT_SOCK_UNTRACKED:        func(s *Stats) *uint64 { return &s.SockUntracked },
+	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH:      func(s *Stats) *uint64 { return &s.TWUnknownBirth },
+	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED: func(s *Stats) *uint64 { return &s.OverflowUnattributed },
+	twtraceStatIndexSTAT_OVERFLOW_INFERRED:     func(s *Stats) *uint64 { return &s.OverflowInferred },
+}
+
 // Stats reads the kernel's per-CPU counters and userspace's own.
 func (t *Tracer) Stats() (Stats, error) {
 	s := Stats{Decoded: t.decoded.Load(), Corrupt: t.corrupt.Load()}
 	if t.coll == nil {
 		return s, fmt.Errorf("tracer closed")
 	}
-	read := func(idx twtraceStatIndex) ([]uint64, uint64, error) {
+	for idx, field := range statFields {
 		var perCPU []uint64
-		if err := t.coll.Maps["stats"].Lookup(uint32(idx), &perCPU); err != nil {
-			return nil, 0, fmt.Errorf("read stats: %w", err)
+		if err := t.coll.Maps[twtraceMapStats].Lookup(uint32(idx), &perCPU); err != nil {
+			return s, fmt.Errorf("read stats: %w", err)
 		}
-		var sum uint64
+		sum := field(&s)
 		for _, v := range perCPU {
-			sum += v
+			*sum += v
 		}
-		return perCPU, sum, nil
-	}
-	var err error
-	if _, s.Emitted, err = read(twtraceStatIndexSTAT_EMITTED); err != nil {
-		return s, err
-	}
-	if s.LostPerCPU, s.Lost, err = read(twtraceStatIndexSTAT_LOST); err != nil {
-		return s, err
-	}
-	if _, s.Filtered, err = read(twtraceStatIndexSTAT_FILTERED); err != nil {
-		return s, err
-	}
-	if _, s.SockUntracked, err = read(twtraceStatIndexSTAT_SOCK_UNTRACKED); err != nil {
-		return s, err
-	}
-	if _, s.TWUnknownBirth, err = read(twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH); err != nil {
-		return s, err
-	}
-	if _, s.OverflowUnattributed, err = read(twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED); err != nil {
-		return s, err
-	}
-	if _, s.OverflowInferred, err = read(twtraceStatIndexSTAT_OVERFLOW_INFERRED); err != nil {
-		return s, err
+		if twtraceStatIndex(idx) == twtraceStatIndexSTAT_LOST {
+			s.LostPerCPU = perCPU
+		}
 	}
 	for _, p := range t.coll.Programs {
 		if ps, err := p.Stats(); err == nil {

@@ -17,13 +17,17 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // settleInterval is how often held timewait cancels are settled on idle CPUs.
 const settleInterval = 100 * time.Millisecond
 
+// pollInterval is how often Run reads records written without a wakeup.
+const pollInterval = 100 * time.Millisecond
+
 // wakeupShift sets the wakeup batch, 1<<shift bytes: a quarter of the ring buffer, at
-// most 256 KiB. Below a batch the reader polls every settleInterval, so an event waits
+// most 256 KiB. Below a batch the reader polls every pollInterval, so an event waits
 // at most that long.
 func wakeupShift(ringSize uint32) uint32 {
 	batch := min(ringSize/4, 256<<10)
@@ -46,8 +50,8 @@ type Tracer struct {
 	corrupt atomic.Uint64
 	// onRecord, set by tests, sees each raw record before it is decoded
 	onRecord func([]byte)
-	// hand-offs and deaths per transition slot, when the state family is counted
-	handoffs [transitionSlots]atomic.Uint64
+	// settler settles held timewait cancels on idle CPUs while the tracer is open
+	stopSettler func()
 }
 
 // New loads and attaches the programs the options need. Close releases everything.
@@ -95,12 +99,13 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if err := t.load(kernel); err != nil {
 		return nil, err
 	}
-	if t.dec.HZ, err = measureHZ(t.coll.Programs["read_jiffies"]); err != nil {
+	if t.dec.HZ, err = measureHZ(t.coll.Programs[twtraceProgReadJiffies]); err != nil {
 		return nil, err
 	}
-	if t.reader, err = ringbuf.NewReader(t.coll.Maps["events"]); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.coll.Maps[twtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	t.startSettler()
 	return t, nil
 }
 
@@ -110,53 +115,86 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 		return nil, err
 	}
 	hide(spec, t.hidden)
-	spec.Maps["events"].MaxEntries = t.opts.RingBufferSize
-	f := t.opts.Filter
+	spec.Maps[twtraceMapEvents].MaxEntries = t.opts.RingBufferSize
+	if t.opts.Filter.NetNS != 0 { // one namespace's overflow count per CPU
+		spec.Maps[twtraceMapOverflowSeen].MaxEntries = 8
+	}
+	var handler uint64
+	if needsTimerHandler(t.opts.Families) {
+		if handler, err = kernelSymbol("tw_timer_handler"); err != nil {
+			return nil, fmt.Errorf("find the timewait timer: %w", err)
+		}
+	}
+	if err := set(spec, settings(t.opts, handler)); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// needsTimerHandler says whether fs use the timewait hook, whose tracepoint backend
+// recognises timewait timers by their function, tw_timer_handler.
+func needsTimerHandler(fs Families) bool {
+	return fs&(FamilyState|FamilyTW|FamilyOverflow) != 0
+}
+
+// settings are the load-time constants (volatile const cfg_* in bpf/common.h) for opts,
+// cfg_tw_probes aside: it depends on the backend chosen. twTimerHandler is the address
+// of tw_timer_handler.
+func settings(opts Options, twTimerHandler uint64) map[string]any {
+	s := filterSettings(opts.Filter)
+	s[twtraceVarCfgEvents] = uint32(opts.Families)
+	s[twtraceVarCfgWakeupShift] = wakeupShift(opts.RingBufferSize)
+	s[twtraceVarCfgCountState] = opts.CountTransitions
+	s[twtraceVarCfgEmpty] = benchEmpty()
+	if needsTimerHandler(opts.Families) {
+		s[twtraceVarCfgTwTimerHandler] = twTimerHandler
+	}
+	if opts.Families&FamilyOverflow != 0 {
+		s[twtraceVarCfgMibTwOverflow] = mibTWOverflow()
+	}
+	return s
+}
+
+// filterSettings are the load-time constants wanted() in bpf/common.h filters with.
+func filterSettings(f Filter) map[string]any {
 	settings := map[string]any{
-		"cfg_events":       uint32(t.opts.Families),
-		"cfg_port":         f.Port,
-		"cfg_sport":        f.SPort,
-		"cfg_dport":        f.DPort,
-		"cfg_pid":          f.PID,
-		"cfg_netns":        f.NetNS,
-		"cfg_family":       f.Family,
-		"cfg_wakeup_shift": wakeupShift(t.opts.RingBufferSize),
-		"cfg_count_state":  t.opts.CountTransitions,
-		"cfg_empty":        benchEmpty(),
+		twtraceVarCfgPort:   f.Port,
+		twtraceVarCfgSport:  f.SPort,
+		twtraceVarCfgDport:  f.DPort,
+		twtraceVarCfgPid:    f.PID,
+		twtraceVarCfgNetns:  f.NetNS,
+		twtraceVarCfgFamily: f.Family,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte
 		a := f.Addr.Addr()
 		if a.Is4() {
-			settings["cfg_addr_family"] = uint8(4)
+			settings[twtraceVarCfgAddrFamily] = uint8(4)
 			a4 := a.As4()
 			copy(addr[:], a4[:])
 		} else {
-			settings["cfg_addr_family"] = uint8(6)
+			settings[twtraceVarCfgAddrFamily] = uint8(6)
 			addr = a.As16()
 		}
-		settings["cfg_addr"] = addr
-		settings["cfg_addr_prefix"] = uint8(f.Addr.Bits())
+		settings[twtraceVarCfgAddr] = addr
+		settings[twtraceVarCfgAddrPrefix] = uint8(f.Addr.Bits())
 	}
-	if t.opts.Families&FamilyOverflow != 0 {
-		settings["cfg_mib_tw_overflow"] = mibTWOverflow()
-	}
-	if f.NetNS != 0 { // one namespace's overflow count per CPU
-		spec.Maps["overflow_seen"].MaxEntries = 8
-	}
-	if t.opts.Families&(FamilyState|FamilyTW|FamilyOverflow) != 0 {
-		handler, err := kernelSymbol("tw_timer_handler")
-		if err != nil {
-			return nil, fmt.Errorf("find the timewait timer: %w", err)
-		}
-		settings["cfg_tw_timer_handler"] = handler
-	}
+	return settings
+}
+
+// set writes each setting into its variable; a name the objects lack, or a value of
+// another size, is an error.
+func set(spec *ebpf.CollectionSpec, settings map[string]any) error {
 	for name, v := range settings {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+		variable := spec.Variables[name]
+		if variable == nil {
+			return fmt.Errorf("set %s: no such variable in the BPF objects", name)
+		}
+		if err := variable.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	return spec, nil
+	return nil
 }
 
 // load chooses a backend per hook by trying each candidate for real, then loads only
@@ -188,10 +226,10 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 		}
 		return fmt.Errorf("%w: no requested event family can be traced here (%s)", ErrUnavailable, strings.Join(reasons, "; "))
 	}
-	if err := spec.Variables["cfg_events"].Set(uint32(t.opts.Families)); err != nil {
+	if err := set(spec, map[string]any{twtraceVarCfgEvents: uint32(t.opts.Families)}); err != nil {
 		return err
 	}
-	keep := map[string]bool{"read_jiffies": true, "settle_pending": true}
+	keep := map[string]bool{twtraceProgReadJiffies: true, twtraceProgSettlePending: true}
 	var attach []implementation
 	for _, hook := range hooksFor(t.opts.Families) {
 		impl := chosen[hook]
@@ -200,7 +238,7 @@ func (t *Tracer) load(kernel *btf.Spec) error {
 			keep[p] = true
 		}
 		if hook == HookTimewait {
-			if err := spec.Variables["cfg_tw_probes"].Set(impl.backend != BackendTracepoint); err != nil {
+			if err := set(spec, map[string]any{twtraceVarCfgTwProbes: impl.backend != BackendTracepoint}); err != nil {
 				return err
 			}
 		}
@@ -262,7 +300,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	if t.opts.CountTransitions {
 		deliver &^= FamilyState
 	}
-	nextSettle := time.Now().Add(settleInterval)
+	nextPoll := time.Now().Add(pollInterval)
 	draining := false
 	for {
 		if !draining && ctx.Err() != nil {
@@ -270,7 +308,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			draining = true
 			t.reader.SetDeadline(time.Now())
 		} else if !draining {
-			t.reader.SetDeadline(nextSettle)
+			t.reader.SetDeadline(nextPoll)
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {
@@ -278,8 +316,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			if draining {
 				return nil
 			}
-			t.settle()
-			nextSettle = time.Now().Add(settleInterval)
+			nextPoll = time.Now().Add(pollInterval)
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -294,9 +331,6 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 			continue
 		}
 		t.decoded.Add(1)
-		if deliver != t.opts.Families {
-			t.countHandoff(&ev)
-		}
 		Dispatch(&ev, deliver, fn)
 		if idle != nil && t.reader.AvailableBytes() == 0 {
 			idle()
@@ -304,17 +338,44 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	}
 }
 
+// startSettler settles held timewait cancels every settleInterval until Close, so that a
+// death is delivered (and counted) whether or not Run is reading.
+func (t *Tracer) startSettler() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(settleInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				t.settle()
+			}
+		}
+	}()
+	t.stopSettler = func() {
+		close(stop)
+		<-done
+	}
+}
+
 // settle resolves, on every CPU, a timewait timer cancel that nothing followed.
 func (t *Tracer) settle() {
-	p := t.coll.Programs["settle_pending"]
+	p := t.coll.Programs[twtraceProgSettlePending]
 	for cpu := 0; cpu < t.cpus; cpu++ {
 		// a CPU that is offline refuses; its scratch is settled when it returns
-		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: bpfFTestRunOnCPU})
+		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: unix.BPF_F_TEST_RUN_ON_CPU})
 	}
 }
 
 // Close detaches everything. It is safe to call more than once.
 func (t *Tracer) Close() error {
+	if t.stopSettler != nil {
+		t.stopSettler()
+		t.stopSettler = nil
+	}
 	if t.reader != nil {
 		t.reader.Close()
 		t.reader = nil

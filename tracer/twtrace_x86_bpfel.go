@@ -88,6 +88,15 @@ type twtraceEvent struct {
 	Pad        [6]uint8
 }
 
+type twtraceEventFamily uint32
+
+const (
+	twtraceEventFamilyFAM_STATE    twtraceEventFamily = 1
+	twtraceEventFamilyFAM_TW       twtraceEventFamily = 2
+	twtraceEventFamilyFAM_OVERFLOW twtraceEventFamily = 4
+	twtraceEventFamilyFAM_RESET    twtraceEventFamily = 8
+)
+
 type twtraceEventFlag uint32
 
 const (
@@ -109,6 +118,19 @@ const (
 	twtraceEventKindEV_TW_OVERFLOW twtraceEventKind = 5
 	twtraceEventKindEV_RESET       twtraceEventKind = 6
 )
+
+type twtraceFilterCase struct {
+	_          structs.HostLayout
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Netns      uint32
+	Pid        uint32
+	Sport      uint16
+	Dport      uint16
+	Family     uint8
+	OwnerKnown uint8
+	Pad        [2]uint8
+}
 
 type twtraceInferredReason uint32
 
@@ -146,6 +168,23 @@ const (
 	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED twtraceStatIndex = 5
 	twtraceStatIndexSTAT_OVERFLOW_INFERRED     twtraceStatIndex = 6
 	twtraceStatIndexSTAT_MAX                   twtraceStatIndex = 7
+)
+
+type twtraceTcpStateId uint32
+
+const (
+	twtraceTcpStateIdS_ESTABLISHED  twtraceTcpStateId = 1
+	twtraceTcpStateIdS_SYN_SENT     twtraceTcpStateId = 2
+	twtraceTcpStateIdS_SYN_RECV     twtraceTcpStateId = 3
+	twtraceTcpStateIdS_FIN_WAIT1    twtraceTcpStateId = 4
+	twtraceTcpStateIdS_FIN_WAIT2    twtraceTcpStateId = 5
+	twtraceTcpStateIdS_TIME_WAIT    twtraceTcpStateId = 6
+	twtraceTcpStateIdS_CLOSE        twtraceTcpStateId = 7
+	twtraceTcpStateIdS_CLOSE_WAIT   twtraceTcpStateId = 8
+	twtraceTcpStateIdS_LAST_ACK     twtraceTcpStateId = 9
+	twtraceTcpStateIdS_LISTEN       twtraceTcpStateId = 10
+	twtraceTcpStateIdS_CLOSING      twtraceTcpStateId = 11
+	twtraceTcpStateIdS_NEW_SYN_RECV twtraceTcpStateId = 12
 )
 
 type twtraceTwCause uint32
@@ -202,6 +241,7 @@ const (
 	twtraceProgKrpTwskAlloc       = "krp_twsk_alloc"
 	twtraceProgReadJiffies        = "read_jiffies"
 	twtraceProgSettlePending      = "settle_pending"
+	twtraceProgTestFilter         = "test_filter"
 	twtraceProgTpReceiveReset     = "tp_receive_reset"
 	twtraceProgTpSendReset        = "tp_send_reset"
 	twtraceProgTpSetState         = "tp_set_state"
@@ -210,10 +250,13 @@ const (
 	twtraceProgTpTimerStart       = "tp_timer_start"
 	twtraceVarCause               = "_cause"
 	twtraceVarDetail              = "_detail"
+	twtraceVarFamily              = "_family"
+	twtraceVarFilterCase          = "_filter_case"
 	twtraceVarFlag                = "_flag"
 	twtraceVarInferred            = "_inferred"
 	twtraceVarKind                = "_kind"
 	twtraceVarStat                = "_stat"
+	twtraceVarState               = "_state"
 	twtraceVarCfgAddr             = "cfg_addr"
 	twtraceVarCfgAddrFamily       = "cfg_addr_family"
 	twtraceVarCfgAddrPrefix       = "cfg_addr_prefix"
@@ -289,6 +332,7 @@ type twtraceProgramSpecs struct {
 	KrpTwskAlloc       *ebpf.ProgramSpec `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.ProgramSpec `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.ProgramSpec `ebpf:"settle_pending"`
+	TestFilter         *ebpf.ProgramSpec `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.ProgramSpec `ebpf:"tp_set_state"`
@@ -316,10 +360,13 @@ type twtraceMapSpecs struct {
 type twtraceVariableSpecs struct {
 	Cause             *ebpf.VariableSpec `ebpf:"_cause"`
 	Detail            *ebpf.VariableSpec `ebpf:"_detail"`
+	Family            *ebpf.VariableSpec `ebpf:"_family"`
+	FilterCase        *ebpf.VariableSpec `ebpf:"_filter_case"`
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
 	Stat              *ebpf.VariableSpec `ebpf:"_stat"`
+	State             *ebpf.VariableSpec `ebpf:"_state"`
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.VariableSpec `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.VariableSpec `ebpf:"cfg_addr_prefix"`
@@ -385,10 +432,13 @@ func (m *twtraceMaps) Close() error {
 type twtraceVariables struct {
 	Cause             *ebpf.Variable `ebpf:"_cause"`
 	Detail            *ebpf.Variable `ebpf:"_detail"`
+	Family            *ebpf.Variable `ebpf:"_family"`
+	FilterCase        *ebpf.Variable `ebpf:"_filter_case"`
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
 	Stat              *ebpf.Variable `ebpf:"_stat"`
+	State             *ebpf.Variable `ebpf:"_state"`
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.Variable `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.Variable `ebpf:"cfg_addr_prefix"`
@@ -426,6 +476,7 @@ type twtracePrograms struct {
 	KrpTwskAlloc       *ebpf.Program `ebpf:"krp_twsk_alloc"`
 	ReadJiffies        *ebpf.Program `ebpf:"read_jiffies"`
 	SettlePending      *ebpf.Program `ebpf:"settle_pending"`
+	TestFilter         *ebpf.Program `ebpf:"test_filter"`
 	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
 	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
 	TpSetState         *ebpf.Program `ebpf:"tp_set_state"`
@@ -451,6 +502,7 @@ func (p *twtracePrograms) Close() error {
 		p.KrpTwskAlloc,
 		p.ReadJiffies,
 		p.SettlePending,
+		p.TestFilter,
 		p.TpReceiveReset,
 		p.TpSendReset,
 		p.TpSetState,

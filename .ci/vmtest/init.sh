@@ -26,6 +26,10 @@ verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 ba
 }
 
 echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LONG:-unset}"
+# the kernel's live state (sock_diag, sysctls, counters) needs no backend: once per kernel, its verdict on every row
+echo "=== vmtest: /snapshot.test"
+/snapshot.test -test.v
+s=$(verdict $?)
 for b in fentry kprobe tracepoint; do
   echo "=== vmtest: /tracer.test -backend=$b"
   /tracer.test -test.v -test.timeout 10m -backend=$b
@@ -36,7 +40,8 @@ for b in fentry kprobe tracepoint; do
   # Both binaries must agree; one passing while the other says "not available" is a bug.
   r=$t
   [ "$t" = "$c" ] || r=failed
-  echo "RESULT $kernel $b $r (tracer.test: $t, twtrace-cmd.test: $c)"
+  [ "$s" = passed ] || r=failed
+  echo "RESULT $kernel $b $r (tracer.test: $t, twtrace-cmd.test: $c, snapshot.test: $s)"
   echo "RESULT $kernel $b $r" >/dev/ttyS1
 done
 sleep 1 # let the UARTs drain before the power goes

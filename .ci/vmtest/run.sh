@@ -6,7 +6,7 @@
 #   VMTEST_KERNELS       subset of kernel names to run, e.g. "5.10 6.12" (default: all in the kernels file)
 #   LONG_KERNEL          the one kernel that runs the long tests (default 6.1); others get TWTRACE_SKIP_LONG=1
 #   VMTEST_TIMEOUT       seconds per kernel VM (default 900: 6.1, with the one-minute tests, needs about 10 minutes)
-#   VMTEST_BINARIES_DIR  use tracer.test, twtrace-cmd.test and twtrace from this directory instead of building them
+#   VMTEST_BINARIES_DIR  use tracer.test, twtrace-cmd.test, snapshot.test and twtrace from this directory instead of building them
 set -euo pipefail
 shopt -s inherit_errexit # so a failing go build inside $(...) stops the run
 
@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=$HERE/cache
 OUT=$HERE/out
 BACKENDS=(fentry kprobe tracepoint)
-BINARIES=(tracer.test twtrace-cmd.test twtrace)
+BINARIES=(tracer.test twtrace-cmd.test snapshot.test twtrace)
 # sock_diag for TCP (twtrace stat, the timewait view, doctor): Debian builds them as modules
 MODULES=(inet_diag tcp_diag)
 CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
@@ -180,6 +180,7 @@ build_binaries() { # -> directory holding BINARIES
     export CGO_ENABLED=0
     go test -c -o "$OUT/bin/tracer.test" ./tracer
     go test -c -o "$OUT/bin/twtrace-cmd.test" ./cmd/twtrace
+    go test -c -o "$OUT/bin/snapshot.test" ./internal/snapshot
     go build -o "$OUT/bin/twtrace" ./cmd/twtrace
   ) >&2
   echo "$OUT/bin"

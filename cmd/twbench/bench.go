@@ -88,7 +88,7 @@ type benchLine struct {
 // userspaceBench replays the recorded event stream through decode and aggregation.
 func userspaceBench() (benchLine, error) {
 	var b benchLine
-	out, err := exec.Command("go", "test", "-run", "^$", "-bench", "DecodeAggregateRecorded", "-benchmem", "-count", "1", "-cpu", "1", "./tracer").CombinedOutput()
+	out, err := exec.Command("go", "test", "-run", "^$", "-bench", "DecodeAggregateRecorded", "-benchmem", "-count", "1", "-cpu", "1", "./internal/window").CombinedOutput()
 	if err != nil {
 		return b, fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}

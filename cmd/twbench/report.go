@@ -129,7 +129,7 @@ func (r results) markdown() string {
 		fmt.Fprintf(&b, "| %s | %.1f MiB | %.1f MiB |\n", t.name, float64(rss)/1024, float64(maps)/(1<<20))
 	}
 	d := r.decoder
-	fmt.Fprintf(&b, "\n### Userspace\n\n`go test -bench DecodeAggregateRecorded -cpu 1 ./tracer`: a recorded stream of real ring buffer records "+
+	fmt.Fprintf(&b, "\n### Userspace\n\n`go test -bench DecodeAggregateRecorded -cpu 1 ./internal/window`: a recorded stream of real ring buffer records "+
 		"(`tracer/testdata/churn-records.gz`) decoded, dispatched and folded into the `timewait` aggregate on one core: "+
 		"%.1f ns per event, %.1f million events/s, %.0f allocations per event.\n", d.nsPerOp, d.eventsPerSec/1e6, d.allocs)
 

@@ -12,11 +12,11 @@ import (
 func exportedNames() map[string]bool {
 	reg := prometheus.NewRegistry()
 	newEventMetrics().register(reg)
-	reg.MustRegister(newScrapeCollector(nil, nil, 0, 1))
+	reg.MustRegister(newScrapeCollector(nil, nil, nil, 0, 1))
 	descs := make(chan *prometheus.Desc, 64)
 	go func() {
 		for _, c := range []prometheus.Collector{newEventMetrics().created, newEventMetrics().lifetime,
-			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, 0, 1)} {
+			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, nil, 0, 1)} {
 			c.Describe(descs)
 		}
 		close(descs)
@@ -57,6 +57,26 @@ func TestDeployReferencesExportedMetrics(t *testing.T) {
 			if !names[name] {
 				t.Errorf("%s uses %s, which twtrace does not export", file, name)
 			}
+		}
+	}
+}
+
+// Every alert rule has a promtool unit test that fires it (make test runs them).
+func TestAlertsHaveRuleTests(t *testing.T) {
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Skip("run outside the source tree (the kernel matrix's VM): no deploy/ to check")
+	}
+	tests, err := os.ReadFile("../../deploy/prometheus/alerts_test.yaml")
+	must(t, err)
+	alerts := regexp.MustCompile(`(?m)^\s*- alert: (\w+)$`).FindAllSubmatch(rules, -1)
+	if len(alerts) == 0 {
+		t.Fatal("no alert found in alerts.yaml")
+	}
+	for _, a := range alerts {
+		fires := regexp.MustCompile(`alertname: ` + string(a[1]) + `\n\s+exp_alerts:\n\s+- exp_labels:`)
+		if !fires.Match(tests) {
+			t.Errorf("alert %s has no test in alerts_test.yaml that fires it", a[1])
 		}
 	}
 }

@@ -8,27 +8,68 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/doctor"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 	"golang.org/x/sys/unix"
 )
 
 type doctorReport struct {
-	Kernel     string        `json:"kernel"`
+	Kernel     *string       `json:"kernel"` // null offline
 	Measured   *float64      `json:"measured_seconds"`
+	Offline    bool          `json:"offline"`
+	Input      *string       `json:"input"`
+	Unreadable uint64        `json:"unreadable_lines"`
 	Namespaces []doctorNetns `json:"namespaces"`
 }
 
 type doctorNetns struct {
 	NetNS    uint32            `json:"netns"`
-	Sysctls  map[string]string `json:"sysctls"`
-	Findings []tracer.Finding  `json:"findings"`
+	Sysctls  map[string]string `json:"sysctls"` // null offline
+	Traced   *doctorTraced     `json:"traced"`  // null without a measurement
+	Findings []doctor.Finding  `json:"findings"`
 }
 
-func doctor(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).")
-	var f traceFlags
-	f.register(fs)
+// doctorTraced is what the events of the window measured in a namespace: null where the
+// family that measures it was not traced.
+type doctorTraced struct {
+	Overflows   *uint64          `json:"overflows"`
+	TimeWait    *lifetimeSummary `json:"time_wait_lifetimes"` // expired in TIME_WAIT
+	FinWait2    *lifetimeSummary `json:"fin_wait2_lifetimes"` // expired in FIN_WAIT2
+	KilledByRST *uint64          `json:"killed_by_rst"`
+}
+
+type lifetimeSummary struct {
+	Count uint64   `json:"count"`
+	P50Ms *float64 `json:"p50_ms"` // null when none was measured
+}
+
+func tracedOf(me *doctor.Measurement, traced tracer.Families) *doctorTraced {
+	t := &doctorTraced{}
+	if traced&tracer.FamilyOverflow != 0 {
+		t.Overflows = &me.Overflows
+	}
+	if traced&tracer.FamilyTW != 0 {
+		summary := func(n uint64, p50 time.Duration) *lifetimeSummary {
+			l := &lifetimeSummary{Count: n}
+			if n > 0 {
+				ms := float64(p50) / float64(time.Millisecond)
+				l.P50Ms = &ms
+			}
+			return l
+		}
+		t.TimeWait, t.FinWait2 = summary(me.TimeWaitCount, me.TimeWaitP50), summary(me.FinWait2Count, me.FinWait2P50)
+		t.KilledByRST = &me.KilledByRST
+	}
+	return t
+}
+
+func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := commandFlags("doctor", "Usage: twtrace doctor [flags]\n\nRead the TIME_WAIT-related sysctls of each namespace and the kernel version and print findings\nwith their evidence; with --duration, trace for that long first and back the findings with\nmeasurements (overflows, peak occupancy, lifetimes, ephemeral port use per destination).", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "measure and report every interval until interrupted (or --duration)")
+	input := fs.String("input", "", "diagnose a recording of `watch -o json` (a file, or - for standard input) instead of tracing; needs no privileges")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,36 +81,35 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	if *interval < 0 {
 		return usagef("--interval %s: must not be negative", *interval)
 	}
-	var namespaces []tracer.Netns
-	if opts.Filter.NetNS != 0 {
-		ns, err := tracer.FindNetns(opts.Filter.NetNS)
-		if err != nil {
+	if *input != "" {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
 			return err
 		}
-		namespaces = []tracer.Netns{ns}
-	} else if namespaces, err = tracer.Namespaces(); err != nil {
+		return doctorReplay(*input, opts.Filter, f.output == "json", stdin, stdout, stderr)
+	}
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	inodes, err := doctorNamespaces(src, opts.Filter.NetNS)
+	if err != nil {
 		return err
 	}
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	kernel := unix.ByteSliceToString(uts.Release[:])
+	kernel := kernelRelease()
 	if f.duration == 0 && *interval == 0 {
-		r, err := diagnose(kernel, namespaces, nil)
+		r, err := settingsReport(kernel, src, inodes)
 		if err != nil {
 			return err
 		}
 		return writeDoctor(stdout, r, f.output == "json")
 	}
 
-	m := newMeasurer(namespaces) // the kernel's counters are read before tracing starts
-	sess, err := startSession(&f, opts, stderr)
+	m := newMeasurer(src, inodes, src.Baselines(inodes)) // the kernel's counters are read before tracing starts
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
-	m.untraced = sess.t.Families()&tracer.FamilyOverflow == 0
+	m.traced = sess.t.Families()
 	done := make(chan error, 1)
-	go func() { done <- sess.t.Run(sess.ctx, m.add, nil) }()
+	go func() { done <- sess.t.Run(sess.ctx, m.win.Add, nil) }()
 	sample := time.NewTicker(time.Second)
 	defer sample.Stop()
 	var every <-chan time.Time
@@ -79,11 +119,7 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 		every = t.C
 	}
 	report := func() error {
-		r, err := diagnose(kernel, namespaces, m.take())
-		if err != nil {
-			return err
-		}
-		return writeDoctor(stdout, r, f.output == "json")
+		return writeDoctor(stdout, m.report(kernel), f.output == "json")
 	}
 	for {
 		select {
@@ -102,20 +138,40 @@ func doctor(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func diagnose(kernel string, namespaces []tracer.Netns, measured map[uint32]*tracer.Measurement) (doctorReport, error) {
-	r := doctorReport{Kernel: kernel}
-	for _, ns := range namespaces {
-		sysctls, err := tracer.ReadSysctls(ns)
+// doctorNamespaces lists the namespaces doctor examines: the one filtered on, or all.
+func doctorNamespaces(src *snapshot.Source, only uint32) ([]uint32, error) {
+	if only != 0 {
+		if _, err := src.Index().Find(only); err != nil {
+			return nil, err
+		}
+		return []uint32{only}, nil
+	}
+	all, err := src.Namespaces()
+	if err != nil {
+		return nil, err
+	}
+	inodes := make([]uint32, len(all))
+	for i, ns := range all {
+		inodes[i] = ns.Inode
+	}
+	return inodes, nil
+}
+
+func kernelRelease() string {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// settingsReport diagnoses the namespaces' settings alone, without measuring.
+func settingsReport(kernel string, src *snapshot.Source, inodes []uint32) (doctorReport, error) {
+	r := doctorReport{Kernel: &kernel}
+	for _, inode := range inodes {
+		n, err := src.Settings(inode)
 		if err != nil {
-			return r, fmt.Errorf("netns %d: %w", ns.Inode, err)
+			return r, fmt.Errorf("netns %d: %w", inode, err)
 		}
-		var m *tracer.Measurement
-		if measured != nil {
-			m = measured[ns.Inode]
-			secs := m.Window.Seconds()
-			r.Measured = &secs
-		}
-		r.Namespaces = append(r.Namespaces, doctorNetns{ns.Inode, sysctls, tracer.Diagnose(kernel, sysctls, m)})
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls, Findings: doctor.Diagnose(kernel, n.Sysctls, nil)})
 	}
 	return r, nil
 }
@@ -133,93 +189,140 @@ func writeDoctor(w io.Writer, r doctorReport, asJSON bool) error {
 	return err
 }
 
-// measurer collects what doctor measures over one window: the events, the TIME_WAIT
-// peak sampled each second, the kernel's overflow counter at the window's start.
+// measurer collects what doctor measures over one window: the events (in the window),
+// the TIME_WAIT peak sampled each second, the kernel's counters at the window's start.
 type measurer struct {
-	namespaces []tracer.Netns
-	mu         sync.Mutex
-	agg        *tracer.Aggregate
-	baseline   map[uint32]uint64
-	peak       map[uint32]int64
-	untraced   bool // the overflow family is not traced here
+	src    snapshotter
+	inodes []uint32
+	win    *window.Window
+	traced tracer.Families
+
+	mu   sync.Mutex
+	peak map[uint32]int64
 }
 
-func newMeasurer(namespaces []tracer.Netns) *measurer {
-	m := &measurer{namespaces: namespaces}
-	m.reset()
+func newMeasurer(src snapshotter, inodes []uint32, baseline map[uint32]snapshot.Counters) *measurer {
+	m := &measurer{src: src, inodes: inodes, peak: map[uint32]int64{}}
+	m.win = window.New(time.Now(), baseline)
 	m.sample()
 	return m
 }
 
-func (m *measurer) reset() {
-	m.agg = tracer.NewAggregate(time.Now())
-	m.baseline = overflowCounters()
-	m.peak = map[uint32]int64{}
-}
-
-func (m *measurer) add(e *tracer.Event) {
+// sample reads each namespace now and keeps its TIME_WAIT peak; it returns what it read.
+func (m *measurer) sample() map[uint32]*snapshot.Namespace {
+	snaps := map[uint32]*snapshot.Namespace{}
+	for _, inode := range m.inodes {
+		if n, err := m.src.Take(inode); err == nil {
+			snaps[inode] = n
+		}
+	}
 	m.mu.Lock()
-	m.agg.Add(e)
+	for inode, n := range snaps {
+		m.peak[inode] = max(m.peak[inode], int64(n.TimeWaitTable))
+	}
 	m.mu.Unlock()
+	return snaps
 }
 
-func (m *measurer) sample() {
-	for _, ns := range m.namespaces {
-		if c, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
-			m.mu.Lock()
-			m.peak[ns.Inode] = max(m.peak[ns.Inode], int64(c.ByState[tracer.StateTimeWait]))
-			m.mu.Unlock()
-		}
+// report diagnoses each namespace with what the window measured, and starts a new window.
+func (m *measurer) report(kernel string) doctorReport {
+	snaps := m.sample()
+	baseline := map[uint32]snapshot.Counters{}
+	for inode, n := range snaps {
+		baseline[inode] = n.Counters
 	}
-}
-
-// take returns the window's measurement per namespace and starts a new window.
-func (m *measurer) take() map[uint32]*tracer.Measurement {
-	m.sample()
+	a := m.win.Restart(time.Now(), baseline) // this window ends where the next one's counters start
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[uint32]*tracer.Measurement{}
-	for _, ns := range m.namespaces {
-		me := &tracer.Measurement{Window: time.Since(m.agg.Since), CounterDelta: -1, PeakLive: m.peak[ns.Inode],
-			Overflows: m.agg.OverflowsByNetns[ns.Inode], OverflowsUntraced: m.untraced}
-		if now, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-			me.CounterDelta = int64(now - m.baseline[ns.Inode])
+	peak := m.peak
+	m.peak = map[uint32]int64{}
+	m.mu.Unlock()
+
+	now := time.Now()
+	secs := now.Sub(a.Since).Seconds()
+	r := doctorReport{Kernel: &kernel, Measured: &secs}
+	for _, inode := range m.inodes {
+		n := snaps[inode]
+		if n == nil {
+			continue // gone since the start
 		}
-		if dests, err := tracer.TimewaitByDestination(ns); err == nil {
-			for d, live := range dests {
-				if live > me.TopLive {
-					me.TopDestination, me.TopLive = d, live
-				}
-			}
-		}
-		// lifetimes are not split by namespace: every namespace measured shares them
-		for k, h := range m.agg.Lifetimes {
-			switch {
-			case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateTimeWait:
-				me.TimeWaitCount, me.TimeWaitP50 = h.Count, h.Percentile(0.5)
-			case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateFinWait2:
-				me.FinWait2Count, me.FinWait2P50 = h.Count, h.Percentile(0.5)
-			case k.Cause == tracer.CauseKilled && k.Detail == tracer.DetailRST:
-				me.KilledByRST += h.Count
-			}
-		}
-		out[ns.Inode] = me
+		me := measurement(a, inode, n, m.traced, now)
+		me.PeakLive = peak[inode]
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls,
+			Traced: tracedOf(me, m.traced), Findings: doctor.Diagnose(kernel, n.Sysctls, me)})
 	}
-	m.reset()
-	return out
+	return r
+}
+
+// doctorReplay diagnoses a recording: what its events measured, without the settings and
+// live state a recording does not hold.
+func doctorReplay(name string, filter tracer.Filter, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
+	a, rec, err := replayWindow(name, stdin, filter)
+	if err != nil {
+		return err
+	}
+	st := recordingStatus(rec)
+	secs := rec.Until.Sub(rec.Since).Seconds()
+	r := doctorReport{Measured: &secs, Offline: true, Input: &rec.Name, Unreadable: rec.Unreadable}
+	for _, inode := range namespacesOf(a, recordingNamespace(filter, rec), true) {
+		me := measurement(a, inode, nil, st.Traced, rec.Until)
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: tracedOf(me, st.Traced),
+			Findings: doctor.DiagnoseTraced(me)})
+	}
+	reportReplay(stderr, rec)
+	return writeDoctor(stdout, r, asJSON)
+}
+
+// measurement is what the window, ending at until, saw in namespace inode, next to its
+// snapshot n (nil offline).
+func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, traced tracer.Families, until time.Time) *doctor.Measurement {
+	o := a.Occupancy(inode, n)
+	me := &doctor.Measurement{Window: until.Sub(a.Since), CounterDelta: o.CounterDelta,
+		Overflows: o.Overflows, OverflowsUntraced: traced&tracer.FamilyOverflow == 0}
+	if n != nil {
+		for d, live := range n.TimeWait {
+			if live > me.TopLive {
+				me.TopDestination, me.TopLive = d, live
+			}
+		}
+	}
+	// lifetimes are not split by namespace: every namespace measured shares them
+	for k, h := range a.Lifetimes {
+		switch {
+		case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateTimeWait:
+			me.TimeWaitCount, me.TimeWaitP50 = h.Count, h.Percentile(0.5)
+		case k.Cause == tracer.CauseExpired && k.Substate == tracer.StateFinWait2:
+			me.FinWait2Count, me.FinWait2P50 = h.Count, h.Percentile(0.5)
+		case k.Cause == tracer.CauseKilled && k.Detail == tracer.DetailRST:
+			me.KilledByRST += h.Count
+		}
+	}
+	return me
 }
 
 func writeDoctorText(w io.Writer, r doctorReport) {
-	fmt.Fprintf(w, "twtrace doctor: Linux %s", r.Kernel)
-	if r.Measured != nil {
-		fmt.Fprintf(w, ", measured for %gs", *r.Measured)
+	if r.Offline {
+		fmt.Fprintf(w, "twtrace doctor: replayed from %s, measured for %gs (offline: the settings, the live sockets and the kernel's counters are not in a recording)", *r.Input, *r.Measured)
+		if r.Unreadable > 0 {
+			fmt.Fprintf(w, "; %d unreadable lines", r.Unreadable)
+		}
 	} else {
-		fmt.Fprintf(w, ", settings only (add --duration 30s to back findings with measurements)")
+		fmt.Fprintf(w, "twtrace doctor: Linux %s", *r.Kernel)
+		if r.Measured != nil {
+			fmt.Fprintf(w, ", measured for %gs", *r.Measured)
+		} else {
+			fmt.Fprintf(w, ", settings only (add --duration 30s to back findings with measurements)")
+		}
 	}
 	fmt.Fprintln(w)
 	for _, n := range r.Namespaces {
 		fmt.Fprintf(w, "\nnetns %d\n ", n.NetNS)
-		for _, name := range tracer.TimewaitSysctls {
+		if n.Sysctls == nil {
+			fmt.Fprintf(w, " sysctls: not available offline")
+		}
+		for _, name := range snapshot.TimewaitSysctls {
+			if n.Sysctls == nil {
+				break
+			}
 			v, ok := n.Sysctls[name]
 			if !ok {
 				v = "absent"
@@ -227,6 +330,9 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 			fmt.Fprintf(w, " %s=%s", name, strings.ReplaceAll(v, " ", "-"))
 		}
 		fmt.Fprintln(w)
+		if n.Traced != nil {
+			writeTracedLine(w, n.Traced)
+		}
 		for _, f := range n.Findings {
 			fmt.Fprintf(w, "  [%s] %s: %s\n", f.Severity, f.ID, f.Title)
 			fmt.Fprintf(w, "      evidence: %s\n", f.Evidence)
@@ -235,4 +341,25 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 			}
 		}
 	}
+}
+
+// writeTracedLine prints what the window's events measured in a namespace.
+func writeTracedLine(w io.Writer, t *doctorTraced) {
+	count := func(n *uint64) string {
+		if n == nil {
+			return "unknown (not traced)"
+		}
+		return fmt.Sprint(*n)
+	}
+	lifetimes := func(l *lifetimeSummary) string {
+		switch {
+		case l == nil:
+			return "unknown (not traced)"
+		case l.P50Ms == nil:
+			return "none"
+		}
+		return fmt.Sprintf("%d, median %.1fms", l.Count, *l.P50Ms)
+	}
+	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s\n",
+		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST))
 }

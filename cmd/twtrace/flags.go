@@ -14,7 +14,33 @@ import (
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// traceFlags are the options every tracing command shares.
+// flagGroup is a set of flags several commands share; a command registers only the
+// groups that act in it, so its --help lists only what applies.
+type flagGroup uint
+
+const (
+	groupOutput   flagGroup = 1 << iota // -o
+	groupTracing                        // --events, --backend, --ringbuf-size
+	groupDuration                       // --duration
+	groupFilters                        // --port, --sport, --dport, --addr, --netns, -4, -6
+	groupOwner                          // --pid: only a tracer knows a socket's owner
+	groupLog                            // --log-level, --log-format: the tracing session's diagnostics
+
+	// tracingGroups are what every command that traces takes.
+	tracingGroups = groupTracing | groupDuration | groupFilters | groupOwner | groupLog
+)
+
+// sharedFlags says which shared flags each command takes (probe has its own two).
+var sharedFlags = map[string]flagGroup{
+	"watch":    groupOutput | tracingGroups,
+	"timewait": groupOutput | tracingGroups,
+	"doctor":   groupOutput | tracingGroups,
+	"serve":    tracingGroups, // its output is /metrics
+	"stat":     groupOutput | groupDuration | groupFilters,
+}
+
+// traceFlags are the options commands share. A flag a command does not register keeps
+// its default, so options() validates the same way for every command.
 type traceFlags struct {
 	output    string
 	events    string
@@ -33,30 +59,73 @@ type traceFlags struct {
 	logFormat string
 }
 
-func (f *traceFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.output, "o", "text", "output format: text or json (one object per line)")
-	fs.StringVar(&f.events, "events", "all", "event families, comma-separated: state, tw, overflow, reset, or all")
-	fs.StringVar(&f.backend, "backend", "auto", "attach with: auto, fentry, kprobe or tracepoint")
-	fs.DurationVar(&f.duration, "duration", 0, "stop after tracing this long (e.g. 30s); 0 runs until interrupted")
-	fs.StringVar(&f.ringbuf, "ringbuf-size", "4M", "kernel ring buffer size: a power of two, multiple of the page size (K and M suffixes)")
-	fs.IntVar(&f.port, "port", 0, "only sockets with this local or remote port")
-	fs.IntVar(&f.sport, "sport", 0, "only sockets with this local port")
-	fs.IntVar(&f.dport, "dport", 0, "only sockets with this remote port")
-	fs.StringVar(&f.addr, "addr", "", "only sockets with a local or remote address in this CIDR (e.g. 10.0.0.0/8, ::1/128)")
-	fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
-	fs.Uint64Var(&f.netns, "netns", 0, "only sockets in this network namespace (inode number, as lsns shows)")
-	fs.BoolVar(&f.ipv4, "4", false, "only IPv4")
-	fs.BoolVar(&f.ipv6, "6", false, "only IPv6")
-	fs.StringVar(&f.logLevel, "log-level", "info", "diagnostics on stderr: debug, info, warn or error")
-	fs.StringVar(&f.logFormat, "log-format", "console", "diagnostics format: console or json")
+// newTraceFlags registers the shared flags that fs's command takes (sharedFlags).
+func newTraceFlags(fs *flag.FlagSet) *traceFlags {
+	groups := sharedFlags[fs.Name()]
+	f := &traceFlags{output: "text", events: "all", backend: "auto", ringbuf: "4M", logLevel: "info", logFormat: "console"}
+	if groups&groupOutput != 0 {
+		fs.StringVar(&f.output, "o", f.output, "output format: text or json (one object per line)")
+	}
+	if groups&groupTracing != 0 {
+		fs.StringVar(&f.events, "events", f.events, "event families, comma-separated: state, tw, overflow, reset, or all")
+		fs.StringVar(&f.backend, "backend", f.backend, "attach with: auto, fentry, kprobe or tracepoint")
+		fs.StringVar(&f.ringbuf, "ringbuf-size", f.ringbuf, "kernel ring buffer size: a power of two, multiple of the page size (K and M suffixes)")
+	}
+	if groups&groupDuration != 0 {
+		usage := "stop after tracing this long (e.g. 30s); 0 runs until interrupted"
+		if groups&groupTracing == 0 {
+			usage = "with --interval, stop after this long (e.g. 30s); 0 runs until interrupted"
+		}
+		fs.DurationVar(&f.duration, "duration", 0, usage)
+	}
+	if groups&groupFilters != 0 {
+		fs.IntVar(&f.port, "port", 0, "only sockets with this local or remote port")
+		fs.IntVar(&f.sport, "sport", 0, "only sockets with this local port")
+		fs.IntVar(&f.dport, "dport", 0, "only sockets with this remote port")
+		fs.StringVar(&f.addr, "addr", "", "only sockets with a local or remote address in this CIDR (e.g. 10.0.0.0/8, ::1/128)")
+		fs.Uint64Var(&f.netns, "netns", 0, "only sockets in this network namespace (inode number, as lsns shows)")
+		fs.BoolVar(&f.ipv4, "4", false, "only IPv4")
+		fs.BoolVar(&f.ipv6, "6", false, "only IPv6")
+	}
+	if groups&groupOwner != 0 {
+		fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
+	}
+	if groups&groupLog != 0 {
+		fs.StringVar(&f.logLevel, "log-level", f.logLevel, "diagnostics on stderr: debug, info, warn or error")
+		fs.StringVar(&f.logFormat, "log-format", f.logFormat, "diagnostics format: console or json")
+	}
+	return f
 }
 
-// commandFlags makes a command's flag set: --help prints usage, then the flags.
-func commandFlags(name, usage string) *flag.FlagSet {
+// notTaken explains, per command, flags it does not take that a user may expect there
+// because other commands do.
+var notTaken = map[string]map[string]string{
+	"stat": {
+		"pid":          "stat reads sockets from sock_diag, which does not know their owners; use watch or timewait",
+		"events":       "stat does not trace",
+		"backend":      "stat does not trace",
+		"ringbuf-size": "stat does not trace",
+		"log-level":    "stat writes no diagnostics",
+		"log-format":   "stat writes no diagnostics",
+	},
+	"serve": {
+		"o":                "serve prints no events: it exports them on /metrics",
+		"top-destinations": "renamed --top",
+	},
+}
+
+// commandFlags makes a command's flag set: --help prints usage, then the flags, to stdout.
+func commandFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\n\nFlags:\n", usage)
-		fs.PrintDefaults()
+		fmt.Fprintln(stdout, usage)
+		some := false
+		fs.VisitAll(func(*flag.Flag) { some = true })
+		if some {
+			fmt.Fprint(stdout, "\nFlags:\n")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }
@@ -64,20 +133,34 @@ func commandFlags(name, usage string) *flag.FlagSet {
 // parseFlags parses a command's flags. After --help it returns flag.ErrHelp, which run
 // turns into success: the usage is printed.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {} // Parse calls it on every error: the error is returned instead, as one line
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stdout)
-		fs.Usage()
+		usage()
 		return err
 	}
 	if err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			if why, ok := notTaken[fs.Name()][name]; ok {
+				return usagef("%s: %s", dashed(name), why)
+			}
+		}
 		return usagef("%s", err)
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
+}
+
+// dashed writes a flag as its help does: -o, --events.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 func portFlag(name string, v int) (uint16, error) {

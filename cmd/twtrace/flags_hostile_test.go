@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,64 +16,72 @@ import (
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// Every command taking a flag rejects a bad value of it with exit status 2 and one line
-// naming the flag, before touching the kernel.
+// Every command rejects a bad value of a flag it takes, and a flag it does not take, with
+// exit status 2 and one line naming the flag, before touching the kernel.
 func TestBadFlagsEveryCommand(t *testing.T) {
 	tracing := []string{"watch", "timewait", "serve", "doctor"}
-	all := append(tracing, "stat") // stat takes the socket filters, and refuses the tracing flags
+	filtering := append(tracing, "stat") // stat takes the socket filters, not the tracing flags
+	printing := []string{"watch", "timewait", "doctor", "stat"}
 	tests := []struct {
 		commands []string
 		args     []string
 		flag     string // the message must mention it
 	}{
-		{all, []string{"--port", "0x10000"}, "-port"},
-		{all, []string{"--port", "-1"}, "-port"},
-		{all, []string{"--port", "http"}, "-port"},
-		{all, []string{"--port", "99999999999999999999"}, "-port"},
-		{all, []string{"--sport", "65536"}, "-sport"},
-		{all, []string{"--dport", "-2"}, "-dport"},
-		{all, []string{"--addr", "10.0.0.0/33"}, "-addr"},
-		{all, []string{"--addr", "banana"}, "-addr"},
-		{all, []string{"--addr", "fe80::1%eth0/64"}, "-addr"},
-		{all, []string{"--addr", "10.0.0.1/8/1"}, "-addr"},
-		{all, []string{"--duration", "-1s"}, "-duration"},
-		{all, []string{"--duration", "soon"}, "-duration"},
-		{all, []string{"--duration", "1d"}, "-duration"},
-		{all, []string{"-4", "-6"}, "-4 and -6"},
-		{all, []string{"-6", "--addr", "10.0.0.1"}, "-addr 10.0.0.1 conflicts with -6"},
-		{all, []string{"-4", "--addr", "::1/128"}, "-addr ::1/128 conflicts with -4"},
-		{all, []string{"-o", "yaml"}, "-o"},
-		{all, []string{"--netns", "4294967296"}, "-netns"},
-		{all, []string{"--netns", "-1"}, "-netns"},
-		{all, []string{"--bogus"}, "-bogus"},
-		{all, []string{"--log-level", "loud"}, "-log-level"},
-		{all, []string{"--log-format", "xml"}, "-log-format"},
-		{all, []string{"extra"}, `"extra"`},
-		{all, []string{"--ringbuf-size", "3M"}, "-ringbuf-size"},     // not a power of two
-		{all, []string{"--ringbuf-size", "2048"}, "-ringbuf-size"},   // not a page multiple
-		{all, []string{"--ringbuf-size", "4096M"}, "-ringbuf-size"},  // too large
-		{all, []string{"--ringbuf-size", "1.5M"}, "-ringbuf-size"},   // garbage
-		{all, []string{"--ringbuf-size", "4k"}, "-ringbuf-size"},     // garbage
-		{all, []string{"--events", "bogus"}, "-events"},              // unknown family
-		{all, []string{"--events", "state,"}, "-events"},             // empty family
-		{all, []string{"--backend", "ebpf"}, "-backend"},             // unknown backend
-		{tracing, []string{"--pid", "-5"}, "-pid"},                   // stat refuses --pid altogether
-		{[]string{"stat"}, []string{"--pid", "5"}, "-pid"},           //
-		{[]string{"stat"}, []string{"--events", "state"}, "-events"}, // it does not trace
-		{[]string{"stat"}, []string{"--backend", "auto"}, "-backend"},
-		{[]string{"stat"}, []string{"--ringbuf-size", "4M"}, "-ringbuf-size"},
+		{filtering, []string{"--port", "0x10000"}, "-port"},
+		{filtering, []string{"--port", "-1"}, "-port"},
+		{filtering, []string{"--port", "http"}, "-port"},
+		{filtering, []string{"--port", "99999999999999999999"}, "-port"},
+		{filtering, []string{"--sport", "65536"}, "-sport"},
+		{filtering, []string{"--dport", "-2"}, "-dport"},
+		{filtering, []string{"--addr", "10.0.0.0/33"}, "-addr"},
+		{filtering, []string{"--addr", "banana"}, "-addr"},
+		{filtering, []string{"--addr", "fe80::1%eth0/64"}, "-addr"},
+		{filtering, []string{"--addr", "10.0.0.1/8/1"}, "-addr"},
+		{filtering, []string{"--duration", "-1s"}, "-duration"},
+		{filtering, []string{"--duration", "soon"}, "-duration"},
+		{filtering, []string{"--duration", "1d"}, "-duration"},
+		{filtering, []string{"-4", "-6"}, "-4 and -6"},
+		{filtering, []string{"-6", "--addr", "10.0.0.1"}, "-addr 10.0.0.1 conflicts with -6"},
+		{filtering, []string{"-4", "--addr", "::1/128"}, "-addr ::1/128 conflicts with -4"},
+		{filtering, []string{"--netns", "4294967296"}, "-netns"},
+		{filtering, []string{"--netns", "-1"}, "-netns"},
+		{filtering, []string{"--bogus"}, "-bogus"},
+		{filtering, []string{"extra"}, `"extra"`},
+		{printing, []string{"-o", "yaml"}, "-o"},
+		{tracing, []string{"--log-level", "loud"}, "-log-level"},
+		{tracing, []string{"--log-format", "xml"}, "-log-format"},
+		{tracing, []string{"--ringbuf-size", "3M"}, "-ringbuf-size"},    // not a power of two
+		{tracing, []string{"--ringbuf-size", "2048"}, "-ringbuf-size"},  // not a page multiple
+		{tracing, []string{"--ringbuf-size", "4096M"}, "-ringbuf-size"}, // too large
+		{tracing, []string{"--ringbuf-size", "1.5M"}, "-ringbuf-size"},  // garbage
+		{tracing, []string{"--ringbuf-size", "4k"}, "-ringbuf-size"},    // garbage
+		{tracing, []string{"--events", "bogus"}, "-events"},             // unknown family
+		{tracing, []string{"--events", "state,"}, "-events"},            // empty family
+		{tracing, []string{"--backend", "ebpf"}, "-backend"},            // unknown backend
+		{tracing, []string{"--pid", "-5"}, "-pid"},
+		// flags a command does not take, with why where another command takes them
+		{[]string{"stat"}, []string{"--pid", "5"}, "--pid: stat reads sockets from sock_diag, which does not know their owners"},
+		{[]string{"stat"}, []string{"--events", "state"}, "--events: stat does not trace"},
+		{[]string{"stat"}, []string{"--backend", "auto"}, "--backend: stat does not trace"},
+		{[]string{"stat"}, []string{"--ringbuf-size", "4M"}, "--ringbuf-size: stat does not trace"},
+		{[]string{"stat"}, []string{"--log-level", "debug"}, "--log-level: stat writes no diagnostics"},
+		{[]string{"stat"}, []string{"--log-format=json"}, "--log-format: stat writes no diagnostics"},
+		{[]string{"serve"}, []string{"-o", "json"}, "-o: serve prints no events"},
+		{[]string{"serve"}, []string{"--top-destinations", "5"}, "--top-destinations: renamed --top"},
+		{[]string{"watch", "doctor", "stat"}, []string{"--top", "5"}, "-top"},
+		{[]string{"watch", "serve"}, []string{"--interval", "1s"}, "-interval"},
+		{[]string{"probe"}, []string{"--port", "80"}, "-port"},
+		{[]string{"probe"}, []string{"--events", "all"}, "-events"},
 		{[]string{"timewait", "doctor", "stat"}, []string{"--interval", "-1s"}, "-interval"},
 		{[]string{"timewait", "doctor", "stat"}, []string{"--interval", "often"}, "-interval"},
-		{[]string{"timewait"}, []string{"--top", "0"}, "-top"},
-		{[]string{"serve"}, []string{"--top-destinations", "0"}, "-top-destinations"},
+		{[]string{"timewait", "serve"}, []string{"--top", "0"}, "--top 0"},
 		{[]string{"serve"}, []string{"--listen", "9580"}, "-listen"},
 		{[]string{"serve"}, []string{"--listen", "a\nb"}, "-listen"},
 		{[]string{"probe"}, []string{"--backend", "ebpf"}, "-backend"},
 		{[]string{"probe"}, []string{"-o", "yaml"}, "-o"},
-		{[]string{"probe"}, []string{"--port", "80"}, "-port"},
-		{all, []string{"--events", "state\nreset"}, "-events"},
-		{all, []string{"--bad\nflag"}, "-bad\\nflag"},
-		{all, []string{"-\xff"}, `\xff`},
+		{tracing, []string{"--events", "state\nreset"}, "-events"},
+		{filtering, []string{"--bad\nflag"}, "-bad\\nflag"},
+		{filtering, []string{"-\xff"}, `\xff`},
 	}
 	for _, tt := range tests {
 		for _, cmd := range tt.commands {
@@ -134,12 +144,15 @@ func TestOneLine(t *testing.T) {
 	}
 }
 
-// FuzzTraceFlags feeds arbitrary values to the filter and tracing flags: the parser never
-// panics; it returns either a one-line usage error or options the kernel side can trust.
-// An empty value leaves its flag out.
+// FuzzTraceFlags feeds arbitrary values to the filter and tracing flags of every command
+// (command picks one of sharedFlags): the parser never panics; it returns either a
+// one-line usage error or options the kernel side can trust. An empty value leaves its
+// flag out.
 func FuzzTraceFlags(f *testing.F) {
-	f.Add("10.0.0.0/8", "443", "4M", "all", "auto", "30s", false, false, "")
-	f.Fuzz(func(t *testing.T, addr, port, ringbuf, events, backend, duration string, v4, v6 bool, extra string) {
+	commands := slices.Sorted(maps.Keys(sharedFlags))
+	f.Add("10.0.0.0/8", "443", "4M", "all", "auto", "30s", false, false, "", uint8(slices.Index(commands, "watch")))
+	f.Fuzz(func(t *testing.T, addr, port, ringbuf, events, backend, duration string, v4, v6 bool, extra string, command uint8) {
+		cmd := commands[int(command)%len(commands)]
 		var args []string
 		for _, fl := range []struct{ name, value string }{
 			{"addr", addr}, {"port", port}, {"ringbuf-size", ringbuf}, {"events", events}, {"backend", backend}, {"duration", duration},
@@ -160,9 +173,8 @@ func FuzzTraceFlags(f *testing.F) {
 		if extra != "" {
 			args = append(args, extra)
 		}
-		fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-		var tf traceFlags
-		tf.register(fs)
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		tf := newTraceFlags(fs)
 		err := parseFlags(fs, args)
 		var o tracer.Options
 		if err == nil {
@@ -175,6 +187,9 @@ func FuzzTraceFlags(f *testing.F) {
 			}
 			checkOneLine(t, ue.msg)
 			return
+		}
+		if sharedFlags[cmd]&groupTracing == 0 && (ringbuf != "" || events != "" || backend != "") {
+			t.Errorf("%s %q: a tracing flag accepted by a command that does not trace", cmd, args)
 		}
 		if tf.duration < 0 {
 			t.Errorf("%q: negative duration %s accepted", args, tf.duration)

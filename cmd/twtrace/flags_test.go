@@ -6,6 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,8 +18,7 @@ import (
 // unitOptions parses args the way watch does and returns the tracer options.
 func unitOptions(args []string) (tracer.Options, error) {
 	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	var f traceFlags
-	f.register(fs)
+	f := newTraceFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return tracer.Options{}, err
 	}
@@ -194,8 +196,10 @@ func TestRunDispatch(t *testing.T) {
 		stderrHas  string
 	}{
 		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
-		{name: "unknown command", args: []string{"frobnicate"}, usage: true, stderrHas: "Usage:"},
 		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
+		{name: "version --help", args: []string{"version", "--help"}, wantStdout: "Usage: twtrace version\n\nPrint the version.\n"},
+		{name: "version takes no flag", args: []string{"version", "--short"}, usage: true},
+		{name: "version takes no argument", args: []string{"version", "now"}, usage: true},
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "-h", args: []string{"-h"}, stdoutHas: "twtrace watch [flags]"},
 		{name: "help", args: []string{"help"}, stdoutHas: "twtrace watch [flags]"},
@@ -231,6 +235,65 @@ func TestRunDispatch(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tt.stderrHas) {
 				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tt.stderrHas)
+			}
+		})
+	}
+}
+
+// An unknown command is two lines on stderr: what was wrong, and where to look.
+func TestUnknownCommandTwoLines(t *testing.T) {
+	for _, cmd := range []string{"frobnicate", "Watch", "--bogus", "-o", "stats", "watch\n", "\xff"} {
+		t.Run(strconv.Quote(cmd), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run([]string{cmd, "--help"}, &stdout, &stderr)
+			if stdout.Len() != 0 || stderr.Len() != 0 {
+				t.Errorf("run printed stdout %q, stderr %q before exiting", stdout.String(), stderr.String())
+			}
+			if code := exitCode(err, &stderr); code != 2 {
+				t.Errorf("exit status %d, want 2", code)
+			}
+			want := "twtrace: unknown command " + oneLine(strconv.Quote(cmd)) + "\nRun 'twtrace --help' for usage.\n"
+			if stderr.String() != want {
+				t.Errorf("stderr %q, want %q", stderr.String(), want)
+			}
+		})
+	}
+}
+
+// Each command's --help lists exactly the flags it takes, and it takes no other.
+func TestCommandFlagsListed(t *testing.T) {
+	filters := []string{"4", "6", "addr", "dport", "netns", "port", "sport"}
+	tracing := append([]string{"backend", "duration", "events", "log-format", "log-level", "pid", "ringbuf-size"}, filters...)
+	tests := []struct {
+		cmd   string
+		flags []string
+	}{
+		{"watch", append([]string{"o"}, tracing...)},
+		{"timewait", append([]string{"o", "interval", "top", "input"}, tracing...)},
+		{"doctor", append([]string{"o", "interval", "input"}, tracing...)},
+		{"serve", append([]string{"listen", "top"}, tracing...)},
+		{"stat", append([]string{"o", "duration", "interval"}, filters...)},
+		{"probe", []string{"o", "backend"}},
+		{"version", nil},
+	}
+	listed := regexp.MustCompile(`(?m)^  -(\S+)`)
+	for _, tt := range tests {
+		t.Run(tt.cmd, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run([]string{tt.cmd, "--help"}, &stdout, &stderr); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range listed.FindAllStringSubmatch(stdout.String(), -1) {
+				got = append(got, m[1])
+			}
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tt.flags))
+			if !slices.Equal(got, want) {
+				t.Errorf("--help lists %q, want %q:\n%s", got, want, stdout.String())
+			}
+			if !strings.HasPrefix(stdout.String(), "Usage: twtrace "+tt.cmd) || stderr.Len() != 0 {
+				t.Errorf("stdout %q, stderr %q: want the usage on stdout only", stdout.String(), stderr.String())
 			}
 		})
 	}

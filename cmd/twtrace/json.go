@@ -45,6 +45,8 @@ func appendJSON(b []byte, e *tracer.Event) []byte {
 		b = appendField(b, "substate", e.Substate.String())
 		b = append(b, `,"lifetime_ms":`...)
 		b = appendDuration(b, e.Duration, e.DurationOK, time.Millisecond)
+		b = append(b, `,"lifetime_ns":`...) // exact: a replayed view reports the same percentiles
+		b = appendDuration(b, e.Duration, e.DurationOK, time.Nanosecond)
 		b = appendField(b, "cause", e.Cause.String())
 		b = appendOptional(b, "detail", e.Detail.String())
 	case tracer.KindTWOverflow:

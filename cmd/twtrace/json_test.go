@@ -140,7 +140,7 @@ func TestJSONEvents(t *testing.T) {
 				e.Cause = tracer.CauseExpired
 			}),
 			want: unitCommon("tw_exit", map[string]any{
-				"substate": "TIME_WAIT", "lifetime_ms": nil, "cause": "expired", "detail": nil,
+				"substate": "TIME_WAIT", "lifetime_ms": nil, "lifetime_ns": nil, "cause": "expired", "detail": nil,
 			}),
 		},
 		{
@@ -150,7 +150,7 @@ func TestJSONEvents(t *testing.T) {
 				e.Duration, e.DurationOK = 60312*time.Millisecond+999*time.Microsecond, true
 			}),
 			want: unitCommon("tw_exit", map[string]any{
-				"substate": "TIME_WAIT", "lifetime_ms": 60312.0, "cause": "expired", "detail": nil,
+				"substate": "TIME_WAIT", "lifetime_ms": 60312.0, "lifetime_ns": 60312999000.0, "cause": "expired", "detail": nil,
 			}),
 		},
 		{
@@ -160,7 +160,7 @@ func TestJSONEvents(t *testing.T) {
 				e.Duration, e.DurationOK = 2*time.Second, true
 			}),
 			want: unitCommon("tw_exit", map[string]any{
-				"substate": "FIN_WAIT2", "lifetime_ms": 2000.0, "cause": "killed", "detail": "netns_exit",
+				"substate": "FIN_WAIT2", "lifetime_ms": 2000.0, "lifetime_ns": 2e9, "cause": "killed", "detail": "netns_exit",
 			}),
 		},
 		{
@@ -169,7 +169,7 @@ func TestJSONEvents(t *testing.T) {
 				e.Substate, e.Cause, e.Detail = tracer.StateTimeWait, tracer.CauseKilled, tracer.DetailSYN
 			}),
 			want: unitCommon("tw_exit", map[string]any{
-				"substate": "TIME_WAIT", "lifetime_ms": nil, "cause": "killed", "detail": "syn",
+				"substate": "TIME_WAIT", "lifetime_ms": nil, "lifetime_ns": nil, "cause": "killed", "detail": "syn",
 			}),
 		},
 		{

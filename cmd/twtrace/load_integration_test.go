@@ -70,7 +70,7 @@ type loadRun struct {
 	before, after map[string]uint64
 	ab            abResult
 	loadEnd       time.Time
-	views         []timewaitView
+	views         []loadView
 	watchExit     exitSummary
 	viewExit      exitSummary
 	problems      []string // what went wrong while finishing, reported by check

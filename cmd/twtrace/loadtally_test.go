@@ -126,8 +126,8 @@ func parseExitSummary(stderr string) (exitSummary, error) {
 	return s, nil
 }
 
-// timewaitView is the part of `twtrace timewait -o json` the load test reads.
-type timewaitView struct {
+// loadView is the part of `twtrace timewait -o json` the load test reads.
+type loadView struct {
 	Complete  bool   `json:"complete"`
 	Lost      uint64 `json:"lost"`
 	Missed    uint64 `json:"missed"`
@@ -151,11 +151,11 @@ type timewaitView struct {
 }
 
 // readViews decodes every view `twtrace timewait` printed.
-func readViews(r io.Reader) ([]timewaitView, error) {
-	var out []timewaitView
+func readViews(r io.Reader) ([]loadView, error) {
+	var out []loadView
 	dec := json.NewDecoder(r)
 	for dec.More() {
-		var v timewaitView
+		var v loadView
 		if err := dec.Decode(&v); err != nil {
 			return out, fmt.Errorf("timewait view: %w", err)
 		}

@@ -18,13 +18,14 @@ import (
 
 var version = "dev"
 
-// usageError is a bad command line: exit status 2.
-type usageError struct{ msg string }
+// usageError is a bad command line: exit status 2. hint, if set, is a second line
+// saying where to look.
+type usageError struct{ msg, hint string }
 
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
-	return usageError{oneLine(fmt.Sprintf(format, args...))}
+	return usageError{msg: oneLine(fmt.Sprintf(format, args...))}
 }
 
 // oneLine escapes what would break a one-line message: control characters, line and
@@ -72,6 +73,9 @@ func exitCode(err error, stderr io.Writer) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "twtrace: %s\n", oneLine(ue.msg))
+		if ue.hint != "" {
+			fmt.Fprintln(stderr, ue.hint)
+		}
 		return 2
 	}
 	var un errUnavailable
@@ -109,18 +113,20 @@ func command(args []string, stdout, stderr io.Writer) error {
 	case "stat":
 		return stat(args[1:], stdout, stderr)
 	case "timewait":
-		return timewait(args[1:], stdout, stderr)
+		return timewait(args[1:], os.Stdin, stdout, stderr)
 	case "doctor":
-		return doctor(args[1:], stdout, stderr)
+		return doctorCmd(args[1:], os.Stdin, stdout, stderr)
 	case "serve":
 		return serve(args[1:], stdout, stderr)
 	case "version":
+		if err := parseFlags(commandFlags("version", "Usage: twtrace version\n\nPrint the version.", stdout), args[1:]); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "twtrace %s\n", version)
 		return nil
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return nil
 	}
-	fmt.Fprint(stderr, topUsage)
-	return usagef("unknown command %q", args[0])
+	return usageError{msg: oneLine(fmt.Sprintf("unknown command %q", args[0])), hint: "Run 'twtrace --help' for usage."}
 }

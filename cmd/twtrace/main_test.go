@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/twtrace/twtrace/internal/testnet"
 )
 
 // -backend forces the backend the end-to-end tests pass to --backend; the kernel
@@ -16,6 +18,7 @@ var testBackend = flag.String("backend", "auto", "backend for the end-to-end tes
 var twtraceBin string
 
 func TestMain(m *testing.M) {
+	testnet.RunChild()
 	flag.Parse()
 	code := func() int {
 		if os.Geteuid() != 0 || os.Getenv("TWTRACE_UNIT_ONLY") != "" {

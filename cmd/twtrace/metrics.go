@@ -1,11 +1,16 @@
 package main
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -21,8 +26,9 @@ type eventMetrics struct {
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
 
-	mu    sync.Mutex
-	netns map[uint32]bool // every namespace an event came from: the gauges read them
+	mu       sync.Mutex
+	zeroed   map[uint32]bool // namespaces whose series exist
+	families tracer.Families // delivered: their namespace series start at 0
 }
 
 func newEventMetrics() *eventMetrics {
@@ -36,7 +42,6 @@ func newEventMetrics() *eventMetrics {
 			Help: "Closes that found the namespace's timewait table full (tcp_max_tw_buckets): no TIME_WAIT protection."}, []string{"netns"}),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_resets_total",
 			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason."}, []string{"direction", "reason"}),
-		netns: map[uint32]bool{},
 	}
 }
 
@@ -46,18 +51,14 @@ func (m *eventMetrics) register(r *prometheus.Registry) {
 
 func (m *eventMetrics) add(e *tracer.Event) {
 	m.mu.Lock()
-	m.netns[e.NetNS] = true
+	m.namespaceAtZero(e.NetNS)
 	m.mu.Unlock()
 	switch e.Kind {
 	case tracer.KindTWEnter:
 		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
 	case tracer.KindTWExit:
 		if e.DurationOK {
-			cause := e.Cause.String()
-			if d := e.Detail.String(); d != "" {
-				cause += "_" + d
-			}
-			m.lifetime.WithLabelValues(e.Substate.String(), cause).Observe(e.Duration.Seconds())
+			m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
 		}
 	case tracer.KindTWOverflow:
 		m.overflow.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()
@@ -70,22 +71,16 @@ func (m *eventMetrics) add(e *tracer.Event) {
 	}
 }
 
-func (m *eventMetrics) namespaces() []uint32 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]uint32, 0, len(m.netns))
-	for ns := range m.netns {
-		out = append(out, ns)
-	}
-	return out
-}
-
 // scrapeCollector reads what is true now, at each scrape: live timewait sockets and the
-// limits they count against (sock_diag, sysctls), the busiest destinations, loss, backends.
+// limits they count against (a snapshot of each namespace the window saw events from), the
+// busiest destinations, loss, backends.
 type scrapeCollector struct {
 	t        *tracer.Tracer
-	events   *eventMetrics
+	win      *window.Window
+	src      snapshotter
 	only     uint32
+	mu       sync.Mutex
+	seen     map[uint32]bool // every namespace an event came from since the start
 	topK     int
 	live     *prometheus.Desc
 	maxTW    *prometheus.Desc
@@ -99,8 +94,8 @@ type scrapeCollector struct {
 	transitions *prometheus.Desc
 }
 
-func newScrapeCollector(t *tracer.Tracer, events *eventMetrics, only uint32, topK int) *scrapeCollector {
-	return &scrapeCollector{t: t, events: events, only: only, topK: topK,
+func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, only uint32, topK int) *scrapeCollector {
+	return &scrapeCollector{t: t, win: win, src: src, only: only, topK: topK, seen: map[uint32]bool{},
 		live:  prometheus.NewDesc("twtrace_timewait_sockets", "Timewait sockets alive now (sock_diag), those born before twtrace included.", []string{"netns"}, nil),
 		maxTW: prometheus.NewDesc("twtrace_timewait_max_buckets", "The namespace's net.ipv4.tcp_max_tw_buckets.", []string{"netns"}, nil),
 		ports: prometheus.NewDesc("twtrace_ephemeral_ports", "Size of the namespace's net.ipv4.ip_local_port_range.", []string{"netns"}, nil),
@@ -147,29 +142,25 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.families, prometheus.GaugeValue, 0, m.Family.String())
 	}
 	type destLive struct {
-		d    tracer.Destination
+		d    snapshot.Destination
 		live int
 	}
 	var dests []destLive
 	for _, inode := range c.namespaces() {
-		ns, err := tracer.FindNetns(inode)
+		n, err := c.src.Take(inode)
 		if err != nil {
 			continue // gone: its sockets went with it
 		}
 		label := strconv.FormatUint(uint64(inode), 10)
-		if counts, err := tracer.CountSockets(ns, tracer.Filter{}); err == nil {
-			ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(counts.ByState[tracer.StateTimeWait]), label)
-			if counts.MaxTWBuckets >= 0 {
-				ch <- prometheus.MustNewConstMetric(c.maxTW, prometheus.GaugeValue, float64(counts.MaxTWBuckets), label)
-			}
-			if counts.PortHigh >= counts.PortLow && counts.PortHigh != 0 {
-				ch <- prometheus.MustNewConstMetric(c.ports, prometheus.GaugeValue, float64(int(counts.PortHigh)-int(counts.PortLow)+1), label)
-			}
+		ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(n.TimeWaitTable), label)
+		if n.Limits.MaxTWBuckets >= 0 {
+			ch <- prometheus.MustNewConstMetric(c.maxTW, prometheus.GaugeValue, float64(n.Limits.MaxTWBuckets), label)
 		}
-		if byDest, err := tracer.TimewaitByDestination(ns); err == nil {
-			for d, n := range byDest {
-				dests = append(dests, destLive{d, n})
-			}
+		if size := n.Limits.PortRangeSize(); size > 0 {
+			ch <- prometheus.MustNewConstMetric(c.ports, prometheus.GaugeValue, float64(size), label)
+		}
+		for d, live := range n.TimeWait {
+			dests = append(dests, destLive{d, live})
 		}
 	}
 	// bounded cardinality whatever the traffic: only the K busiest destinations
@@ -180,20 +171,32 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// fold ends the window and keeps the namespaces its events came from, all a scrape needs of
+// it so far: a window never restarted would grow with every destination ever seen.
+func (c *scrapeCollector) fold() {
+	ended := c.win.Restart(time.Now(), nil)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ns := range ended.Netns {
+		c.seen[ns] = true
+	}
+}
+
+// namespaces lists the namespace filtered on, or those events came from and twtrace's own.
 func (c *scrapeCollector) namespaces() []uint32 {
+	c.fold()
 	if c.only != 0 {
 		return []uint32{c.only}
 	}
-	out := c.events.namespaces()
-	if self, err := tracer.SelfNetns(); err == nil {
-		seen := false
-		for _, ns := range out {
-			seen = seen || ns == self.Inode
-		}
-		if !seen {
-			out = append(out, self.Inode)
-		}
+	c.mu.Lock()
+	out := make([]uint32, 0, len(c.seen)+1)
+	for ns := range c.seen {
+		out = append(out, ns)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	c.mu.Unlock()
+	if self, err := netns.Self(); err == nil && !slices.Contains(out, self.Inode) {
+		out = append(out, self.Inode)
+	}
+	slices.Sort(out)
 	return out
 }

@@ -4,13 +4,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// BenchmarkEventMetricsAdd is serve's per-event cost: a timewait birth, its death with a
-// lifetime, and an overflow, in turn.
+// BenchmarkEventMetricsAdd is serve's per-event cost (its counters and its window): a
+// timewait birth, its death with a lifetime, and an overflow, in turn.
 func BenchmarkEventMetricsAdd(b *testing.B) {
-	m := newEventMetrics()
+	add := exporterSink(newEventMetrics(), window.New(time.Now(), nil))
 	events := []tracer.Event{
 		{Kind: tracer.KindTWEnter, NetNS: 4026531840, Substate: tracer.StateTimeWait},
 		{Kind: tracer.KindTWExit, NetNS: 4026531840, Substate: tracer.StateTimeWait, Cause: tracer.CauseExpired,
@@ -20,7 +21,7 @@ func BenchmarkEventMetricsAdd(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		m.add(&events[i])
+		add(&events[i])
 		if i++; i == len(events) {
 			i = 0
 		}

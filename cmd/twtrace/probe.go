@@ -11,7 +11,7 @@ import (
 )
 
 func probe(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.")
+	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.", stdout)
 	output := fs.String("o", "text", "output format: text or json")
 	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
 	if err := parseFlags(fs, args); err != nil {
@@ -65,7 +65,7 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	if r.BTF {
 		fmt.Fprintf(w, "BTF:     yes (/sys/kernel/btf/vmlinux)\n")
 	} else {
-		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.8+ with CONFIG_DEBUG_INFO_BTF=y\n")
+		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.10+ with CONFIG_DEBUG_INFO_BTF=y\n")
 	}
 	if r.HZ != 0 {
 		fmt.Fprintf(w, "HZ:      %d (measured)\n", r.HZ)

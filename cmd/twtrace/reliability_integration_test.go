@@ -222,15 +222,26 @@ func TestLossIsVisible(t *testing.T) {
 			sc := bufio.NewScanner(&r.stdout)
 			for sc.Scan() {
 				var rec struct {
-					Kind   string   `json:"kind"`
-					Count  uint64   `json:"count"`
-					Total  uint64   `json:"total"`
-					PerCPU []uint64 `json:"per_cpu"`
+					Kind    string   `json:"kind"`
+					Count   uint64   `json:"count"`
+					Total   uint64   `json:"total"`
+					PerCPU  []uint64 `json:"per_cpu"`
+					Lost    uint64   `json:"lost"`    // end
+					Decoded uint64   `json:"decoded"` // end
 				}
 				if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 					t.Fatalf("not a JSON line: %q: %v", sc.Text(), err)
 				}
-				if rec.Kind != "lost" {
+				switch rec.Kind {
+				case "start":
+					continue
+				case "end":
+					if rec.Lost != s.lost || rec.Decoded != s.decoded {
+						t.Errorf("end record: %s; want the summary's %d lost, %d decoded", sc.Text(), s.lost, s.decoded)
+					}
+					continue
+				case "lost":
+				default:
 					events++
 					continue
 				}
@@ -399,7 +410,7 @@ func TestUnavailableFamiliesEndToEnd(t *testing.T) {
 		if kinds["tw_rearm"] <= 1 {
 			delete(kinds, "tw_rearm")
 		}
-		if want := map[string]int{"unavailable": 2, "state": 12, "tw_enter": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
+		if want := map[string]int{"start": 1, "unavailable": 2, "state": 12, "tw_enter": 1, "end": 1}; fmt.Sprint(kinds) != fmt.Sprint(want) {
 			t.Errorf("records %v, want %v:\n%s", kinds, want, r.stdout.String())
 		}
 	})

@@ -15,13 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("serve", "Usage: twtrace serve [flags]\n\nRun as a node agent: trace, and serve Prometheus metrics on /metrics and the tracer's health\non /healthz until interrupted.", stdout)
+	f := newTraceFlags(fs)
 	listen, topK := registerServeFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -31,7 +33,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *topK < 1 {
-		return usagef("--top-destinations %d: export at least one", *topK)
+		return usagef("--top %d: export at least one destination", *topK)
 	}
 	if _, _, err := net.SplitHostPort(*listen); err != nil {
 		return usagef("--listen %q: want host:port, e.g. 127.0.0.1:9580", *listen)
@@ -43,16 +45,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
 	events := newEventMetrics()
-	reg := exporterRegistry(events, newScrapeCollector(sess.t, events, opts.Filter.NetNS, *topK))
+	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
+	win := window.New(time.Now(), nil)
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
+	reg := exporterRegistry(events, scrapes)
+	go foldEvery(sess.ctx, scrapes, foldInterval)
 	var runErr atomic.Pointer[error]
-	running := readEvents(sess.ctx, sess.t.Run, events.add, &runErr, sess.log)
+	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(reg, &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
@@ -74,10 +81,47 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// startNamespaces are the namespaces whose series exist from the start: --netns, or
+// twtrace's own.
+func startNamespaces(only uint32) []uint32 {
+	if only != 0 {
+		return []uint32{only}
+	}
+	if self, err := netns.Self(); err == nil {
+		return []uint32{self.Inode}
+	}
+	return nil
+}
+
 func registerServeFlags(fs *flag.FlagSet) (listen *string, topK *int) {
 	listen = fs.String("listen", "127.0.0.1:9580", "address for /metrics and /healthz; loopback by default: exposing it is a choice")
-	topK = fs.Int("top-destinations", 20, "per-destination series to export: the K busiest, so cardinality stays bounded")
+	topK = fs.Int("top", 20, "destinations to export: the K busiest, so cardinality stays bounded")
 	return listen, topK
+}
+
+// foldInterval bounds what serve's window holds between scrapes, when nobody scrapes.
+const foldInterval = 10 * time.Second
+
+// foldEvery folds the collector's window every interval until ctx ends.
+func foldEvery(ctx context.Context, c *scrapeCollector, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			c.fold()
+		}
+	}
+}
+
+// exporterSink is serve's work per event: its counters, and the window the scrapes read.
+func exporterSink(events *eventMetrics, win *window.Window) func(*tracer.Event) {
+	return func(e *tracer.Event) {
+		events.add(e)
+		win.Add(e)
+	}
 }
 
 // exporterRegistry holds the event metrics, the Go runtime's and the process's, and more.

@@ -73,7 +73,7 @@ func TestServeMetricsMatchKernel(t *testing.T) {
 		}
 		outside := make(chan started)
 		go func() { // another goroutine, so another thread: the host namespace
-			cmd, _, stderr := startTwtrace(t, "serve", "--listen", "127.0.0.1:0", "--top-destinations", "2",
+			cmd, _, stderr := startTwtrace(t, "serve", "--listen", "127.0.0.1:0", "--top", "2",
 				"--backend", *testBackend, "--netns", fmt.Sprint(inode))
 			outside <- started{cmd, stderr}
 		}()

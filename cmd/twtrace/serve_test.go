@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -162,10 +166,11 @@ func TestExporterWithstandsAbuse(t *testing.T) {
 		must(t, err)
 		tr, err := tracer.New(tracer.Options{Backend: backend})
 		must(t, err)
-		more = append(more, newScrapeCollector(tr, events, 0, 20))
+		win := window.New(time.Now(), nil)
+		more = append(more, newScrapeCollector(tr, win, snapshot.NewSource(snapshot.Options{}), 0, 20))
 		ctx, cancel := context.WithCancel(context.Background())
 		var readErr atomic.Pointer[error]
-		done := readEvents(ctx, tr.Run, events.add, &readErr, zerolog.Nop())
+		done := readEvents(ctx, tr.Run, exporterSink(events, win), &readErr, zerolog.Nop())
 		stopReader = func() {
 			cancel()
 			<-done
@@ -283,5 +288,23 @@ func TestExporterWithstandsAbuse(t *testing.T) {
 			t.Fatalf("%d goroutines 5s after shutdown, %d before: leaked\n%s", runtime.NumGoroutine(), before, dump.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serve's window holds only what came since the last scrape (or fold): the namespaces its
+// events came from are kept, every destination is not.
+func TestScrapeFoldsTheWindow(t *testing.T) {
+	win := window.New(time.Now(), nil)
+	c := newScrapeCollector(nil, win, offlineSource{}, 0, 1)
+	e := tracer.Event{Kind: tracer.KindTWEnter, NetNS: 7, Family: 4, SAddr: netip.MustParseAddr("10.0.0.1"),
+		DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
+	win.Add(&e)
+	for range 2 {
+		if ns := c.namespaces(); !slices.Contains(ns, 7) {
+			t.Errorf("namespaces %v lack 7, whose events came before the last scrape", ns)
+		}
+	}
+	if a := win.Copy(); len(a.Created) != 0 || len(a.Netns) != 0 {
+		t.Errorf("the window still holds %v after a scrape", a.Created)
 	}
 }

@@ -3,35 +3,23 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
 func stat(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("stat", "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters of watch apply; --pid, --events, --backend and\n--ringbuf-size do not.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("stat", "Usage: twtrace stat [flags]\n\nCount TCP sockets per state and namespace, read from the kernel (sock_diag) in one pass,\nwith TIME_WAIT against tcp_max_tw_buckets and ephemeral ports against ip_local_port_range.\nNeeds no tracing: the socket filters apply to the dump.", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "print again every interval until interrupted (or --duration); 0 prints once")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	var tracingOnly error
-	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "pid":
-			tracingOnly = usagef("--pid: stat reads sockets from sock_diag, which does not know their owners; use watch or timewait")
-		case "events", "backend", "ringbuf-size":
-			tracingOnly = usagef("--%s: stat does not trace", fl.Name)
-		}
-	})
-	if tracingOnly != nil {
-		return tracingOnly
 	}
 	opts, err := f.options()
 	if err != nil {
@@ -47,8 +35,9 @@ func stat(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	for {
-		if err := statOnce(stdout, opts.Filter, f.output == "json"); err != nil {
+		if err := statOnce(stdout, src, opts.Filter.NetNS, f.output == "json"); err != nil {
 			return err
 		}
 		if *interval == 0 {
@@ -62,45 +51,46 @@ func stat(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func statOnce(w io.Writer, filter tracer.Filter, asJSON bool) error {
-	var namespaces []tracer.Netns
-	if filter.NetNS != 0 {
-		ns, err := tracer.FindNetns(filter.NetNS)
+func statOnce(w io.Writer, src *snapshot.Source, only uint32, asJSON bool) error {
+	var inodes []uint32
+	if only != 0 {
+		if _, err := src.Index().Find(only); err != nil {
+			return err
+		}
+		inodes = []uint32{only}
+	} else {
+		all, err := src.Namespaces()
 		if err != nil {
 			return err
 		}
-		namespaces = []tracer.Netns{ns}
-	} else {
-		var err error
-		if namespaces, err = tracer.Namespaces(); err != nil {
-			return err
+		for _, ns := range all {
+			inodes = append(inodes, ns.Inode)
 		}
 	}
-	for _, ns := range namespaces {
-		c, err := tracer.CountSockets(ns, filter)
+	for _, inode := range inodes {
+		n, err := src.Take(inode)
 		if err != nil {
-			return fmt.Errorf("netns %d: %w", ns.Inode, err)
+			return fmt.Errorf("netns %d: %w", inode, err)
 		}
 		if asJSON {
-			writeStatJSON(w, c)
+			writeStatJSON(w, n)
 		} else {
-			writeStatText(w, c)
+			writeStatText(w, n)
 		}
 	}
 	return nil
 }
 
-func writeStatText(w io.Writer, c tracer.SocketCounts) {
-	fmt.Fprintf(w, "netns %d: %d TCP sockets\n", c.NetNS, c.Total)
+func writeStatText(w io.Writer, n *snapshot.Namespace) {
+	fmt.Fprintf(w, "netns %d: %d TCP sockets\n", n.NetNS, n.Total)
 	for s := tracer.StateEstablished; s <= tracer.StateNewSynRecv; s++ {
-		if n := c.ByState[s]; n > 0 {
-			fmt.Fprintf(w, "  %-12s %8d\n", s, n)
+		if c := n.ByState[s]; c > 0 {
+			fmt.Fprintf(w, "  %-12s %8d\n", s, c)
 		}
 	}
-	fmt.Fprintf(w, "  TIME_WAIT against tcp_max_tw_buckets: %s\n", share(c.ByState[tracer.StateTimeWait], c.MaxTWBuckets))
-	if c.PortHigh >= c.PortLow && c.PortHigh != 0 {
-		size := int64(c.PortHigh) - int64(c.PortLow) + 1
-		fmt.Fprintf(w, "  ephemeral ports in use: %s (range %d-%d)\n", share(uint64(c.EphemeralPorts), size), c.PortLow, c.PortHigh)
+	fmt.Fprintf(w, "  TIME_WAIT against tcp_max_tw_buckets: %s\n", share(n.ByState[tracer.StateTimeWait], n.Limits.MaxTWBuckets))
+	if size := n.Limits.PortRangeSize(); size > 0 {
+		fmt.Fprintf(w, "  ephemeral ports in use: %s (range %d-%d)\n", share(uint64(n.EphemeralPorts), int64(size)), n.Limits.PortLow, n.Limits.PortHigh)
 	} else {
 		fmt.Fprintf(w, "  ephemeral ports in use: unknown (ip_local_port_range unreadable)\n")
 	}
@@ -113,22 +103,22 @@ func share(n uint64, of int64) string {
 	return fmt.Sprintf("%d of %d (%.1f%%)", n, of, 100*float64(n)/float64(of))
 }
 
-func writeStatJSON(w io.Writer, c tracer.SocketCounts) {
+func writeStatJSON(w io.Writer, n *snapshot.Namespace) {
 	states := map[string]uint64{}
 	for s := tracer.StateEstablished; s <= tracer.StateNewSynRecv; s++ {
-		states[s.String()] = c.ByState[s]
+		states[s.String()] = n.ByState[s]
 	}
 	var maxTW, portRange any
-	if c.MaxTWBuckets >= 0 {
-		maxTW = c.MaxTWBuckets
+	if n.Limits.MaxTWBuckets >= 0 {
+		maxTW = n.Limits.MaxTWBuckets
 	}
-	if c.PortHigh != 0 {
-		portRange = [2]uint16{c.PortLow, c.PortHigh}
+	if n.Limits.PortHigh != 0 {
+		portRange = [2]uint16{n.Limits.PortLow, n.Limits.PortHigh}
 	}
 	b, _ := json.Marshal(map[string]any{
-		"ts": time.Now().UTC().Format(time.RFC3339Nano), "netns": c.NetNS, "total": c.Total, "states": states,
-		"time_wait": c.ByState[tracer.StateTimeWait], "max_tw_buckets": maxTW,
-		"ephemeral_ports_in_use": c.EphemeralPorts, "ephemeral_port_range": portRange,
+		"ts": n.Time.UTC().Format(time.RFC3339Nano), "netns": n.NetNS, "total": n.Total, "states": states,
+		"time_wait": n.ByState[tracer.StateTimeWait], "max_tw_buckets": maxTW,
+		"ephemeral_ports_in_use": n.EphemeralPorts, "ephemeral_port_range": portRange,
 	})
 	fmt.Fprintf(w, "%s\n", b)
 }

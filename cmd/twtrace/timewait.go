@@ -2,18 +2,19 @@ package main
 
 import (
 	"io"
-	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
-func timewait(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("timewait", "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.")
-	var f traceFlags
-	f.register(fs)
+func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := commandFlags("timewait", "Usage: twtrace timewait [flags]\n\nMeasure TIME_WAIT sockets for --duration (or until interrupted, or every --interval) and print\nlifetime histograms, live occupancy per namespace and destination with a port-exhaustion\nforecast, overflows against the kernel's counter, and resets by reason and process.", stdout)
+	f := newTraceFlags(fs)
 	interval := fs.Duration("interval", 0, "print the view every interval until interrupted; 0 prints it once, at the end")
 	top := fs.Int("top", 10, "destinations to list")
+	input := fs.String("input", "", "replay a recording of `watch -o json` (a file, or - for standard input) instead of tracing; needs no privileges")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -28,30 +29,29 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	if *top < 1 {
 		return usagef("--top %d: list at least one destination", *top)
 	}
-	baseline := overflowCounters()
-	sess, err := startSession(&f, opts, stderr)
+	if *input != "" {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
+			return err
+		}
+		return timewaitReplay(*input, opts.Filter, *top, f.output == "json", stdin, stdout, stderr)
+	}
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
+	var only []uint32
+	if opts.Filter.NetNS != 0 {
+		only = []uint32{opts.Filter.NetNS}
+	}
+	baseline := src.Baselines(only)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
-	var mu sync.Mutex
-	agg := tracer.NewAggregate(time.Now())
+	win := window.New(time.Now(), baseline)
 	done := make(chan error, 1)
-	go func() {
-		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
-			mu.Lock()
-			agg.Add(e)
-			mu.Unlock()
-		}, nil)
-	}()
+	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
 	print := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		v, err := buildView(agg, sess.t, baseline, opts.Filter.NetNS, *top)
-		if err != nil {
-			return err
-		}
+		v := timewaitView(win, sess.t, src, opts.Filter.NetNS, *top)
 		if f.output == "json" {
 			return writeViewJSON(stdout, v)
 		}
@@ -81,14 +81,24 @@ func timewait(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// overflowCounters reads TcpExtTCPTimeWaitOverflow of every namespace, to report deltas.
-func overflowCounters() map[uint32]uint64 {
-	out := map[uint32]uint64{}
-	all, _ := tracer.Namespaces()
-	for _, ns := range all {
-		if v, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-			out[ns.Inode] = v
-		}
+// timewaitView is one print of the live view: a copy of the window, then the kernel's
+// state read outside its lock.
+func timewaitView(win *window.Window, t *tracer.Tracer, src snapshotter, only uint32, top int) view {
+	return buildView(win.Copy(), liveStatus(t), src, only, top, time.Now())
+}
+
+// timewaitReplay prints the view of a recording: the traced sections as the live run
+// printed them, the live ones marked not available offline.
+func timewaitReplay(name string, filter tracer.Filter, top int, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
+	a, rec, err := replayWindow(name, stdin, filter)
+	if err != nil {
+		return err
 	}
-	return out
+	v := buildView(a, recordingStatus(rec), offlineSource{}, recordingNamespace(filter, rec), top, rec.Until)
+	reportReplay(stderr, rec)
+	if asJSON {
+		return writeViewJSON(stdout, v)
+	}
+	writeViewText(stdout, v)
+	return nil
 }

@@ -1,102 +1,158 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
+	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
 // view is what `twtrace timewait` prints, computed once per print.
 type view struct {
+	traceStatus
 	Since      time.Time
 	Elapsed    time.Duration
-	Lost       uint64 // events the kernel could not deliver: the view is incomplete
-	Missed     uint64
-	Traced     tracer.Families
-	NotTraced  map[tracer.Families]string // family -> why: unavailable here, or not selected
 	Lifetimes  []lifetimeRow
-	Namespaces []netnsRow
-	Dests      []destRow
+	Namespaces []window.Occupancy
+	Dests      []window.Destination
 	Overflows  []countRow
 	Resets     []resetRow
 	ByProcess  []processRow
 }
 
 type lifetimeRow struct {
-	Key tracer.LifetimeKey
-	H   *tracer.Histogram
-}
-
-type netnsRow struct {
-	NetNS         uint32
-	Live          int64 // -1 when the namespace is gone
-	MaxTWBuckets  int64
-	Created       uint64
-	Overflows     uint64
-	CounterDelta  int64 // TcpExtTCPTimeWaitOverflow since start; -1 unknown
-	PortRangeSize int
-}
-
-type destRow struct {
-	Dest     tracer.Destination
-	Live     int
-	Share    float64 // of the ephemeral port range
-	Rate     float64 // new timewait sockets per second
-	Forecast tracer.Forecast
+	Key window.LifetimeKey
+	H   *window.Histogram
 }
 
 type countRow struct {
-	Dest  tracer.Destination
+	Dest  snapshot.Destination
 	Count uint64
 }
 
 type resetRow struct {
-	Key   tracer.ResetKey
+	Key   window.ResetKey
 	Count uint64
 }
 
 type processRow struct {
-	Key   tracer.ProcessKey
+	Key   window.ProcessKey
 	Count uint64
 }
 
-func buildView(a *tracer.Aggregate, t *tracer.Tracer, baseline map[uint32]uint64, only uint32, top int) (view, error) {
-	v := view{Since: a.Since, Elapsed: time.Since(a.Since)}
-	if s, err := t.Stats(); err == nil {
-		v.Lost, v.Missed = s.Lost, s.Missed
+// snapshotter reads a namespace's live state from the kernel (snapshot.Source).
+type snapshotter interface {
+	Take(inode uint32) (*snapshot.Namespace, error)
+}
+
+// traceStatus is what the event source says about itself: loss and the families it delivers.
+type traceStatus struct {
+	Lost, Missed uint64 // events the kernel could not deliver: the view is incomplete
+	Traced       tracer.Families
+	NotTraced    map[tracer.Families]string // family -> why: unavailable here, or not selected
+	// Offline: the events come from a recording (--input); the kernel's live state is not
+	// available. Unreadable counts its lines that could not be read, NoEnd says it has no
+	// end record (cut short: its loss is unknown).
+	Offline    bool
+	Input      string
+	Unreadable uint64
+	NoEnd      bool
+}
+
+// complete reports whether every event the window should hold is in it.
+func (st *traceStatus) complete() bool {
+	return st.Lost == 0 && st.Missed == 0 && st.Unreadable == 0 && !st.NoEnd
+}
+
+// incomplete says why the window misses events, "" when it does not.
+func (st *traceStatus) incomplete() string {
+	if st.complete() {
+		return ""
 	}
-	v.Traced, v.NotTraced = notTraced(t.Families(), t.Unavailable())
+	why := fmt.Sprintf("%d events lost, %d missed", st.Lost, st.Missed)
+	if st.Unreadable > 0 {
+		why += fmt.Sprintf(", %d unreadable lines in the recording", st.Unreadable)
+	}
+	if st.NoEnd {
+		why += ", the recording has no end record (cut short: loss unknown)"
+	}
+	return why
+}
+
+// liveStatus reads a running tracer's status.
+func liveStatus(t *tracer.Tracer) traceStatus {
+	var st traceStatus
+	if s, err := t.Stats(); err == nil {
+		st.Lost, st.Missed = s.Lost, s.Missed
+	}
+	st.Traced, st.NotTraced = notTraced(t.Families(), t.Unavailable())
+	return st
+}
+
+// buildView joins a copy of the window, ending now, with the namespaces' live state read
+// now: the window's lock is not held here.
+func buildView(a *window.Aggregate, st traceStatus, src snapshotter, only uint32, top int, now time.Time) view {
+	v := view{traceStatus: st, Since: a.Since, Elapsed: now.Sub(a.Since)}
 	for k, h := range a.Lifetimes {
 		v.Lifetimes = append(v.Lifetimes, lifetimeRow{k, h})
 	}
 	sort.Slice(v.Lifetimes, func(i, j int) bool { return lessLifetime(v.Lifetimes[i].Key, v.Lifetimes[j].Key) })
-
-	lifetime, ok := a.MeanLifetime(tracer.StateTimeWait)
-	if !ok {
-		lifetime = 60 * time.Second // what current kernels arm; used until measured
+	for _, inode := range namespacesOf(a, only, st.Offline) {
+		n, err := src.Take(inode)
+		if err != nil {
+			n = nil // gone since, or not ours to read: its live figures are unknown
+		}
+		v.Namespaces = append(v.Namespaces, a.Occupancy(inode, n))
+		if n != nil {
+			v.Dests = append(v.Dests, a.Destinations(n, now)...)
+		}
 	}
-	for _, inode := range namespacesOf(a, only) {
-		row, dests := namespaceView(a, inode, baseline, lifetime)
-		v.Namespaces = append(v.Namespaces, row)
-		v.Dests = append(v.Dests, dests...)
-	}
-	sort.Slice(v.Dests, func(i, j int) bool { return v.Dests[i].Live > v.Dests[j].Live })
+	// busiest first; ties in a fixed order, so that a replay prints what the live run did
+	slices.SortStableFunc(v.Dests, func(x, y window.Destination) int {
+		return cmp.Or(cmp.Compare(y.Live, x.Live), compareDestinations(x.Destination, y.Destination))
+	})
 	v.Dests = v.Dests[:min(top, len(v.Dests))]
 	for d, n := range a.Overflows {
 		v.Overflows = append(v.Overflows, countRow{d, n})
 	}
-	sort.Slice(v.Overflows, func(i, j int) bool { return v.Overflows[i].Count > v.Overflows[j].Count })
+	slices.SortFunc(v.Overflows, func(x, y countRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), compareDestinations(x.Dest, y.Dest))
+	})
 	for k, n := range a.Resets {
 		v.Resets = append(v.Resets, resetRow{k, n})
 	}
-	sort.Slice(v.Resets, func(i, j int) bool { return v.Resets[i].Count > v.Resets[j].Count })
+	slices.SortFunc(v.Resets, func(x, y resetRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), cmpBool(x.Key.Recv, y.Key.Recv), cmp.Compare(x.Key.Reason, y.Key.Reason))
+	})
 	for k, n := range a.ResetsByProcess {
 		v.ByProcess = append(v.ByProcess, processRow{k, n})
 	}
-	sort.Slice(v.ByProcess, func(i, j int) bool { return v.ByProcess[i].Count > v.ByProcess[j].Count })
-	return v, nil
+	slices.SortFunc(v.ByProcess, func(x, y processRow) int {
+		return cmp.Or(cmp.Compare(y.Count, x.Count), cmp.Compare(x.Key.PID, y.Key.PID), bytes.Compare(x.Key.Comm[:], y.Key.Comm[:]))
+	})
+	return v
+}
+
+func compareDestinations(x, y snapshot.Destination) int {
+	return cmp.Or(cmp.Compare(x.NetNS, y.NetNS), x.SAddr.Compare(y.SAddr), x.DAddr.Compare(y.DAddr), cmp.Compare(x.DPort, y.DPort))
+}
+
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case x:
+		return 1
+	}
+	return -1
 }
 
 // families lists the event families one at a time, in --events order.
@@ -121,7 +177,7 @@ func notTraced(traced tracer.Families, missing []tracer.MissingFamily) (tracer.F
 // has reports whether the view's events include family f.
 func (v *view) has(f tracer.Families) bool { return v.Traced&f != 0 }
 
-func lessLifetime(a, b tracer.LifetimeKey) bool {
+func lessLifetime(a, b window.LifetimeKey) bool {
 	if a.Substate != b.Substate {
 		return a.Substate > b.Substate // TIME_WAIT before FIN_WAIT2
 	}
@@ -132,8 +188,8 @@ func lessLifetime(a, b tracer.LifetimeKey) bool {
 }
 
 // namespacesOf lists the namespaces to report: the one filtered on, or every one an
-// event came from, or the caller's own when there were none.
-func namespacesOf(a *tracer.Aggregate, only uint32) []uint32 {
+// event came from, or (live) the caller's own when there were none.
+func namespacesOf(a *window.Aggregate, only uint32, offline bool) []uint32 {
 	if only != 0 {
 		return []uint32{only}
 	}
@@ -141,50 +197,13 @@ func namespacesOf(a *tracer.Aggregate, only uint32) []uint32 {
 	for ns := range a.Netns {
 		out = append(out, ns)
 	}
-	if len(out) == 0 {
-		if self, err := tracer.SelfNetns(); err == nil {
+	if len(out) == 0 && !offline {
+		if self, err := netns.Self(); err == nil {
 			out = append(out, self.Inode)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
-}
-
-// namespaceView reads the namespace's live sockets (sock_diag, now) next to what was traced.
-func namespaceView(a *tracer.Aggregate, inode uint32, baseline map[uint32]uint64, lifetime time.Duration) (netnsRow, []destRow) {
-	row := netnsRow{NetNS: inode, Live: -1, MaxTWBuckets: -1, CounterDelta: -1,
-		Created: a.CreatedByNetns[inode], Overflows: a.OverflowsByNetns[inode]}
-	ns, err := tracer.FindNetns(inode)
-	if err != nil {
-		return row, nil // gone since: its sockets went with it
-	}
-	counts, err := tracer.CountSockets(ns, tracer.Filter{})
-	if err != nil {
-		return row, nil
-	}
-	row.Live = int64(counts.ByState[tracer.StateTimeWait])
-	row.MaxTWBuckets = counts.MaxTWBuckets
-	if counts.PortHigh >= counts.PortLow && counts.PortHigh != 0 {
-		row.PortRangeSize = int(counts.PortHigh) - int(counts.PortLow) + 1
-	}
-	if now, err := ns.Netstat("TCPTimeWaitOverflow"); err == nil {
-		row.CounterDelta = int64(now - baseline[inode]) // a namespace born since started at 0
-	}
-	byDest, err := tracer.TimewaitByDestination(ns)
-	if err != nil {
-		return row, nil
-	}
-	elapsed := time.Since(a.Since).Seconds()
-	var dests []destRow
-	for d, live := range byDest {
-		r := destRow{Dest: d, Live: live, Rate: float64(a.Created[d]) / elapsed}
-		if row.PortRangeSize > 0 {
-			r.Share = float64(live) / float64(row.PortRangeSize)
-		}
-		r.Forecast = tracer.ForecastPorts(live, r.Rate, lifetime, row.PortRangeSize)
-		dests = append(dests, r)
-	}
-	return row, dests
 }
 
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }

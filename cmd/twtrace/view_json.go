@@ -65,6 +65,9 @@ func writeViewJSON(w io.Writer, v view) error {
 		Complete   bool              `json:"complete"`
 		Lost       uint64            `json:"lost"`
 		Missed     uint64            `json:"missed"`
+		Offline    bool              `json:"offline"`
+		Input      *string           `json:"input"`
+		Unreadable uint64            `json:"unreadable_lines"`
 		Families   []string          `json:"families"`
 		NotTraced  map[string]string `json:"not_traced"`
 		Lifetimes  []lifetime        `json:"lifetimes"`
@@ -75,9 +78,14 @@ func writeViewJSON(w io.Writer, v view) error {
 		ByProcess  []process         `json:"resets_by_process"`
 	}{
 		TS: time.Now().UTC().Format(time.RFC3339Nano), Since: v.Since.UTC().Format(time.RFC3339Nano),
-		Seconds: v.Elapsed.Seconds(), Complete: v.Lost == 0 && v.Missed == 0, Lost: v.Lost, Missed: v.Missed,
+		Seconds: v.Elapsed.Seconds(), Complete: v.complete(), Lost: v.Lost, Missed: v.Missed,
+		Offline: v.Offline, Unreadable: v.Unreadable,
 		Families: []string{}, NotTraced: map[string]string{},
 		Namespaces: []netns{}, Dests: []dest{},
+	}
+	if v.Offline {
+		out.Input = &v.Input
+		out.Dests = nil // the kernel's sockets now: not in a recording
 	}
 	for _, f := range families {
 		if v.has(f) {
@@ -132,7 +140,7 @@ func writeViewJSON(w io.Writer, v view) error {
 			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
 	}
 	for _, d := range v.Dests {
-		row := dest{NetNS: d.Dest.NetNS, SAddr: d.Dest.SAddr.String(), DAddr: d.Dest.DAddr.String(), DPort: d.Dest.DPort,
+		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
 			Live: d.Live, Share: d.Share}
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast

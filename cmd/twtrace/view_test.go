@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -16,23 +18,23 @@ const unitReason = "no backend can serve hook reset here: tracepoint: raw_tp twt
 // unitView is a view with a namespace, a destination, an overflow and a reset, as
 // buildView makes it for a tracer delivering traced and missing the rest.
 func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint64) view {
-	d := tracer.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
-	v := view{Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second, Lost: lost,
-		Namespaces: []netnsRow{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
-		Dests:      []destRow{{Dest: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: tracer.ForecastPorts(3, 0.3, time.Minute, 10)}},
+	d := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
+	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
+		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
+		Dests:      []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 10)}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
 	if v.has(tracer.FamilyOverflow) {
 		v.Overflows = []countRow{{d, 2}}
 	}
 	if v.has(tracer.FamilyReset) {
-		v.Resets = []resetRow{{tracer.ResetKey{Reason: "tcp_abort_on_close"}, 1}}
-		v.ByProcess = []processRow{{tracer.ProcessKey{PID: 42}, 1}}
+		v.Resets = []resetRow{{window.ResetKey{Reason: "tcp_abort_on_close"}, 1}}
+		v.ByProcess = []processRow{{window.ProcessKey{PID: 42}, 1}}
 	}
 	if v.has(tracer.FamilyTW) {
-		h := &tracer.Histogram{}
+		h := &window.Histogram{}
 		h.Add(60 * time.Second)
-		v.Lifetimes = []lifetimeRow{{tracer.LifetimeKey{Substate: tracer.StateTimeWait, Cause: tracer.CauseExpired}, h}}
+		v.Lifetimes = []lifetimeRow{{window.LifetimeKey{Substate: tracer.StateTimeWait, Cause: tracer.CauseExpired}, h}}
 	}
 	return v
 }

@@ -6,17 +6,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
+	"golang.org/x/sys/unix"
 )
 
 func writeViewText(w io.Writer, v view) {
 	fmt.Fprintf(w, "TIME_WAIT since %s (%s)", v.Since.Format("15:04:05"), v.Elapsed.Round(time.Millisecond))
-	if v.Lost > 0 || v.Missed > 0 {
-		fmt.Fprintf(w, " -- INCOMPLETE: %d events lost, %d missed", v.Lost, v.Missed)
+	if v.Offline {
+		fmt.Fprintf(w, ", replayed from %s", v.Input)
+	}
+	if why := v.incomplete(); why != "" {
+		fmt.Fprintf(w, " -- INCOMPLETE: %s", why)
 	}
 	fmt.Fprintln(w)
 	for _, f := range families {
-		if why, ok := v.NotTraced[f]; ok && strings.HasPrefix(why, "unavailable") {
+		if why, ok := v.NotTraced[f]; ok && (strings.HasPrefix(why, "unavailable") || strings.HasPrefix(why, "unknown")) {
 			fmt.Fprintf(w, "NOT TRACED: %s events, %s\n", f, why)
 		}
 	}
@@ -39,14 +44,30 @@ func writeViewText(w io.Writer, v view) {
 		drawHistogram(w, h)
 	}
 
-	fmt.Fprintf(w, "\nLive TIME_WAIT per namespace (sock_diag, now)\n")
+	if v.Offline {
+		fmt.Fprintf(w, "\nLive TIME_WAIT per namespace: not available offline (the kernel's tables and counters are not in a recording)\n")
+	} else {
+		fmt.Fprintf(w, "\nLive TIME_WAIT per namespace (sock_diag, now)\n")
+	}
 	fmt.Fprintf(w, "  %-11s %8s %16s %7s %8s %10s %10s\n", "NETNS", "LIVE", "MAX_TW_BUCKETS", "USE", "CREATED", "OVERFLOWS", "KERNEL_CTR")
 	for _, n := range v.Namespaces {
-		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s\n", n.NetNS, orUnknown(n.Live), orUnknown(n.MaxTWBuckets),
-			percent(n.Live, n.MaxTWBuckets), v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows),
-			orUnknown(n.CounterDelta))
+		live, maxTW, use, ctr := orUnknown(n.Live), orUnknown(n.MaxTWBuckets), percent(n.Live, n.MaxTWBuckets), orUnknown(n.CounterDelta)
+		if v.Offline {
+			live, maxTW, use, ctr = "offline", "offline", "offline", "offline"
+		}
+		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s\n", n.NetNS, live, maxTW, use,
+			v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows), ctr)
 	}
 
+	if v.Offline {
+		fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT: not available offline (they are the kernel's sockets now)\n")
+	} else {
+		writeDestinationsText(w, v)
+	}
+	writeTracedText(w, v)
+}
+
+func writeDestinationsText(w io.Writer, v view) {
 	fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT (each needs its own local port from ip_local_port_range)\n")
 	fmt.Fprintf(w, "  %-11s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
 	for _, d := range v.Dests {
@@ -54,10 +75,12 @@ func writeViewText(w io.Writer, v view) {
 		if !v.has(tracer.FamilyTW) {
 			rate, forecast = "unknown", "unknown: tw events not traced"
 		}
-		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.Dest.NetNS, d.Dest.SAddr, addrPort(d.Dest.DAddr, d.Dest.DPort),
+		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, d.SAddr, addrPort(d.DAddr, d.DPort),
 			d.Live, 100*d.Share, rate, forecast)
 	}
+}
 
+func writeTracedText(w io.Writer, v view) {
 	if !v.has(tracer.FamilyOverflow) {
 		fmt.Fprintf(w, "\nOverflows by destination: unknown: overflow events %s\n", v.NotTraced[tracer.FamilyOverflow])
 	} else if len(v.Overflows) > 0 {
@@ -88,7 +111,7 @@ func writeViewText(w io.Writer, v view) {
 	}
 }
 
-func causeName(k tracer.LifetimeKey) string {
+func causeName(k window.LifetimeKey) string {
 	if d := k.Detail.String(); d != "" {
 		return k.Cause.String() + " (" + d + ")"
 	}
@@ -96,7 +119,7 @@ func causeName(k tracer.LifetimeKey) string {
 }
 
 // drawHistogram prints log2 millisecond buckets the way bcc's tools do.
-func drawHistogram(w io.Writer, h *tracer.Histogram) {
+func drawHistogram(w io.Writer, h *window.Histogram) {
 	first, last := -1, -1
 	var peak uint64
 	for i, n := range h.Buckets {
@@ -122,7 +145,7 @@ func drawHistogram(w io.Writer, h *tracer.Histogram) {
 	}
 }
 
-func forecastText(f tracer.Forecast) string {
+func forecastText(f window.Forecast) string {
 	switch {
 	case !f.AtRisk:
 		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
@@ -156,10 +179,4 @@ func percent(n, of int64) string {
 	return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(of))
 }
 
-func commString(c [16]byte) string {
-	n := 0
-	for n < len(c) && c[n] != 0 {
-		n++
-	}
-	return string(c[:n])
-}
+func commString(c [16]byte) string { return unix.ByteSliceToString(c[:]) }

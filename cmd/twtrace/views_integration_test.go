@@ -174,3 +174,40 @@ func TestDoctorFindings(t *testing.T) {
 		}
 	}
 }
+
+// timewait --dport N lists only destinations with port N: the socket filters apply to the
+// live sockets as they apply to events in the kernel. The namespace's live count stays
+// its whole timewait table, the one tcp_max_tw_buckets limits.
+func TestTimewaitFiltersLiveSockets(t *testing.T) {
+	if twtraceBin == "" {
+		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
+	}
+	var stdout *bytes.Buffer
+	inNetns(t, func(inode uint64) {
+		clientFirst(t, 5001, 3) // live before twtrace starts: only sock_diag sees them
+		clientFirst(t, 5002, 2)
+		var cmd *exec.Cmd
+		var stderr *stderrWatch
+		cmd, stdout, stderr = startTwtrace(t, "timewait", "-o", "json", "--backend", *testBackend,
+			"--netns", fmt.Sprint(inode), "--dport", "5001")
+		stopTwtrace(t, cmd, stderr)
+	})
+	var v struct {
+		Namespaces []struct {
+			Live *int64 `json:"live"`
+		} `json:"namespaces"`
+		Destinations []struct {
+			DPort uint16 `json:"dport"`
+			Live  int    `json:"live"`
+		} `json:"destinations"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
+		t.Fatalf("timewait -o json: %v\n%s", err, stdout.String())
+	}
+	if len(v.Destinations) != 1 || v.Destinations[0].DPort != 5001 || v.Destinations[0].Live != 3 {
+		t.Errorf("want only the destination with port 5001, 3 live:\n%s", stdout.String())
+	}
+	if len(v.Namespaces) != 1 || v.Namespaces[0].Live == nil || *v.Namespaces[0].Live != 5 {
+		t.Errorf("want the namespace's whole timewait table, 5 live:\n%s", stdout.String())
+	}
+}

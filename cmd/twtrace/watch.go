@@ -14,9 +14,8 @@ import (
 )
 
 func watch(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.")
-	var f traceFlags
-	f.register(fs)
+	fs := commandFlags("watch", "Usage: twtrace watch [flags]\n\nStream TCP events until interrupted (SIGINT/SIGTERM) or --duration.", stdout)
+	f := newTraceFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,7 +23,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sess, err := startSession(&f, opts, stderr)
+	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
@@ -34,6 +33,8 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	p := newPrinter(stdout, f.output == "json")
 	if f.output == "text" {
 		p.header()
+	} else {
+		p.record(appendStart(nil, time.Now(), t.Families(), opts.Filter))
 	}
 	p.unavailable(t.Unavailable())
 	lostDone := make(chan struct{})
@@ -45,6 +46,11 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	sess.cancel()
 	<-lostDone
 	p.reportLost(t)
+	if f.output == "json" {
+		if st, err := t.Stats(); err == nil {
+			p.record(appendEnd(nil, time.Now(), st))
+		}
+	}
 	p.flush()
 	summary(stderr, t)
 	return runErr
@@ -79,6 +85,14 @@ func (p *printer) event(e *tracer.Event) {
 		p.buf = appendText(p.buf[:0], e)
 	}
 	p.w.Write(p.buf)
+}
+
+// record writes one of the stream's own records and flushes it.
+func (p *printer) record(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w.Write(b)
+	p.w.Flush()
 }
 
 func (p *printer) flush() {

@@ -1,4 +1,6 @@
-package tracer
+// Package doctor turns a namespace's TIME_WAIT settings, and what twtrace measured there,
+// into findings with their evidence and advice.
+package doctor
 
 import (
 	"fmt"
@@ -6,27 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/twtrace/twtrace/internal/snapshot"
 )
-
-// TimewaitSysctls are the settings doctor reads, in the order it shows them.
-var TimewaitSysctls = []string{
-	"tcp_tw_reuse", "tcp_tw_reuse_delay", "tcp_timestamps", "tcp_max_tw_buckets",
-	"tcp_fin_timeout", "ip_local_port_range", "tcp_rfc1337", "tcp_tw_recycle",
-}
-
-// ReadSysctls reads TimewaitSysctls of the namespace; one the kernel lacks is absent.
-func ReadSysctls(ns Netns) (map[string]string, error) {
-	out := map[string]string{}
-	err := ns.Do(func() error {
-		for _, name := range TimewaitSysctls {
-			if v := readSysctl("net/ipv4/" + name); v != "" {
-				out[name] = strings.Join(strings.Fields(v), " ")
-			}
-		}
-		return nil
-	})
-	return out, err
-}
 
 // Severity orders findings.
 type Severity string
@@ -61,7 +45,7 @@ type Measurement struct {
 	FinWait2Count     uint64
 	KilledByRST       uint64
 	// TopDestination holds the destination with the most live TIME_WAIT sockets.
-	TopDestination Destination
+	TopDestination snapshot.Destination
 	TopLive        int
 }
 
@@ -158,7 +142,7 @@ func portRange(s string) (lo, hi int, ok bool) {
 	return lo, hi, err1 == nil && err2 == nil && hi >= lo
 }
 
-func fmtAddrPort(d Destination) string {
+func fmtAddrPort(d snapshot.Destination) string {
 	if d.DAddr.Is6() {
 		return fmt.Sprintf("[%s]:%d", d.DAddr, d.DPort)
 	}
@@ -170,4 +154,19 @@ func tracedOverflows(m *Measurement) string {
 		return "overflows not traced (the family is unavailable on this kernel)"
 	}
 	return fmt.Sprintf("%d overflows traced", m.Overflows)
+}
+
+// DiagnoseTraced is Diagnose for a recording replayed offline: neither the namespace's
+// settings nor its live state are known, so only what the traced events show alone is
+// found.
+func DiagnoseTraced(m *Measurement) []Finding {
+	var f []Finding
+	if !m.OverflowsUntraced && m.Overflows > 0 {
+		f = append(f, Finding{ID: "max_tw_buckets_reached", Severity: SeverityCritical,
+			Title: "the timewait table was full: connections closed without TIME_WAIT protection",
+			Evidence: fmt.Sprintf("%d overflows traced in %s; tcp_max_tw_buckets, the kernel's counter and the peak occupancy "+
+				"are not available offline", m.Overflows, m.Window.Round(time.Second)),
+			Advice: "raise net.ipv4.tcp_max_tw_buckets above the peak, or reuse connections so fewer close"})
+	}
+	return f
 }

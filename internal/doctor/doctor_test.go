@@ -1,6 +1,7 @@
-package tracer
+package doctor
 
 import (
+	"github.com/twtrace/twtrace/internal/snapshot"
 	"net/netip"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ func TestDiagnose(t *testing.T) {
 		m[k] = v
 		return m
 	}
-	dest := Destination{SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
+	dest := snapshot.Destination{SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
 	cases := []struct {
 		name    string
 		sysctls map[string]string

@@ -1,4 +1,4 @@
-package tracer
+package window
 
 import (
 	"math/bits"
@@ -55,4 +55,11 @@ func (h *Histogram) Percentile(p float64) time.Duration {
 	}
 	i := int(p*float64(len(h.samples))+0.999999) - 1
 	return h.samples[max(0, min(i, len(h.samples)-1))]
+}
+
+// Clone copies the histogram and its samples.
+func (h *Histogram) Clone() *Histogram {
+	c := *h
+	c.samples = slices.Clone(h.samples)
+	return &c
 }

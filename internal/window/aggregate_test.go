@@ -1,6 +1,8 @@
-package tracer
+package window
 
 import (
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/tracer"
 	"net/netip"
 	"testing"
 	"time"
@@ -35,31 +37,37 @@ func TestHistogramPercentilesAndBuckets(t *testing.T) {
 
 func TestAggregateFoldsEvents(t *testing.T) {
 	a := NewAggregate(time.Unix(0, 0))
-	dst := Destination{NetNS: 7, SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
-	base := Event{NetNS: 7, SAddr: dst.SAddr, DAddr: dst.DAddr, DPort: 443, SPort: 40000}
+	dst := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
+	base := tracer.Event{NetNS: 7, SAddr: dst.SAddr, DAddr: dst.DAddr, DPort: 443, SPort: 40000}
 	for i := 0; i < 3; i++ {
 		e := base
-		e.Kind = KindTWEnter
+		e.Kind = tracer.KindTWEnter
 		a.Add(&e)
-		e.Kind, e.Substate, e.Cause, e.Duration, e.DurationOK = KindTWExit, StateTimeWait, CauseExpired, 60*time.Second, true
+		e.Kind, e.Substate, e.Cause, e.Duration, e.DurationOK = tracer.KindTWExit, tracer.StateTimeWait, tracer.CauseExpired, 60*time.Second, true
 		a.Add(&e)
 	}
 	e := base
-	e.Kind, e.Substate, e.Cause, e.Detail, e.DurationOK = KindTWExit, StateTimeWait, CauseKilled, DetailNetnsExit, false
+	e.Kind, e.Substate, e.Cause, e.Detail, e.DurationOK = tracer.KindTWExit, tracer.StateTimeWait, tracer.CauseKilled, tracer.DetailNetnsExit, false
 	a.Add(&e) // unknown lifetime: not in any histogram
-	e.Kind = KindTWOverflow
+	e.Kind = tracer.KindTWOverflow
 	a.Add(&e)
-	e.Kind, e.Reason, e.PID = KindReset, "tcp_abort_on_close", 42
+	e.Kind, e.Reason, e.PID = tracer.KindReset, "tcp_abort_on_close", 42
 	a.Add(&e)
 
+	state := base
+	state.Kind, state.NetNS = tracer.KindState, 9
+	a.Add(&state) // counted by the kernel, not here
+	if len(a.Netns) != 1 || !a.Netns[7] {
+		t.Errorf("namespaces %v, want only 7: a state event adds none", a.Netns)
+	}
 	if a.Created[dst] != 3 || a.CreatedByNetns[7] != 3 || a.Overflows[dst] != 1 || a.OverflowsByNetns[7] != 1 {
 		t.Errorf("created %v overflows %v", a.Created, a.Overflows)
 	}
-	h := a.Lifetimes[LifetimeKey{StateTimeWait, CauseExpired, DetailNone}]
+	h := a.Lifetimes[LifetimeKey{tracer.StateTimeWait, tracer.CauseExpired, tracer.DetailNone}]
 	if h == nil || h.Count != 3 || len(a.Lifetimes) != 1 {
 		t.Fatalf("lifetimes %v", a.Lifetimes)
 	}
-	if m, ok := a.MeanLifetime(StateTimeWait); !ok || m != 60*time.Second {
+	if m, ok := a.MeanLifetime(tracer.StateTimeWait); !ok || m != 60*time.Second {
 		t.Errorf("mean lifetime %v %v", m, ok)
 	}
 	if a.Resets[ResetKey{Reason: "tcp_abort_on_close"}] != 1 || a.ResetsByProcess[ProcessKey{PID: 42}] != 1 {
@@ -94,7 +102,8 @@ func TestForecastPorts(t *testing.T) {
 
 func BenchmarkAggregateAdd(b *testing.B) {
 	a := NewAggregate(time.Now())
-	e := Event{Kind: KindState, OldState: StateFinWait2, NewState: StateTimeWait, NetNS: 1}
+	e := tracer.Event{Kind: tracer.KindTWEnter, OldState: tracer.StateFinWait2, NewState: tracer.StateTimeWait, NetNS: 1,
+		SAddr: netip.MustParseAddr("10.0.0.1"), DAddr: netip.MustParseAddr("10.0.0.2"), DPort: 443}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		a.Add(&e)

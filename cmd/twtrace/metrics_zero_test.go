@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// gathered returns every sample of the event metrics as "name{label="value",...}" (labels
+// sorted by name) → value; a histogram as its _count.
+func gathered(t *testing.T, m *eventMetrics) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m.register(reg)
+	families, err := reg.Gather()
+	must(t, err)
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			name := f.GetName()
+			v := s.GetCounter().GetValue()
+			if h := s.GetHistogram(); h != nil {
+				name, v = name+"_count", float64(h.GetSampleCount())
+			}
+			out[name+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	return out
+}
+
+func seriesOf(m map[string]float64, name string) []string {
+	var out []string
+	for k := range m {
+		if strings.HasPrefix(k, name+"{") {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The series whose labels are known in advance exist at 0 before any event, for the
+// families traced only; a namespace's appear with its first event.
+func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
+	tests := []struct {
+		name     string
+		families tracer.Families
+		want     map[string][]string // metric → its series, sorted
+	}{
+		{"all families", tracer.AllFamilies, map[string][]string{
+			"twtrace_tcp_resets_total": {
+				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
+				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
+				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
+			},
+			"twtrace_timewait_lifetime_seconds_count": lifetimeSeries(),
+			"twtrace_timewait_created_total": {
+				`twtrace_timewait_created_total{netns="7",substate="FIN_WAIT2"}`,
+				`twtrace_timewait_created_total{netns="7",substate="TIME_WAIT"}`,
+			},
+			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+		}},
+		{"resets only", tracer.FamilyReset, map[string][]string{
+			"twtrace_tcp_resets_total": {
+				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
+				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
+				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
+			},
+		}},
+		{"overflow only", tracer.FamilyOverflow, map[string][]string{
+			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newEventMetrics()
+			m.startAtZero(tt.families, []string{"no_socket", "tcp_state"}, []uint32{7})
+			got := gathered(t, m)
+			for _, name := range []string{"twtrace_tcp_resets_total", "twtrace_timewait_lifetime_seconds_count",
+				"twtrace_timewait_created_total", "twtrace_timewait_overflow_total"} {
+				if series := seriesOf(got, name); !slices.Equal(series, tt.want[name]) {
+					t.Errorf("%s: series %q, want %q", name, series, tt.want[name])
+				}
+			}
+			for k, v := range got {
+				if v != 0 {
+					t.Errorf("%s = %v before any event, want 0", k, v)
+				}
+			}
+		})
+	}
+}
+
+func lifetimeSeries() []string {
+	var out []string
+	for _, s := range []string{"FIN_WAIT2", "TIME_WAIT"} {
+		for _, c := range []string{"expired", "killed", "killed_netns_exit", "killed_reuse", "killed_rst", "killed_syn"} {
+			out = append(out, fmt.Sprintf(`twtrace_timewait_lifetime_seconds_count{cause=%q,substate=%q}`, c, s))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The first event from a namespace brings all of its series: a later overflow there is
+// an increase from 0.
+func TestMetricsNamespaceSeriesStartWithItsFirstEvent(t *testing.T) {
+	m := newEventMetrics()
+	m.startAtZero(tracer.AllFamilies, nil, []uint32{7})
+	a := netip.MustParseAddr("10.0.0.1")
+	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait})
+	got := gathered(t, m)
+	for k, want := range map[string]float64{
+		`twtrace_timewait_created_total{netns="9",substate="TIME_WAIT"}`: 1,
+		`twtrace_timewait_created_total{netns="9",substate="FIN_WAIT2"}`: 0,
+		`twtrace_timewait_overflow_total{netns="9"}`:                     0,
+		`twtrace_timewait_overflow_total{netns="7"}`:                     0,
+	} {
+		if v, ok := got[k]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
+		}
+	}
+}
+
+// Every lifetime an event can report is one of the series created in advance.
+func TestMetricsLifetimeCausesComplete(t *testing.T) {
+	for _, c := range []tracer.Cause{tracer.CauseExpired, tracer.CauseKilled} {
+		for d := tracer.Detail(0); d < 255; d++ {
+			if d.String() == "" && d != tracer.DetailNone {
+				continue
+			}
+			if c == tracer.CauseExpired && d != tracer.DetailNone {
+				continue // a timer that fired has no killer
+			}
+			if cause := lifetimeCause(c, d); !slices.Contains(lifetimeCauses, cause) {
+				t.Errorf("cause %s, detail %d: label %q is not created in advance", c, d, cause)
+			}
+		}
+	}
+}

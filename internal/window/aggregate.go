@@ -1,0 +1,136 @@
+package window
+
+import (
+	"maps"
+	"time"
+
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// LifetimeKey splits timewait lifetimes by how the socket ended.
+type LifetimeKey struct {
+	Substate tracer.State
+	Cause    tracer.Cause
+	Detail   tracer.Detail
+}
+
+// ResetKey counts resets by direction and reason.
+type ResetKey struct {
+	Recv   bool
+	Reason string
+}
+
+// ProcessKey names a socket owner; PID 0 is unknown.
+type ProcessKey struct {
+	PID  uint32
+	Comm [16]byte
+}
+
+// Aggregate folds events into the numbers the views report. It is not safe for
+// concurrent use (Window is); an existing key costs no allocation.
+type Aggregate struct {
+	Since time.Time
+
+	Lifetimes        map[LifetimeKey]*Histogram
+	Created          map[snapshot.Destination]uint64 // tw_enter per destination
+	CreatedByNetns   map[uint32]uint64
+	Overflows        map[snapshot.Destination]uint64
+	OverflowsByNetns map[uint32]uint64
+	Resets           map[ResetKey]uint64
+	ResetsByProcess  map[ProcessKey]uint64
+	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
+	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
+	// without one was born since: its counters started at 0); nil when unknown.
+	Baseline map[uint32]snapshot.Counters
+}
+
+// NewAggregate starts an empty aggregate at since.
+func NewAggregate(since time.Time) *Aggregate {
+	return &Aggregate{
+		Since:            since,
+		Lifetimes:        map[LifetimeKey]*Histogram{},
+		Created:          map[snapshot.Destination]uint64{},
+		CreatedByNetns:   map[uint32]uint64{},
+		Overflows:        map[snapshot.Destination]uint64{},
+		OverflowsByNetns: map[uint32]uint64{},
+		Resets:           map[ResetKey]uint64{},
+		ResetsByProcess:  map[ProcessKey]uint64{},
+		Netns:            map[uint32]bool{},
+	}
+}
+
+func destinationOf(e *tracer.Event) snapshot.Destination {
+	return snapshot.Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
+}
+
+// Add folds one event in. State transitions are left out: the kernel counts them
+// (tracer.Transitions) and a live view never receives them, so a replayed recording,
+// which has them, must not list the namespaces they came from either.
+func (a *Aggregate) Add(e *tracer.Event) {
+	if e.Kind == tracer.KindState {
+		return
+	}
+	a.Netns[e.NetNS] = true
+	switch e.Kind {
+	case tracer.KindTWEnter:
+		a.Created[destinationOf(e)]++
+		a.CreatedByNetns[e.NetNS]++
+	case tracer.KindTWExit:
+		if !e.DurationOK {
+			return
+		}
+		k := LifetimeKey{Substate: e.Substate, Cause: e.Cause, Detail: e.Detail}
+		h := a.Lifetimes[k]
+		if h == nil {
+			h = &Histogram{}
+			a.Lifetimes[k] = h
+		}
+		h.Add(e.Duration)
+	case tracer.KindTWOverflow:
+		a.Overflows[destinationOf(e)]++
+		a.OverflowsByNetns[e.NetNS]++
+	case tracer.KindReset:
+		a.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
+		a.ResetsByProcess[ProcessKey{PID: e.PID, Comm: e.Comm}]++
+	}
+}
+
+// MeanLifetime is the mean measured lifetime of timewait sockets that expired in
+// substate, and whether any was measured.
+func (a *Aggregate) MeanLifetime(substate tracer.State) (time.Duration, bool) {
+	var sum time.Duration
+	var n uint64
+	for k, h := range a.Lifetimes {
+		if k.Substate == substate && k.Cause == tracer.CauseExpired {
+			for _, d := range h.samples {
+				sum += d
+			}
+			n += uint64(len(h.samples))
+		}
+	}
+	if n == 0 {
+		return 0, false
+	}
+	return sum / time.Duration(n), true
+}
+
+// Clone copies the aggregate, histograms included.
+func (a *Aggregate) Clone() *Aggregate {
+	c := &Aggregate{
+		Since:            a.Since,
+		Lifetimes:        make(map[LifetimeKey]*Histogram, len(a.Lifetimes)),
+		Created:          maps.Clone(a.Created),
+		CreatedByNetns:   maps.Clone(a.CreatedByNetns),
+		Overflows:        maps.Clone(a.Overflows),
+		OverflowsByNetns: maps.Clone(a.OverflowsByNetns),
+		Resets:           maps.Clone(a.Resets),
+		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
+		Netns:            maps.Clone(a.Netns),
+		Baseline:         a.Baseline, // never written after the start
+	}
+	for k, h := range a.Lifetimes {
+		c.Lifetimes[k] = h.Clone()
+	}
+	return c
+}

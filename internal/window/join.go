@@ -1,0 +1,86 @@
+package window
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/tracer"
+)
+
+// assumedLifetime is what current kernels arm a TIME_WAIT socket for, used by the forecast
+// until a lifetime is measured.
+const assumedLifetime = 60 * time.Second
+
+// Occupancy is a namespace's timewait table now next to what the window traced there.
+type Occupancy struct {
+	NetNS              uint32
+	Created, Overflows uint64
+	// Live counts the namespace's TIME_WAIT sockets, filtered or not: the table
+	// tcp_max_tw_buckets limits. -1 when the namespace could not be read (gone since).
+	Live          int64
+	MaxTWBuckets  int64 // -1 unknown
+	PortRangeSize int   // 0 unknown
+	// CounterDelta is TcpExtTCPTimeWaitOverflow's increase over the window; -1 unknown.
+	CounterDelta int64
+}
+
+// Occupancy joins the window's counts for namespace inode with its snapshot, nil when it
+// could not be taken.
+func (a *Aggregate) Occupancy(inode uint32, n *snapshot.Namespace) Occupancy {
+	o := Occupancy{NetNS: inode, Created: a.CreatedByNetns[inode], Overflows: a.OverflowsByNetns[inode],
+		Live: -1, MaxTWBuckets: -1, CounterDelta: -1}
+	if n == nil {
+		return o
+	}
+	o.Live, o.MaxTWBuckets, o.PortRangeSize = int64(n.TimeWaitTable), n.Limits.MaxTWBuckets, n.Limits.PortRangeSize()
+	if a.Baseline != nil {
+		if d, ok := n.Counters.Delta(a.Baseline[inode], "TcpExtTCPTimeWaitOverflow"); ok {
+			o.CounterDelta = d
+		}
+	}
+	return o
+}
+
+// Destination is one destination's live TIME_WAIT sockets next to what the window traced
+// towards it.
+type Destination struct {
+	snapshot.Destination
+	Live     int
+	Share    float64 // of ip_local_port_range; 0 when the range is unknown
+	Created  uint64
+	Rate     float64 // timewait sockets created per second over the window
+	Forecast Forecast
+}
+
+// Destinations joins a namespace's live TIME_WAIT sockets per destination (those the
+// snapshot's filter kept) with the window's creations, busiest first, as of now.
+func (a *Aggregate) Destinations(n *snapshot.Namespace, now time.Time) []Destination {
+	elapsed := now.Sub(a.Since).Seconds()
+	lifetime := a.ForecastLifetime()
+	size := n.Limits.PortRangeSize()
+	out := make([]Destination, 0, len(n.TimeWait))
+	for d, live := range n.TimeWait {
+		r := Destination{Destination: d, Live: live, Created: a.Created[d]}
+		if elapsed > 0 {
+			r.Rate = float64(r.Created) / elapsed
+		}
+		if size > 0 {
+			r.Share = float64(live) / float64(size)
+		}
+		r.Forecast = ForecastPorts(live, r.Rate, lifetime, size)
+		out = append(out, r)
+	}
+	slices.SortStableFunc(out, func(x, y Destination) int { return cmp.Compare(y.Live, x.Live) })
+	return out
+}
+
+// ForecastLifetime is the mean measured lifetime of TIME_WAIT sockets that expired in the
+// window, or what the kernel arms until one is measured.
+func (a *Aggregate) ForecastLifetime() time.Duration {
+	if l, ok := a.MeanLifetime(tracer.StateTimeWait); ok {
+		return l
+	}
+	return assumedLifetime
+}
