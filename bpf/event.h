@@ -26,6 +26,8 @@ enum event_flag {
 enum tw_cause {
 	CAUSE_EXPIRED = 1,
 	CAUSE_KILLED = 2,
+	/* userspace only: sock_diag no longer lists the socket and no program reported its death */
+	CAUSE_UNSEEN = 3,
 };
 
 enum tw_detail {

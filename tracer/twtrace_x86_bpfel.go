@@ -192,6 +192,7 @@ type twtraceTwCause uint32
 const (
 	twtraceTwCauseCAUSE_EXPIRED twtraceTwCause = 1
 	twtraceTwCauseCAUSE_KILLED  twtraceTwCause = 2
+	twtraceTwCauseCAUSE_UNSEEN  twtraceTwCause = 3
 )
 
 type twtraceTwDetail uint32

@@ -176,15 +176,19 @@ func (r *loadRun) check(t *testing.T) {
 		fail("watch streamed lost records for %d events", w.Lost)
 	}
 
-	// overflows: events plus what the tracer counted without an event equal the kernel's count
+	// overflows: events plus the unattributed records reconciliation wrote equal the kernel's count
 	overflows := r.delta("TcpExtTCPTimeWaitOverflow")
-	if got := w.Kinds["tw_overflow"] + r.watchExit.OverflowsUnattributed; got != overflows {
-		fail("%d tw_overflow events + %d unattributed, kernel counted %d", w.Kinds["tw_overflow"], r.watchExit.OverflowsUnattributed, overflows)
+	if got := w.Kinds["tw_overflow"] + w.Unattributed["overflow"]; got != overflows {
+		fail("%d tw_overflow events + %d unattributed, kernel counted %d", w.Kinds["tw_overflow"], w.Unattributed["overflow"], overflows)
 	}
 	// births: the kernel counts each scheduled timewait socket once, as TW or TWKilled
 	births := r.delta("TcpExtTW") + r.delta("TcpExtTWKilled")
-	if w.Kinds["tw_enter"] != births {
-		fail("%d tw_enter, kernel scheduled %d timewait sockets", w.Kinds["tw_enter"], births)
+	if got := w.Kinds["tw_enter"] + w.Unattributed["tw"]; got != births {
+		fail("%d tw_enter + %d unattributed, kernel scheduled %d timewait sockets", w.Kinds["tw_enter"], w.Unattributed["tw"], births)
+	}
+	if x := r.watchExit; x.UnattributedOverflows != w.Unattributed["overflow"] || x.UnattributedBirths != w.Unattributed["tw"] || x.Unseen != w.ExitsBy["unseen"] {
+		fail("the summary's reconciliation (%d unseen, %d and %d unattributed) is not the stream's (%d, %d, %d)",
+			x.Unseen, x.UnattributedOverflows, x.UnattributedBirths, w.ExitsBy["unseen"], w.Unattributed["overflow"], w.Unattributed["tw"])
 	}
 	// deaths: one per birth, none unreported, every socket ss listed inside a reported life
 	spans, problems := w.Ledger.spans()
@@ -247,24 +251,27 @@ func (r *loadRun) check(t *testing.T) {
 			fail("timewait view: want one namespace row with counts, got %+v", v.Namespaces)
 		} else {
 			n := v.Namespaces[0]
-			if *n.Overflows+r.viewExit.OverflowsUnattributed != overflows || uint64(*n.CounterDelta) != overflows {
-				fail("timewait view: %d overflows (+%d unattributed) next to a counter delta of %d; kernel counted %d",
-					*n.Overflows, r.viewExit.OverflowsUnattributed, *n.CounterDelta, overflows)
+			if *n.Overflows+n.UnattributedOverflows != overflows || uint64(*n.CounterDelta) != overflows {
+				fail("timewait view: %d overflows + %d unattributed next to a counter delta of %d; kernel counted %d",
+					*n.Overflows, n.UnattributedOverflows, *n.CounterDelta, overflows)
 			}
-			if *n.Created != births {
-				fail("timewait view: %d created, kernel scheduled %d", *n.Created, births)
+			if *n.Created+n.UnattributedBirths != births {
+				fail("timewait view: %d created + %d unattributed, kernel scheduled %d", *n.Created, n.UnattributedBirths, births)
 			}
-		}
-		if !v.Complete {
-			fail("timewait view says it is incomplete")
+			x := r.viewExit
+			reconciled := n.UnattributedOverflows + n.UnattributedBirths + n.UnseenDeaths
+			if want := x.Lost == 0 && x.Missed == 0 && reconciled == 0; v.Complete != want {
+				fail("timewait view: complete %v with %d lost, %d missed, %d reconciled", v.Complete, x.Lost, x.Missed, reconciled)
+			}
 		}
 	}
-	t.Logf("run %d: ab %d ok in %.1fs; tw_enter %d = TW+TWKilled %d; tw_exit %d (%d expired, %d killed); "+
-		"tw_overflow %d + %d unattributed (%d judged by fill level) = TCPTimeWaitOverflow %d; ss saw %d timewait sockets, %d with a tw_exit; "+
-		"recycled %d; active opens %d, out resets %d",
-		r.i+1, r.ab.Complete, r.ab.Took.Seconds(), w.Kinds["tw_enter"], births, w.Kinds["tw_exit"], w.ExitsBy["expired"], w.ExitsBy["killed"],
-		w.Kinds["tw_overflow"], r.watchExit.OverflowsUnattributed, r.watchExit.OverflowsInferred, overflows, seen, ended,
-		r.delta("TcpExtTWRecycled"), r.delta("TcpActiveOpens"), r.delta("TcpOutRsts"))
+	t.Logf("run %d: ab %d ok in %.1fs; tw_enter %d + %d unattributed = TW+TWKilled %d; tw_exit %d (%d expired, %d killed, %d unseen); "+
+		"tw_overflow %d + %d unattributed = TCPTimeWaitOverflow %d (%d judged by fill level); ss saw %d timewait sockets, %d with a tw_exit; "+
+		"recycled %d; active opens %d, out resets %d; missed %d",
+		r.i+1, r.ab.Complete, r.ab.Took.Seconds(), w.Kinds["tw_enter"], w.Unattributed["tw"], births, w.Kinds["tw_exit"],
+		w.ExitsBy["expired"], w.ExitsBy["killed"], w.ExitsBy["unseen"],
+		w.Kinds["tw_overflow"], w.Unattributed["overflow"], overflows, r.watchExit.OverflowsInferred, seen, ended,
+		r.delta("TcpExtTWRecycled"), r.delta("TcpActiveOpens"), r.delta("TcpOutRsts"), r.watchExit.Missed)
 }
 
 // whenUnended tells, per 250 ms, how many lives without an end ss stopped listing, how

@@ -20,8 +20,11 @@ type watchTally struct {
 	// tw_exit records whose lifetime or owner is unknown
 	UnknownLifetime, UnknownOwner uint64
 	Lost                          uint64 // what "lost" records counted
-	Ledger                        twLedger
-	DeathsAt                      map[int64]int // tw_exit per 250 ms, by Unix time / 250 ms
+	// Unattributed sums the unattributed records by family (events): counts the kernel made
+	// with no event, found by reconciliation
+	Unattributed map[string]uint64
+	Ledger       twLedger
+	DeathsAt     map[int64]int // tw_exit per 250 ms, by Unix time / 250 ms
 }
 
 // watchLine is the part of a JSON event record the tally reads.
@@ -40,11 +43,12 @@ type watchLine struct {
 	Direction string    `json:"direction"`
 	Reason    *string   `json:"reason"`
 	Count     uint64    `json:"count"`
+	Events    string    `json:"events"`
 }
 
 func newWatchTally() *watchTally {
 	return &watchTally{Kinds: map[string]uint64{}, Transitions: map[string]uint64{}, SentResets: map[string]uint64{},
-		ExitsBy: map[string]uint64{}, Ledger: twLedger{}, DeathsAt: map[int64]int{}}
+		ExitsBy: map[string]uint64{}, Ledger: twLedger{}, DeathsAt: map[int64]int{}, Unattributed: map[string]uint64{}}
 }
 
 // read tallies every line of r; a line that is not a JSON record is an error.
@@ -89,6 +93,8 @@ func (w *watchTally) add(l *watchLine) {
 		}
 	case "lost":
 		w.Lost += l.Count
+	case "unattributed":
+		w.Unattributed[l.Events] += l.Count
 	}
 }
 
@@ -105,11 +111,14 @@ type exitSummary struct {
 	Decoded, Emitted, Lost, Missed, Undecodable uint64
 	UnknownInOld, UnknownLifetimes              uint64
 	OverflowsUnattributed, OverflowsInferred    uint64
+	// what reconciliation with the kernel found
+	Unseen, UnattributedOverflows, UnattributedBirths uint64
 }
 
 var (
-	summaryLine  = regexp.MustCompile(`twtrace: (\d+) events \(of (\d+) the kernel wrote\), (\d+) lost .*?, (\d+) missed .*?, (\d+) undecodable; unknown: (\d+) in_old .*?, (\d+) lifetimes`)
-	overflowLine = regexp.MustCompile(`twtrace: overflows: (\d+) counted by the kernel at closes twtrace did not see .*?, (\d+) closes judged`)
+	summaryLine    = regexp.MustCompile(`twtrace: (\d+) events \(of (\d+) the kernel wrote\), (\d+) lost .*?, (\d+) missed .*?, (\d+) undecodable; unknown: (\d+) in_old .*?, (\d+) lifetimes`)
+	overflowLine   = regexp.MustCompile(`twtrace: overflows: (\d+) counted by the kernel at closes twtrace did not see .*?, (\d+) closes judged`)
+	reconciledLine = regexp.MustCompile(`twtrace: reconciled with the kernel: (\d+) timewait deaths unseen .*?, (\d+) overflows and (\d+) timewait births counted`)
 )
 
 func parseExitSummary(stderr string) (exitSummary, error) {
@@ -122,6 +131,11 @@ func parseExitSummary(stderr string) (exitSummary, error) {
 		UnknownInOld: n(m[6]), UnknownLifetimes: n(m[7])}
 	if o := overflowLine.FindStringSubmatch(stderr); o != nil {
 		s.OverflowsUnattributed, s.OverflowsInferred = n(o[1]), n(o[2])
+	}
+	if r := reconciledLine.FindStringSubmatch(stderr); r != nil {
+		s.Unseen, s.UnattributedOverflows, s.UnattributedBirths = n(r[1]), n(r[2]), n(r[3])
+	} else {
+		return s, fmt.Errorf("no reconciliation line in:\n%s", stderr)
 	}
 	return s, nil
 }
@@ -142,6 +156,10 @@ type loadView struct {
 		Created      *uint64 `json:"created"`
 		Overflows    *uint64 `json:"overflows"`
 		CounterDelta *int64  `json:"overflow_counter_delta"`
+		// reconciliation
+		UnattributedOverflows uint64 `json:"unattributed_overflows"`
+		UnattributedBirths    uint64 `json:"unattributed_births"`
+		UnseenDeaths          uint64 `json:"unseen_deaths"`
 	} `json:"namespaces"`
 	Dests []struct {
 		Live   int      `json:"live"`

@@ -35,12 +35,8 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return timewaitReplay(*input, opts.Filter, *top, f.output == "json", stdin, stdout, stderr)
 	}
-	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
-	var only []uint32
-	if opts.Filter.NetNS != 0 {
-		only = []uint32{opts.Filter.NetNS}
-	}
-	baseline := src.Baselines(only)
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := src.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -48,8 +44,19 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer sess.Close()
 
 	win := window.New(time.Now(), baseline)
+	rec := newReconciliation(sess.t.Families(), opts.Filter, src, baseline, foldFindings(win))
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		rec.loop(sess.ctx)
+	}()
 	done := make(chan error, 1)
-	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
+	go func() {
+		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
+			rec.observe(e)
+			win.Add(e)
+		}, nil)
+	}()
 	print := func() error {
 		v := timewaitView(win, sess.t, src, opts.Filter.NetNS, *top)
 		if f.output == "json" {
@@ -74,8 +81,11 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
+			<-reconciled
+			rec.finish()
 			err = print()
 			summary(stderr, sess.t)
+			reconciledSummary(stderr, rec)
 			return err
 		}
 	}

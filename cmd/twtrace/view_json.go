@@ -34,6 +34,10 @@ func writeViewJSON(w io.Writer, v view) error {
 		Created      *uint64 `json:"created"`
 		Overflows    *uint64 `json:"overflows"`
 		CounterDelta *int64  `json:"overflow_counter_delta"`
+		// reconciliation: overflows + unattributed_overflows is what the kernel counted
+		UnattributedOverflows uint64 `json:"unattributed_overflows"`
+		UnattributedBirths    uint64 `json:"unattributed_births"`
+		UnseenDeaths          uint64 `json:"unseen_deaths"`
 	}
 	type dest struct {
 		NetNS       uint32   `json:"netns"`
@@ -137,7 +141,8 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, n := range v.Namespaces {
 		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
-			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
+			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta),
+			n.UnattributedOverflows, n.UnattributedBirths, n.Unseen})
 	}
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,

@@ -57,6 +57,10 @@ func writeViewText(w io.Writer, v view) {
 		}
 		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s\n", n.NetNS, live, maxTW, use,
 			v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows), ctr)
+		if n.UnattributedOverflows > 0 || n.UnattributedBirths > 0 || n.Unseen > 0 {
+			fmt.Fprintf(w, "  %-11s reconciled with the kernel: +%d overflows and +%d births it counted with no event, %d deaths found gone unreported\n",
+				"", n.UnattributedOverflows, n.UnattributedBirths, n.Unseen)
+		}
 	}
 
 	if v.Offline {

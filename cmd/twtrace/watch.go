@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/reconcile"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -23,6 +26,8 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := src.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -37,14 +42,31 @@ func watch(args []string, stdout, stderr io.Writer) error {
 		p.record(appendStart(nil, time.Now(), t.Families(), opts.Filter))
 	}
 	p.unavailable(t.Unavailable())
-	lostDone := make(chan struct{})
+	rec := newReconciliation(t.Families(), opts.Filter, src, baseline, func(found reconcile.Findings) {
+		for i := range found.Unseen {
+			tracer.Dispatch(&found.Unseen[i], t.Families(), p.event)
+		}
+		for _, u := range found.Unattributed {
+			p.record(appendUnattributed(nil, time.Now(), u, p.json))
+		}
+	})
+	lostDone, reconciled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(lostDone)
 		reportLost(ctx, t, p)
 	}()
-	runErr := t.Run(ctx, p.event, p.flush)
+	go func() {
+		defer close(reconciled)
+		rec.loop(ctx)
+	}()
+	runErr := t.Run(ctx, func(e *tracer.Event) {
+		rec.observe(e)
+		p.event(e)
+	}, p.flush)
 	sess.cancel()
 	<-lostDone
+	<-reconciled
+	rec.finish()
 	p.reportLost(t)
 	if f.output == "json" {
 		if st, err := t.Stats(); err == nil {
@@ -53,6 +75,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	}
 	p.flush()
 	summary(stderr, t)
+	reconciledSummary(stderr, rec)
 	return runErr
 }
 

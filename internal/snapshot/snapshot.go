@@ -54,7 +54,8 @@ type Namespace struct {
 	// EphemeralPorts counts distinct local ports inside ip_local_port_range that a kept
 	// socket holds.
 	EphemeralPorts int
-	// TimeWait counts the kept TIME_WAIT sockets per destination.
+	// TimeWait counts the kept timewait sockets (TIME_WAIT, or FIN_WAIT2 for one orphaned
+	// before the peer's FIN) per destination.
 	TimeWait map[Destination]int
 	// TimeWaitSockets lists them, when Options.TimeWaitSockets asks for it.
 	TimeWaitSockets []Socket
@@ -133,6 +134,9 @@ func take(ns netns.Netns, dump bool) (_ *Namespace, fd int, _ error) {
 	return n, fd, nil
 }
 
+// timewaitTimer is inet_diag_msg.idiag_timer for a timewait socket.
+const timewaitTimer = 3
+
 // counter folds the dump's sockets into a Namespace.
 type counter struct {
 	n    *Namespace
@@ -142,7 +146,9 @@ type counter struct {
 
 func (c *counter) add(msg []byte) {
 	n, state := c.n, msg[1]
-	timewait := state == unix.BPF_TCP_TIME_WAIT
+	// a timewait socket reports its substate (TIME_WAIT, or FIN_WAIT2 when orphaned before
+	// the peer's FIN) and the timewait timer, 3 (inet_twsk_diag_fill)
+	timewait := state == unix.BPF_TCP_TIME_WAIT || msg[2] == timewaitTimer
 	if timewait {
 		n.TimeWaitTable++
 	}

@@ -24,13 +24,18 @@ type Occupancy struct {
 	PortRangeSize int   // 0 unknown
 	// CounterDelta is TcpExtTCPTimeWaitOverflow's increase over the window; -1 unknown.
 	CounterDelta int64
+	// Unseen deaths, and overflows and births the kernel counted with no event
+	// (reconciliation): Overflows + UnattributedOverflows is what the kernel counted.
+	Unseen                                    uint64
+	UnattributedOverflows, UnattributedBirths uint64
 }
 
 // Occupancy joins the window's counts for namespace inode with its snapshot, nil when it
 // could not be taken.
 func (a *Aggregate) Occupancy(inode uint32, n *snapshot.Namespace) Occupancy {
 	o := Occupancy{NetNS: inode, Created: a.CreatedByNetns[inode], Overflows: a.OverflowsByNetns[inode],
-		Live: -1, MaxTWBuckets: -1, CounterDelta: -1}
+		Live: -1, MaxTWBuckets: -1, CounterDelta: -1, Unseen: a.Unseen[inode],
+		UnattributedOverflows: a.Unattributed[inode][tracer.FamilyOverflow], UnattributedBirths: a.Unattributed[inode][tracer.FamilyTW]}
 	if n == nil {
 		return o
 	}
