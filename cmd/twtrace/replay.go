@@ -29,7 +29,7 @@ type recording struct {
 	Events, Unreadable uint64
 	// Unattributed are the counts the live run's reconciliation found with no event.
 	Unattributed []reconcile.Unattributed
-	FirstError         string // the first unreadable line, and why
+	FirstError   string // the first unreadable line, and why
 }
 
 // openRecording opens FILE, or standard input for "-".
