@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/reconcile"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
@@ -25,6 +26,9 @@ type eventMetrics struct {
 	lifetime *prometheus.HistogramVec
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
+	// reconciliation with the kernel (internal/reconcile)
+	unseen       *prometheus.CounterVec
+	unattributed *prometheus.CounterVec
 
 	mu       sync.Mutex
 	zeroed   map[uint32]bool // namespaces whose series exist
@@ -42,11 +46,16 @@ func newEventMetrics() *eventMetrics {
 			Help: "Closes that found the namespace's timewait table full (tcp_max_tw_buckets): no TIME_WAIT protection."}, []string{"netns"}),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_resets_total",
 			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason."}, []string{"direction", "reason"}),
+		unseen: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_unseen_total",
+			Help: "Timewait deaths no program reported: the socket was found gone from sock_diag (lifetime unknown)."}, []string{"netns"}),
+		unattributed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_unattributed_total",
+			Help: "Counts the kernel made with no event, by event family: overflows (TcpExtTCPTimeWaitOverflow), timewait births (TcpExtTW + TcpExtTWKilled)."},
+			[]string{"events", "netns"}),
 	}
 }
 
 func (m *eventMetrics) register(r *prometheus.Registry) {
-	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets)
+	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.unseen, m.unattributed)
 }
 
 func (m *eventMetrics) add(e *tracer.Event) {
@@ -57,6 +66,9 @@ func (m *eventMetrics) add(e *tracer.Event) {
 	case tracer.KindTWEnter:
 		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
 	case tracer.KindTWExit:
+		if e.Cause == tracer.CauseUnseen {
+			m.unseen.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()
+		}
 		if e.DurationOK {
 			m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
 		}
@@ -69,6 +81,11 @@ func (m *eventMetrics) add(e *tracer.Event) {
 		}
 		m.resets.WithLabelValues(dir, reason).Inc()
 	}
+}
+
+// addUnattributed counts what reconciliation found the kernel counted with no event.
+func (m *eventMetrics) addUnattributed(u reconcile.Unattributed) {
+	m.unattributed.WithLabelValues(u.Family.String(), strconv.FormatUint(uint64(u.NetNS), 10)).Add(float64(u.Count))
 }
 
 // scrapeCollector reads what is true now, at each scrape: live timewait sockets and the

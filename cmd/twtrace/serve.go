@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/reconcile"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
@@ -45,6 +46,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
+	reconcileSrc := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := reconcileSrc.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -58,8 +61,22 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
 	reg := exporterRegistry(events, scrapes)
 	go foldEvery(sess.ctx, scrapes, foldInterval)
+	rec := newReconciliation(sess.t.Families(), opts.Filter, reconcileSrc, baseline, func(found reconcile.Findings) {
+		for i := range found.Unseen {
+			events.add(&found.Unseen[i])
+		}
+		for _, u := range found.Unattributed {
+			events.addUnattributed(u)
+		}
+		foldFindings(win)(found)
+	})
+	go rec.loop(sess.ctx)
 	var runErr atomic.Pointer[error]
-	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
+	sink := exporterSink(events, win)
+	running := readEvents(sess.ctx, sess.t.Run, func(e *tracer.Event) {
+		rec.observe(e)
+		sink(e)
+	}, &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(reg, &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
