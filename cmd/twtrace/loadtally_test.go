@@ -162,9 +162,13 @@ type loadView struct {
 		UnseenDeaths          uint64 `json:"unseen_deaths"`
 	} `json:"namespaces"`
 	Dests []struct {
-		Live   int      `json:"live"`
-		AtRisk *bool    `json:"at_risk"`
-		Steady *float64 `json:"steady_state"`
+		DPort    uint16   `json:"dport"`
+		Live     int      `json:"live"`
+		AtRisk   *bool    `json:"at_risk"`
+		Steady   *float64 `json:"steady_state"`
+		Reuse    *bool    `json:"tw_reuse"`
+		Usable   *int     `json:"usable_ports"`
+		Blocking *float64 `json:"blocking_ports"`
 	} `json:"destinations"`
 }
 

@@ -50,7 +50,11 @@ func writeViewJSON(w io.Writer, v view) error {
 		AtRisk      *bool    `json:"at_risk"`
 		Steady      *float64 `json:"steady_state"`
 		ExhaustionS *float64 `json:"exhaustion_s"`
-		Count       uint64   `json:"count,omitempty"`
+		// the port model's inputs and middle terms (README, "The forecast")
+		Reuse    *bool    `json:"tw_reuse"`
+		Usable   *int     `json:"usable_ports"`
+		Blocking *float64 `json:"blocking_ports"`
+		Count    uint64   `json:"count,omitempty"`
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -150,6 +154,10 @@ func writeViewJSON(w io.Writer, v view) error {
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState
+			row.Reuse, row.Blocking = &f.Reuse, &f.Blocking
+			if f.Usable > 0 {
+				row.Usable = &f.Usable
+			}
 			if f.AtRisk {
 				s := f.Exhaustion.Seconds()
 				row.ExhaustionS = &s

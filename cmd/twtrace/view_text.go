@@ -150,11 +150,15 @@ func drawHistogram(w io.Writer, h *window.Histogram) {
 }
 
 func forecastText(f window.Forecast) string {
+	reuse := ""
+	if f.Reuse {
+		reuse = ", connect() reuses them"
+	}
 	switch {
 	case !f.AtRisk:
-		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
+		return fmt.Sprintf("not at risk (settles near %.0f sockets, %.0f of %d ports blocked%s)", f.SteadyState, f.Blocking, f.Usable, reuse)
 	case f.Exhaustion == 0:
-		return "ports exhausted now"
+		return "ports exhausted now: connect() fails"
 	}
 	return fmt.Sprintf("ports run out in ~%s", f.Exhaustion.Round(time.Second))
 }
