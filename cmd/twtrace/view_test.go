@@ -22,7 +22,7 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 	d := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
 	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
 		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
-		Dests:      []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: forecast.Ports(forecast.Kernel{PortLow: 1, PortHigh: 10, MaxTWBuckets: 4},
+		Dests: []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: forecast.Ports(forecast.Kernel{PortLow: 1, PortHigh: 10, MaxTWBuckets: 4},
 			forecast.Traffic{Rate: 0.3, NamespaceRate: 0.3, Lifetime: time.Minute, Live: 3})}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
