@@ -83,7 +83,7 @@ func startLoadRun(t *testing.T, i int) *loadRun {
 	// the test reads about 440,000 records per run while four other runs load the CPUs:
 	// a ring buffer for a whole run keeps a slow reader from losing any (sizing is tested elsewhere)
 	r.watch = startLoadTracer(t, r.tally.read, "watch", "-o", "json", "--ringbuf-size", "64M", "--backend", *testBackend, "--netns", ns)
-	r.view = startLoadTracer(t, nil, "timewait", "-o", "json", "--ringbuf-size", "64M", "--backend", *testBackend, "--netns", ns)
+	r.view = startLoadTracer(t, nil, "timewait", "-o", "json", "--interval", "1s", "--ringbuf-size", "64M", "--backend", *testBackend, "--netns", ns)
 	timeline.note("run %d: tracers attached", i+1)
 	r.poller = startSSPoller(r.stack)
 	var err error
@@ -265,6 +265,23 @@ func (r *loadRun) check(t *testing.T) {
 			}
 		}
 	}
+	// the forecast, every second: never more timewait sockets than the table holds, never a
+	// connect() failure when none happened (a failed upstream connect() would be a 502)
+	var maxSteady float64
+	for i, v := range r.views {
+		for _, d := range v.Dests {
+			if d.Steady != nil {
+				maxSteady = max(maxSteady, *d.Steady)
+				if *d.Steady > 3000 {
+					fail("view %d: steady state of %.0f timewait sockets to :%d, above tcp_max_tw_buckets 3000", i, *d.Steady, d.DPort)
+				}
+			}
+			if d.AtRisk != nil && *d.AtRisk && r.ab.Failed == 0 && r.ab.Non2xx == 0 {
+				fail("view %d: exhaustion forecast for :%d, yet no connect() failed", i, d.DPort)
+			}
+		}
+	}
+	t.Logf("run %d: %d views, the highest steady state forecast %.0f", r.i+1, len(r.views), maxSteady)
 	t.Logf("run %d: ab %d ok in %.1fs; tw_enter %d + %d unattributed = TW+TWKilled %d; tw_exit %d (%d expired, %d killed, %d unseen); "+
 		"tw_overflow %d + %d unattributed = TCPTimeWaitOverflow %d (%d judged by fill level); ss saw %d timewait sockets, %d with a tw_exit; "+
 		"recycled %d; active opens %d, out resets %d; missed %d",
