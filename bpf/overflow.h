@@ -37,10 +37,10 @@ static __always_inline bool tw_table_full(struct sock *sk, __u32 *max)
 }
 
 /* Other ways a closing socket reaches CLOSE without a timewait socket: a reset received
- * (sk_err) or sent, or linger2 < 0. None of them is an overflow. */
-static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratch *c)
+ * (sk_err) or sent just before, or linger2 < 0. None of them is an overflow. */
+static __always_inline bool closed_abortively(struct sock *sk, bool reset_sent)
 {
-	if (c->reset_sk == (__u64)sk)
+	if (reset_sent)
 		return true;
 	if (sk->sk_err)
 		return true;
@@ -120,7 +120,7 @@ static __always_inline enum verdict counted_overflow(struct sock *sk, struct cpu
 }
 
 /* check_overflow reports a close that should have left a timewait socket and did not. */
-static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st)
+static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st, bool reset_sent)
 {
 	__u32 max;
 	bool fin_received;
@@ -136,7 +136,7 @@ static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *
 
 		if (v == VERDICT_UNKNOWN) {
 			count(STAT_OVERFLOW_INFERRED);
-			v = full && !closed_abortively(sk, c) ? VERDICT_YES : VERDICT_NO;
+			v = full && !closed_abortively(sk, reset_sent) ? VERDICT_YES : VERDICT_NO;
 		}
 		if (v == VERDICT_NO)
 			return;

@@ -49,10 +49,15 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	if (!c)
 		return 0;
 	pending_settle(c, 0, false);
-	/* a socket outside the namespace or family asked for is never tracked: no map entry,
-	 * no work (ports are not stable before connect, so they are filtered at emission) */
-	if (!socket_wanted(&e)) {
-		/* the namespace's overflow count includes the families left out */
+	/* a reset this socket sent counts for its next transition only */
+	bool reset_sent = c->reset_sk == key;
+	if (reset_sent)
+		c->reset_sk = 0;
+	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
+	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
+	set_cgroup(&e, sk, true);
+	if (!socket_wanted(&e) || (cfg_cgroup_id && !(e.flags & F_CGROUP_IN))) {
+		/* the namespace's overflow count includes the families and cgroups left out */
 		if (netns_wanted(&e) && leaves_for_timewait(old, new) && counts_overflows())
 			counted_overflow(sk, c, e.netns, false);
 		count(STAT_FILTERED);
@@ -94,11 +99,9 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 			counted_overflow(sk, c, e.netns, true);
 	} else {
 		if (leaves_for_timewait(old, new) && (cfg_events & FAM_OVERFLOW))
-			check_overflow(sk, c, &e);
+			check_overflow(sk, c, &e, reset_sent);
 		emit_state(&e);
 	}
-	/* a reset sent just before belonged to this close; a later one, to no close to come */
-	c->reset_sk = 0;
 	return 0;
 }
 

@@ -32,6 +32,15 @@ static __always_inline __u32 netns_refs(struct net *net)
 	return BPF_CORE_READ((struct net___count *)net, count.refs.counter);
 }
 
+/* set_tw_info stamps what a timewait socket carried over from its full socket. */
+static __always_inline void set_tw_info(struct event *e, const struct tw_info *ti)
+{
+	set_owner(e, &ti->owner);
+	e->cgroup = ti->cgroup;
+	if (ti->cgroup_in)
+		e->flags |= F_CGROUP_IN;
+}
+
 /* tw_exit_record fills what a timewait socket's exit reports, while it is still alive,
  * and takes its birth and owner out of the tws map (into *taken, birth_ns 0 if unknown). */
 static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait_sock *tw, __u64 now,
@@ -53,7 +62,7 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 		bpf_map_delete_elem(&tws, &key);
 		e->duration_ns = now - taken->birth_ns;
 		e->flags |= F_DURATION_KNOWN;
-		set_owner(e, &taken->owner);
+		set_tw_info(e, taken);
 	}
 	if (netns_refs(BPF_CORE_READ(tw, __tw_common.skc_net.net)) == 0)
 		e->detail = DETAIL_NETNS_EXIT;
@@ -317,7 +326,8 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		return true;
 	if (cfg_events & FAM_STATE)
 		count_unknown_in_old(e);
-	struct tw_info ti = { .birth_ns = b.ts, .owner = *o };
+	struct tw_info ti = { .birth_ns = b.ts, .cgroup = e->cgroup, .owner = *o,
+			      .cgroup_in = !!(e->flags & F_CGROUP_IN) };
 	bpf_map_update_elem(&tws, &b.tw, &ti, BPF_ANY);
 	deliver_twsk(e);
 	return true;
@@ -402,7 +412,7 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	e.value = timeo;
 	e.duration_ns = e.ts_ns - ti->birth_ns;
 	e.flags |= F_VALUE_KNOWN | F_DURATION_KNOWN;
-	set_owner(&e, &ti->owner);
+	set_tw_info(&e, ti);
 	emit(&e);
 }
 

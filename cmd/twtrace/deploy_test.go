@@ -11,12 +11,12 @@ import (
 // exportedNames lists every metric name serve exports, from the collectors themselves.
 func exportedNames() map[string]bool {
 	reg := prometheus.NewRegistry()
-	newEventMetrics().register(reg)
+	newEventMetrics(defaultTopWorkloads).register(reg)
 	reg.MustRegister(newScrapeCollector(nil, nil, nil, 0, 1))
 	descs := make(chan *prometheus.Desc, 64)
 	go func() {
-		for _, c := range []prometheus.Collector{newEventMetrics().created, newEventMetrics().lifetime,
-			newEventMetrics().overflow, newEventMetrics().resets, newScrapeCollector(nil, nil, nil, 0, 1)} {
+		for _, c := range []prometheus.Collector{newEventMetrics(defaultTopWorkloads).created, newEventMetrics(defaultTopWorkloads).lifetime,
+			newEventMetrics(defaultTopWorkloads).overflow, newEventMetrics(defaultTopWorkloads).resets, newScrapeCollector(nil, nil, nil, 0, 1)} {
 			c.Describe(descs)
 		}
 		close(descs)

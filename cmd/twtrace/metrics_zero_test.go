@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -58,32 +59,26 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 		want     map[string][]string // metric → its series, sorted
 	}{
 		{"all families", tracer.AllFamilies, map[string][]string{
-			"twtrace_tcp_resets_total": {
-				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
-			},
+			"twtrace_tcp_resets_total":                resetSeries(),
 			"twtrace_timewait_lifetime_seconds_count": lifetimeSeries(),
 			"twtrace_timewait_created_total": {
-				`twtrace_timewait_created_total{netns="7",substate="FIN_WAIT2"}`,
-				`twtrace_timewait_created_total{netns="7",substate="TIME_WAIT"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="FIN_WAIT2",unit="other"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="FIN_WAIT2",unit="unknown"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="TIME_WAIT",unit="other"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="TIME_WAIT",unit="unknown"}`,
 			},
-			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+			"twtrace_timewait_overflow_total": overflowSeries("7"),
 		}},
 		{"resets only", tracer.FamilyReset, map[string][]string{
-			"twtrace_tcp_resets_total": {
-				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
-			},
+			"twtrace_tcp_resets_total": resetSeries(),
 		}},
 		{"overflow only", tracer.FamilyOverflow, map[string][]string{
-			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+			"twtrace_timewait_overflow_total": overflowSeries("7"),
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newEventMetrics()
+			m := newEventMetrics(defaultTopWorkloads)
 			m.startAtZero(tt.families, []string{"no_socket", "tcp_state"}, []uint32{7})
 			got := gathered(t, m)
 			for _, name := range []string{"twtrace_tcp_resets_total", "twtrace_timewait_lifetime_seconds_count",
@@ -101,6 +96,26 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 	}
 }
 
+// resetSeries are the reset series of the other and unknown workloads, for the reasons
+// no_socket and tcp_state.
+func resetSeries() []string {
+	var out []string
+	for _, unit := range []string{"other", "unknown"} {
+		for _, dr := range [][2]string{{"recv", "none"}, {"sent", "no_socket"}, {"sent", "tcp_state"}} {
+			out = append(out, fmt.Sprintf(`twtrace_tcp_resets_total{direction=%q,namespace="",pod="",reason=%q,unit=%q}`, dr[0], dr[1], unit))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func overflowSeries(netns string) []string {
+	return []string{
+		fmt.Sprintf(`twtrace_timewait_overflow_total{namespace="",netns=%q,pod="",unit="other"}`, netns),
+		fmt.Sprintf(`twtrace_timewait_overflow_total{namespace="",netns=%q,pod="",unit="unknown"}`, netns),
+	}
+}
+
 func lifetimeSeries() []string {
 	var out []string
 	for _, s := range []string{"FIN_WAIT2", "TIME_WAIT"} {
@@ -113,18 +128,26 @@ func lifetimeSeries() []string {
 }
 
 // The first event from a namespace brings all of its series: a later overflow there is
-// an increase from 0.
+// an increase from 0. The counts come with the window's fold.
 func TestMetricsNamespaceSeriesStartWithItsFirstEvent(t *testing.T) {
-	m := newEventMetrics()
+	m := newEventMetrics(defaultTopWorkloads)
 	m.startAtZero(tracer.AllFamilies, nil, []uint32{7})
+	win := window.New(time.Now(), nil)
 	a := netip.MustParseAddr("10.0.0.1")
-	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait})
+	e := tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait}
+	exporterSink(m, win)(&e)
 	got := gathered(t, m)
+	if v := got[`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="unknown"}`]; v != 0 {
+		t.Errorf("counted before the window folded: %v", v)
+	}
+	m.fold(win.Restart(time.Now(), nil), nil, time.Now())
+	got = gathered(t, m)
 	for k, want := range map[string]float64{
-		`twtrace_timewait_created_total{netns="9",substate="TIME_WAIT"}`: 1,
-		`twtrace_timewait_created_total{netns="9",substate="FIN_WAIT2"}`: 0,
-		`twtrace_timewait_overflow_total{netns="9"}`:                     0,
-		`twtrace_timewait_overflow_total{netns="7"}`:                     0,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="unknown"}`: 1,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="FIN_WAIT2",unit="unknown"}`: 0,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="other"}`:   0,
+		`twtrace_timewait_overflow_total{namespace="",netns="9",pod="",unit="other"}`:                       0,
+		`twtrace_timewait_overflow_total{namespace="",netns="7",pod="",unit="unknown"}`:                     0,
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)

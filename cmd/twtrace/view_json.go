@@ -38,6 +38,8 @@ func writeViewJSON(w io.Writer, v view) error {
 		UnattributedOverflows uint64 `json:"unattributed_overflows"`
 		UnattributedBirths    uint64 `json:"unattributed_births"`
 		UnseenDeaths          uint64 `json:"unseen_deaths"`
+		// the pod (or container) holding the namespace; null when none does
+		Workload *workloadNames `json:"workload"`
 	}
 	type dest struct {
 		NetNS       uint32   `json:"netns"`
@@ -51,10 +53,11 @@ func writeViewJSON(w io.Writer, v view) error {
 		Steady      *float64 `json:"steady_state"`
 		ExhaustionS *float64 `json:"exhaustion_s"`
 		// the port model's inputs and middle terms (README, "The forecast")
-		Reuse    *bool    `json:"tw_reuse"`
-		Usable   *int     `json:"usable_ports"`
-		Blocking *float64 `json:"blocking_ports"`
-		Count    uint64   `json:"count,omitempty"`
+		Reuse    *bool          `json:"tw_reuse"`
+		Usable   *int           `json:"usable_ports"`
+		Blocking *float64       `json:"blocking_ports"`
+		Count    uint64         `json:"count,omitempty"`
+		Workload *workloadNames `json:"workload"` // the namespace's
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -84,12 +87,14 @@ func writeViewJSON(w io.Writer, v view) error {
 		Overflows  []dest            `json:"overflows"`
 		Resets     []reset           `json:"resets"`
 		ByProcess  []process         `json:"resets_by_process"`
+		Workloads  []workloadJSON    `json:"workloads"`
+		More       int               `json:"more_workloads"`
 	}{
 		TS: time.Now().UTC().Format(time.RFC3339Nano), Since: v.Since.UTC().Format(time.RFC3339Nano),
 		Seconds: v.Elapsed.Seconds(), Complete: v.complete(), Lost: v.Lost, Missed: v.Missed,
 		Offline: v.Offline, Unreadable: v.Unreadable,
 		Families: []string{}, NotTraced: map[string]string{},
-		Namespaces: []netns{}, Dests: []dest{},
+		Namespaces: []netns{}, Dests: []dest{}, Workloads: []workloadJSON{}, More: v.MoreWorkloads,
 	}
 	if v.Offline {
 		out.Input = &v.Input
@@ -146,11 +151,12 @@ func writeViewJSON(w io.Writer, v view) error {
 	for _, n := range v.Namespaces {
 		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
 			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta),
-			n.UnattributedOverflows, n.UnattributedBirths, n.Unseen})
+			n.UnattributedOverflows, n.UnattributedBirths, n.Unseen,
+			namespaceNames(v.NamespaceWorkloads, n.NetNS)})
 	}
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
-			Live: d.Live, Share: d.Share}
+			Live: d.Live, Share: d.Share, Workload: namespaceNames(v.NamespaceWorkloads, d.NetNS)}
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState
@@ -166,7 +172,8 @@ func writeViewJSON(w io.Writer, v view) error {
 		out.Dests = append(out.Dests, row)
 	}
 	for _, o := range v.Overflows {
-		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count})
+		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count,
+			Workload: namespaceNames(v.NamespaceWorkloads, o.Dest.NetNS)})
 	}
 	for _, r := range v.Resets {
 		row := reset{Direction: "sent", Count: r.Count}
@@ -180,6 +187,9 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, p := range v.ByProcess {
 		out.ByProcess = append(out.ByProcess, process{p.Key.PID, commString(p.Key.Comm), p.Count})
+	}
+	for _, r := range v.Workloads {
+		out.Workloads = append(out.Workloads, workloadRowJSON(r, v.Traced))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/twtrace/twtrace/internal/forecast"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -26,6 +27,9 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 			forecast.Traffic{Rate: 0.3, NamespaceRate: 0.3, Lifetime: time.Minute, Live: 3})}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
+	v.NamespaceWorkloads = map[uint32]workload.Workload{7: {PodUID: "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10", PodNamespace: "shop", Pod: "cart"}}
+	v.Workloads = []workloadRow{{W: workload.Workload{Cgroup: "/system.slice/demo.service", Unit: "demo.service"}, Known: true, NetNS: 7,
+		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, Rate: 0.3, Forecast: forecast.Table(3, 0.3, time.Minute, 4), ForecastKnown: true}}
 	if v.has(tracer.FamilyOverflow) {
 		v.Overflows = []countRow{{d, 2}}
 	}
@@ -67,9 +71,10 @@ type unitViewJSON struct {
 		AtRisk *bool    `json:"at_risk"`
 		Steady *float64 `json:"steady_state"`
 	} `json:"destinations"`
-	Overflows *[]any `json:"overflows"`
-	Resets    *[]any `json:"resets"`
-	ByProcess *[]any `json:"resets_by_process"`
+	Overflows *[]any         `json:"overflows"`
+	Resets    *[]any         `json:"resets"`
+	ByProcess *[]any         `json:"resets_by_process"`
+	Workloads []workloadJSON `json:"workloads"`
 }
 
 // A family that is not traced is null in the JSON view and "unknown" in the text one,
@@ -87,7 +92,8 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 	}{
 		{name: "everything", traced: tracer.AllFamilies, notTraced: map[string]string{},
 			text: []string{"TIME_WAIT since 03:04:05 (10s)", "Resets by reason", "Overflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)",
-				"7                  3                4   75.0%        3          2          2"},
+				"7                  3                4   75.0%        3          2          2  shop/cart",
+				"demo.service             7                  3        3      0.3          2         1         0  fills the table in ~3s"},
 			notText: []string{"unknown:", "NOT TRACED", "INCOMPLETE"}},
 		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW,
 			missing: missingFor(tracer.HookReset, tracer.FamilyOverflow, tracer.FamilyReset), lost: 5,
@@ -96,14 +102,16 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 				"NOT TRACED: overflow events, " + unavailable, "NOT TRACED: reset events, " + unavailable,
 				"Overflows by destination: unknown: overflow events " + unavailable,
 				"Resets: unknown: reset events " + unavailable,
-				"7                  3                4   75.0%        3    unknown          2"},
+				"7                  3                4   75.0%        3    unknown          2  shop/cart",
+				"demo.service             7                  3        3      0.3    unknown   unknown   unknown  fills the table in ~3s"},
 			notText: []string{"Resets by reason", "tcp_abort_on_close"}},
 		{name: "timewait hook missing", traced: tracer.FamilyReset,
 			missing:   missingFor(tracer.HookTimewait, tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow),
 			notTraced: map[string]string{"state": unavailable, "tw": unavailable, "overflow": unavailable},
 			text: []string{"unknown: tw events " + unavailable, "NOT TRACED: tw events, " + unavailable,
-				"7                  3                4   75.0%  unknown    unknown          2",
-				"7           127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
+				"7                  3                4   75.0%  unknown    unknown          2  shop/cart",
+				"7           shop/cart                127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
+				"demo.service             7            unknown  unknown  unknown    unknown         1         0  unknown: tw events not traced",
 				"Resets by reason"},
 			notText: []string{"none yet", "INCOMPLETE"}},
 		{name: "not selected", traced: tracer.FamilyReset,
@@ -147,6 +155,13 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 			}
 			if (d.Rate != nil) != has(tracer.FamilyTW) || (d.AtRisk != nil) != has(tracer.FamilyTW) || (d.Steady != nil) != has(tracer.FamilyTW) || d.Live != 3 {
 				t.Errorf("the forecast needs tw events: %s", b.String())
+			}
+			w := got.Workloads[0]
+			if (w.TimeWaitNow != nil) != has(tracer.FamilyTW) || (w.Created != nil) != has(tracer.FamilyTW) || (w.Rate != nil) != has(tracer.FamilyTW) ||
+				(w.Forecast != nil) != has(tracer.FamilyTW) || (w.Overflows != nil) != has(tracer.FamilyOverflow) ||
+				(w.ResetsSent != nil) != has(tracer.FamilyReset) || (w.ResetsRecv != nil) != has(tracer.FamilyReset) ||
+				w.Workload == nil || w.Workload.Unit != "demo.service" || w.NetNS != 7 {
+				t.Errorf("workload counts must be null exactly when their family is not traced: %s", b.String())
 			}
 
 			b.Reset()

@@ -111,3 +111,28 @@ func Ports(k Kernel, t Traffic) Forecast {
 	}
 	return f
 }
+
+// TableForecast is the model's answer for a namespace's timewait table under a creation rate.
+type TableForecast struct {
+	// SteadyState is how many timewait sockets the rate keeps alive: rate x lifetime, and
+	// never more than the table holds (tcp_max_tw_buckets).
+	SteadyState float64
+	// Full says the rate alone would fill the table: closes beyond it overflow (no TIME_WAIT).
+	Full bool
+	// FullIn is when, from now, when Full (0: already).
+	FullIn time.Duration
+}
+
+// Table applies the table's cap to a rate of new timewait sockets each living lifetime, with
+// live in the table now; maxTW negative is no cap.
+func Table(live int64, rate float64, lifetime time.Duration, maxTW int64) TableForecast {
+	f := TableForecast{SteadyState: rate * lifetime.Seconds()}
+	if maxTW < 0 || f.SteadyState < float64(maxTW) {
+		return f
+	}
+	f.SteadyState, f.Full = float64(maxTW), true
+	if free := maxTW - live; free > 0 && rate > 0 {
+		f.FullIn = time.Duration(math.Round(float64(free)/rate*1000)) * time.Millisecond
+	}
+	return f
+}

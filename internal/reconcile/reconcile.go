@@ -75,7 +75,7 @@ func (r *Reconciler) Observe(e *tracer.Event) (unseen tracer.Event, found bool) 
 		if old, ok := r.lives[k]; ok {
 			unseen, found = old.death(k, e.Time), true
 		}
-		r.lives[k] = &life{born: e.Time, seen: e.Time, substate: e.Substate, pid: e.PID, comm: e.Comm, ownerOK: e.OwnerOK}
+		r.lives[k] = &life{born: e.Time, seen: e.Time, substate: e.Substate, pid: e.PID, comm: e.Comm, ownerOK: e.OwnerOK, cgroup: e.Cgroup}
 	case tracer.KindTWRearm:
 		if l, ok := r.lives[lifeKeyOf(e)]; ok {
 			l.substate = e.Substate
@@ -175,6 +175,7 @@ type life struct {
 	pid        uint32
 	comm       [16]byte
 	ownerOK    bool
+	cgroup     uint64 // the full socket's, as its death would have carried it
 }
 
 // death is the unseen death of l, known to lie between seen and gone (or end).
@@ -183,7 +184,7 @@ func (l *life) death(k lifeKey, end time.Time) tracer.Event {
 		end = l.gone
 	}
 	e := tracer.Event{Time: end, Kind: tracer.KindTWExit, Family: 4, SAddr: k.saddr, DAddr: k.daddr,
-		SPort: k.sport, DPort: k.dport, NetNS: k.netns, PID: l.pid, Comm: l.comm, OwnerOK: l.ownerOK,
+		SPort: k.sport, DPort: k.dport, NetNS: k.netns, PID: l.pid, Comm: l.comm, OwnerOK: l.ownerOK, Cgroup: l.cgroup,
 		OldState: tracer.StateTimeWait, NewState: tracer.StateClose, Substate: l.substate,
 		Cause: tracer.CauseUnseen, LifetimeMin: l.seen.Sub(l.born), LifetimeMax: end.Sub(l.born)}
 	if k.saddr.Is6() {

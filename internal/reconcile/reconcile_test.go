@@ -17,7 +17,7 @@ var lo = netip.MustParseAddr("127.0.0.1")
 
 func tw(kind tracer.Kind, ms int, sport uint16) *tracer.Event {
 	return &tracer.Event{Kind: kind, Time: at(ms), NetNS: 7, Family: 4, SAddr: lo, DAddr: lo, SPort: sport, DPort: 8080,
-		Substate: tracer.StateTimeWait, PID: 42, OwnerOK: true}
+		Substate: tracer.StateTimeWait, PID: 42, OwnerOK: true, Cgroup: 9}
 }
 
 func snap(ms int, counters snapshot.Counters, sports ...uint16) *snapshot.Namespace {
@@ -46,7 +46,7 @@ func TestUnseenDeath(t *testing.T) {
 	}
 	e := f.Unseen[0]
 	if e.Kind != tracer.KindTWExit || e.Cause != tracer.CauseUnseen || e.DurationOK || e.SPort != 40000 ||
-		e.LifetimeMin != time.Second || e.LifetimeMax != 2*time.Second || e.PID != 42 || !e.Time.Equal(at(2000)) {
+		e.LifetimeMin != time.Second || e.LifetimeMax != 2*time.Second || e.PID != 42 || e.Cgroup != 9 || !e.Time.Equal(at(2000)) {
 		t.Errorf("unseen death: %+v", e)
 	}
 	if unseen, _ := r.Totals(); unseen != 1 {

@@ -45,6 +45,10 @@ type Aggregate struct {
 	// namespace and family (internal/reconcile).
 	Unseen       map[uint32]uint64
 	Unattributed map[uint32]map[tracer.Families]uint64
+	ByCgroup     map[CgroupKey]*CgroupCounts
+	// TimeWaitNow counts, per cgroup, the timewait sockets born while tracing that are alive
+	// now: unlike the rest, it carries over from one window to the next (Window.Restart).
+	TimeWaitNow map[CgroupKey]uint64
 	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
 	// without one was born since: its counters started at 0); nil when unknown.
 	Baseline map[uint32]snapshot.Counters
@@ -64,6 +68,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		Netns:            map[uint32]bool{},
 		Unseen:           map[uint32]uint64{},
 		Unattributed:     map[uint32]map[tracer.Families]uint64{},
+		ByCgroup:         map[CgroupKey]*CgroupCounts{},
+		TimeWaitNow:      map[CgroupKey]uint64{},
 	}
 }
 
@@ -79,6 +85,7 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		return
 	}
 	a.Netns[e.NetNS] = true
+	a.addWorkload(e)
 	switch e.Kind {
 	case tracer.KindTWEnter:
 		a.Created[destinationOf(e)]++
@@ -162,7 +169,12 @@ func (a *Aggregate) Clone() *Aggregate {
 		Netns:            maps.Clone(a.Netns),
 		Unseen:           maps.Clone(a.Unseen),
 		Unattributed:     make(map[uint32]map[tracer.Families]uint64, len(a.Unattributed)),
+		ByCgroup:         make(map[CgroupKey]*CgroupCounts, len(a.ByCgroup)),
+		TimeWaitNow:      maps.Clone(a.TimeWaitNow),
 		Baseline:         a.Baseline, // never written after the start
+	}
+	for k, cc := range a.ByCgroup {
+		c.ByCgroup[k] = cc.clone()
 	}
 	for k, h := range a.Lifetimes {
 		c.Lifetimes[k] = h.Clone()
