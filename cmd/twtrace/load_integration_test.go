@@ -280,6 +280,14 @@ func (r *loadRun) check(t *testing.T) {
 				fail("view %d: exhaustion forecast for :%d, yet no connect() failed", i, d.DPort)
 			}
 		}
+		for _, wl := range v.Workloads {
+			if f := wl.Forecast; f != nil {
+				maxSteady = max(maxSteady, f.Steady)
+				if f.Steady > 3000 {
+					fail("view %d: a workload's timewait table forecast settles at %.0f sockets, above tcp_max_tw_buckets 3000", i, f.Steady)
+				}
+			}
+		}
 	}
 	t.Logf("run %d: %d views, the highest steady state forecast %.0f", r.i+1, len(r.views), maxSteady)
 	t.Logf("run %d: ab %d ok in %.1fs; tw_enter %d + %d unattributed = TW+TWKilled %d; tw_exit %d (%d expired, %d killed, %d unseen); "+

@@ -170,6 +170,11 @@ type loadView struct {
 		Usable   *int     `json:"usable_ports"`
 		Blocking *float64 `json:"blocking_ports"`
 	} `json:"destinations"`
+	Workloads []struct {
+		Forecast *struct {
+			Steady float64 `json:"steady_state"`
+		} `json:"timewait_table_forecast"`
+	} `json:"workloads"`
 }
 
 // readViews decodes every view `twtrace timewait` printed.

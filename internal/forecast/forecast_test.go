@@ -51,3 +51,26 @@ func TestPorts(t *testing.T) {
 		})
 	}
 }
+
+// A namespace's timewait table under one rate: it never holds more than tcp_max_tw_buckets.
+func TestTable(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		live   int64
+		rate   float64
+		maxTW  int64
+		steady float64
+		full   bool
+		fullIn time.Duration
+	}{
+		{"below the cap", 10, 1, 100, 60, false, 0},
+		{"the issue's rate settles at the cap", 1000, 350, 3000, 3000, true, 5714 * time.Millisecond},
+		{"full now", 3000, 350, 3000, 3000, true, 0},
+		{"no cap known", 0, 350, -1, 21000, false, 0},
+	} {
+		f := Table(c.live, c.rate, time.Minute, c.maxTW)
+		if f.SteadyState != c.steady || f.Full != c.full || f.FullIn != c.fullIn {
+			t.Errorf("%s: %+v, want steady %.0f, full %v in %s", c.name, f, c.steady, c.full, c.fullIn)
+		}
+	}
+}
