@@ -294,7 +294,8 @@ func (t *Tracer) HZ() uint32 { return t.dec.HZ }
 
 // Run delivers events to fn until ctx is done, then drains what the kernel already
 // wrote. fn must not keep the *Event it is given. idle, if not nil, is called whenever
-// the ring buffer has been emptied: the moment to flush buffered output.
+// the ring buffer has been found empty (emptied, or empty at a poll): the moment to flush
+// buffered output, and the proof that every event submitted before it has been read.
 func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	var rec ringbuf.Record
 	var ev Event
@@ -317,6 +318,9 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if draining {
 				return nil
+			}
+			if idle != nil {
+				idle()
 			}
 			nextPoll = time.Now().Add(pollInterval)
 			continue

@@ -19,7 +19,10 @@ type watchTally struct {
 	ExitsBy     map[string]uint64 // tw_exit by cause
 	// tw_exit records whose lifetime or owner is unknown
 	UnknownLifetime, UnknownOwner uint64
-	Lost                          uint64 // what "lost" records counted
+	// Orphans are the tuples of deaths reported with no lifetime that reconciliation did not
+	// find (cause expired or killed): their birth was not reported
+	Orphans map[twTuple]int
+	Lost    uint64 // what "lost" records counted
 	// Unattributed sums the unattributed records by family (events): counts the kernel made
 	// with no event, found by reconciliation
 	Unattributed map[string]uint64
@@ -48,7 +51,8 @@ type watchLine struct {
 
 func newWatchTally() *watchTally {
 	return &watchTally{Kinds: map[string]uint64{}, Transitions: map[string]uint64{}, SentResets: map[string]uint64{},
-		ExitsBy: map[string]uint64{}, Ledger: twLedger{}, DeathsAt: map[int64]int{}, Unattributed: map[string]uint64{}}
+		ExitsBy: map[string]uint64{}, Ledger: twLedger{}, DeathsAt: map[int64]int{}, Unattributed: map[string]uint64{},
+		Orphans: map[twTuple]int{}}
 }
 
 // read tallies every line of r; a line that is not a JSON record is an error.
@@ -79,6 +83,9 @@ func (w *watchTally) add(l *watchLine) {
 		w.DeathsAt[l.TS.UnixNano()/int64(250*time.Millisecond)]++
 		if l.Lifetime == nil {
 			w.UnknownLifetime++
+			if l.Cause != "unseen" {
+				w.Orphans[tuple]++
+			}
 		}
 		if l.PID == 0 {
 			w.UnknownOwner++

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twtrace/twtrace/internal/reconcile"
@@ -26,6 +27,10 @@ type reconciliation struct {
 	only    uint32
 	deliver func(reconcile.Findings)
 	final   []*snapshot.Namespace
+	// readUpTo is when the reader last found the ring buffer empty (unix ns): every event
+	// submitted before then has been observed. A loaded machine's reader lags behind the
+	// kernel by seconds; a snapshot is compared only with events read past its time.
+	readUpTo atomic.Int64
 }
 
 // countedFamilies are the families whose events compare with the kernel's per-namespace
@@ -48,6 +53,9 @@ func newReconciliation(traced tracer.Families, filter tracer.Filter, src snapsho
 		only: filter.NetNS, deliver: deliver}
 }
 
+// idle is the reader's idle callback (tracer.Run): the ring buffer is empty now.
+func (c *reconciliation) idle() { c.readUpTo.Store(time.Now().UnixNano()) }
+
 // observe folds in one delivered event, and delivers the unseen death its birth reveals.
 func (c *reconciliation) observe(e *tracer.Event) {
 	if e.Kind == tracer.KindState || e.Kind == tracer.KindReset {
@@ -69,10 +77,15 @@ func (c *reconciliation) loop(ctx context.Context) {
 			c.final = c.snapshots()
 			return
 		case <-tick.C:
-			for _, n := range c.snapshots() {
-				c.deliver(c.r.Check(n, time.Now()))
-			}
+			c.check()
 		}
+	}
+}
+
+// check takes the snapshots to compare and compares those the reader has read past.
+func (c *reconciliation) check() {
+	for _, n := range c.snapshots() {
+		c.deliver(c.r.Check(n, time.Unix(0, c.readUpTo.Load())))
 	}
 }
 

@@ -85,7 +85,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	go rec.loop(sess.ctx)
 	var runErr atomic.Pointer[error]
 	sink := exporterSink(events, win)
-	running := readEvents(sess.ctx, sess.t.Run, func(e *tracer.Event) {
+	runWithIdle := func(ctx context.Context, fn func(*tracer.Event), _ func()) error {
+		return sess.t.Run(ctx, fn, rec.idle)
+	}
+	running := readEvents(sess.ctx, runWithIdle, func(e *tracer.Event) {
 		rec.observe(e)
 		sink(e)
 	}, &runErr, sess.log)

@@ -66,7 +66,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
 			rec.observe(e)
 			win.Add(e)
-		}, nil)
+		}, rec.idle)
 	}()
 	print := func() error {
 		v := timewaitView(win, sess.t, src, names, opts.Filter.NetNS, *top, f.workload.top)

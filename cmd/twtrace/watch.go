@@ -73,7 +73,10 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	runErr := t.Run(ctx, func(e *tracer.Event) {
 		rec.observe(e)
 		p.event(e)
-	}, p.flush)
+	}, func() {
+		rec.idle()
+		p.flush()
+	})
 	sess.cancel()
 	<-lostDone
 	<-reconciled

@@ -7,8 +7,9 @@
 //     TcpExtTW + TcpExtTWKilled) beyond the events reported are unattributed.
 //
 // Events are folded in as they are read (Observe); snapshots are compared with them once
-// the events they could be compared with have all been read (Settle after they were
-// taken), or at the end, once the stream is drained (Finish).
+// the events they could be compared with have all been read (the reader found the ring
+// buffer empty Settle after they were taken), or at the end, once the stream is drained
+// (Finish).
 package reconcile
 
 import (
@@ -20,8 +21,9 @@ import (
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// Settle is how long after a snapshot every event it is compared with has been read: the
-// reader polls every 100 ms, the tracepoint backend settles a held kill within 120 ms.
+// Settle is how far past a snapshot the reader must have read (found the ring buffer empty)
+// before the snapshot is compared: the tracepoint backend delivers a held kill up to 120 ms
+// after its time, and event times and snapshot times come from two clocks.
 const Settle = time.Second
 
 // Counted names the kernel counters a family's events are reconciled with.
@@ -89,13 +91,16 @@ func (r *Reconciler) Observe(e *tracer.Event) (unseen tracer.Event, found bool) 
 }
 
 // Check compares a snapshot of namespace n with the events read so far: it remembers the
-// snapshot, and reports what the one taken at least Settle before now shows.
-func (r *Reconciler) Check(n *snapshot.Namespace, now time.Time) Findings {
+// snapshot, and reports what the one taken at least Settle before readUpTo shows, readUpTo
+// being when the reader last found the ring buffer empty (every event before it was read;
+// under load the reader lags the kernel by seconds, and wall time would find deaths and
+// counts "missing" that are still in the buffer).
+func (r *Reconciler) Check(n *snapshot.Namespace, readUpTo time.Time) Findings {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var f Findings
 	a := r.account(n.NetNS)
-	if a.last != nil && now.Sub(a.last.Time) >= Settle {
+	if a.last != nil && readUpTo.Sub(a.last.Time) >= Settle {
 		r.compare(a.last, &f)
 		a.last = nil
 	}
