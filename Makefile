@@ -55,7 +55,7 @@ tools-clang:
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
 # promtool checks the alert rules and fires each from synthetic series here, and lints the
 # exported metrics in the serve test; a real Prometheus server scrapes serve in another; the
-# workload tests run real pods on a private containerd (.ci/containerd/start.sh); nginx and ab
+# workload tests run real pods on a private containerd (.ci/containerd/containerd.sh); nginx and ab
 # (apache2-utils) are the load test's servers and client. Then the arm64 build.
 test: build tools-promtool tools-containerd tools-load
 	$(GO) vet ./...
