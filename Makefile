@@ -14,7 +14,7 @@ IMAGE    ?= localhost/twtrace
 export CGO_ENABLED := 0
 
 .PHONY: all build generate test test-unit test-arm64 vmtest bench soak run clean release image image-push image-test \
-	tools-clang tools-promtool tools-bench tools-podman tools-qemu-user tools-containerd
+	tools-clang tools-promtool tools-bench tools-podman tools-qemu-user tools-containerd tools-load
 
 all: build
 
@@ -55,8 +55,9 @@ tools-clang:
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
 # promtool checks the alert rules and fires each from synthetic series here, and lints the
 # exported metrics in the serve test; a real Prometheus server scrapes serve in another; the
-# workload tests run real pods on a private containerd (.ci/containerd/containerd.sh). Then the arm64 build.
-test: build tools-promtool tools-containerd
+# workload tests run real pods on a private containerd (.ci/containerd/containerd.sh); nginx and ab
+# (apache2-utils) are the load test's servers and client. Then the arm64 build.
+test: build tools-promtool tools-containerd tools-load
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml
 	promtool test rules deploy/prometheus/alerts_test.yaml
@@ -74,6 +75,11 @@ tools-qemu-user:
 # Debian's prometheus package holds both the server and promtool.
 tools-promtool:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }
+
+# The load test's servers and client.
+tools-load:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v ab >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx apache2-utils; }
 
 tools-containerd:
 	@if [ "$$(id -u)" = 0 ] && ! { command -v containerd && command -v runc && test -x /usr/lib/cni/bridge; } >/dev/null; then \

@@ -171,9 +171,14 @@ static __always_inline bool addr_match(const struct event *e, const __u8 *a)
 
 /* A socket's namespace and family never change: the state hook drops other sockets
  * before tracking them. */
+static __always_inline bool netns_wanted(const struct event *e)
+{
+	return !cfg_netns || e->netns == cfg_netns;
+}
+
 static __always_inline bool socket_wanted(const struct event *e)
 {
-	return (!cfg_family || e->family == cfg_family) && (!cfg_netns || e->netns == cfg_netns);
+	return (!cfg_family || e->family == cfg_family) && netns_wanted(e);
 }
 
 static __always_inline bool wanted(const struct event *e)
@@ -228,6 +233,17 @@ static __always_inline bool emit(struct event *e)
 	return true;
 }
 
+/* count_unknown_in_old counts a transition the user asked for whose socket was first seen
+ * mid-life: its time in the old state is unknown. Only streamed transitions carry that time;
+ * counting, most transitions skip the socket's record (needs_record). */
+static __always_inline void count_unknown_in_old(const struct event *e)
+{
+	if (cfg_count_state)
+		return;
+	if (!(e->flags & F_DURATION_KNOWN) && e->old_state != S_CLOSE && e->old_state != S_LISTEN)
+		count(STAT_SOCK_UNTRACKED);
+}
+
 /* count_transition counts e's transition in the transitions map. */
 static __always_inline void count_transition(const struct event *e)
 {
@@ -243,6 +259,7 @@ static __always_inline void emit_state(struct event *e)
 {
 	if (!(cfg_events & FAM_STATE) || !kept(e))
 		return;
+	count_unknown_in_old(e);
 	if (cfg_count_state)
 		count_transition(e);
 	else

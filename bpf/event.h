@@ -27,6 +27,8 @@ enum event_flag {
 enum tw_cause {
 	CAUSE_EXPIRED = 1,
 	CAUSE_KILLED = 2,
+	/* userspace only: sock_diag no longer lists the socket and no program reported its death */
+	CAUSE_UNSEEN = 3,
 };
 
 enum tw_detail {
@@ -88,7 +90,12 @@ enum stat_index {
 	STAT_FILTERED = 2,  /* dropped by a filter, in the kernel */
 	STAT_SOCK_UNTRACKED = 3, /* transition of a socket whose previous state was never seen */
 	STAT_TW_UNKNOWN_BIRTH = 4, /* timewait socket died whose birth we did not see */
-	STAT_MAX = 5,
+	/* tracepoint backend: overflows the kernel counted on a CPU whose closes we did not see */
+	STAT_OVERFLOW_UNATTRIBUTED = 5,
+	/* tracepoint backend: closes judged from the timewait table's fill level, for want of the
+	 * namespace's count on that CPU (its first close there): the only inexact verdicts */
+	STAT_OVERFLOW_INFERRED = 6,
+	STAT_MAX = 7,
 };
 
 #endif

@@ -61,23 +61,62 @@ struct {
 	__type(value, struct tw_info);
 } tws SEC(".maps");
 
+/* Per namespace (by inode) and per CPU: the namespace's TcpExtTCPTimeWaitOverflow as this
+ * CPU counted it when last read, and the namespace it was read from (an inode is reused). */
+struct overflow_seen {
+	__u64 count;
+	__u64 net;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct overflow_seen);
+} overflow_seen SEC(".maps");
+
+/* A timewait timer armed on this CPU for a socket whose hand-off (its full socket's
+ * ->CLOSE) is still to come. */
+struct birth {
+	__u64 tw;
+	__u64 ts;
+	__u32 timeout;
+	__u32 netns;
+	__u16 sport;
+	__u16 dport;
+	__u8 substate;
+	/* function-probe backends: the first timeout, once __inet_twsk_schedule showed it */
+	__u8 first_known;
+	__u8 _pad[2];
+	__u64 jiffies; /* function-probe backends: jiffies at inet_twsk_alloc */
+	__u32 first_timeout;
+	__u32 _pad2;
+};
+
+/* A full socket whose inet_twsk_alloc() returned NULL here (function-probe backends). */
+struct refused {
+	__u64 sk;
+	__u8 substate;
+	__u8 _pad[7];
+};
+
+/* Slots for births and refusals: a softirq may run between a socket's tcp_time_wait()
+ * and its ->CLOSE (backlog processing runs with bottom halves enabled) and hand off
+ * sockets of its own. */
+#define HANDOFF_SLOTS 4
+
 /* What one CPU just did, to join events the kernel emits back to back in one
  * bottom-half-disabled section (timer armed, then full socket closed, then reset sent). */
 struct cpu_scratch {
-	/* a timewait timer armed for a socket we have not seen handed off yet */
-	__u64 armed_tw;
-	__u64 armed_ts;
-	__u32 armed_timeout;
-	__u32 armed_netns;
-	__u16 armed_sport;
-	__u16 armed_dport;
-	__u8 armed_substate;
-	__u8 _pad0[3];
-	/* a timewait timer detached: re-arm, expiry or kill, settled by what follows */
+	struct birth births[HANDOFF_SLOTS];
+	struct refused refusals[HANDOFF_SLOTS];
+	/* a timewait timer detached: re-arm, expiry or kill, settled by what follows; the
+	 * socket's birth and owner, taken from the tws map at the detach, for a re-arm */
 	__u64 pending_tw;
 	__u64 pending_ts;
 	__u8 pending_due;
 	__u8 _pad1[7];
+	struct tw_info pending_ti;
 	struct event pending_ev;
 	/* the last full socket closed here, whose owner a following reset still needs */
 	__u64 closed_sk;
@@ -85,18 +124,10 @@ struct cpu_scratch {
 	/* the last full socket that sent a reset here: its next transition, a close, is not an
 	 * overflow; that transition consumes it (the slab gives the address to new sockets) */
 	__u64 reset_sk;
-	/* function-probe backends: inet_twsk_alloc's arguments (kprobe) and its NULL result */
+	/* kprobe backend: inet_twsk_alloc's arguments, for its return probe */
 	__u64 alloc_sk;
-	__u64 overflow_sk;
 	__u8 alloc_state;
-	__u8 overflow_substate;
-	__u8 _pad2[6];
-	/* function-probe backends: jiffies when the armed timewait socket was allocated, and
-	 * its first timeout when __inet_twsk_schedule showed it */
-	__u64 armed_jiffies;
-	__u32 armed_first_timeout;
-	__u8 armed_first_known;
-	__u8 _pad4[3];
+	__u8 _pad2[7];
 	/* the timewait socket whose timer handler is running here */
 	__u64 expiring_tw;
 	/* the last segment a timewait socket processed here, and the last connect() here:
@@ -106,7 +137,10 @@ struct cpu_scratch {
 	__u64 connect_task;
 	__u64 connect_ts;
 	__u8 segment_detail;
-	__u8 _pad3[7];
+	__u8 pcpu_off_known;
+	__u8 _pad3[6];
+	/* where this CPU's copy of per-CPU kernel memory lies from its per-CPU pointer */
+	__u64 pcpu_off;
 };
 
 struct {
@@ -116,11 +150,16 @@ struct {
 	__type(value, struct cpu_scratch);
 } scratch SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
-		(*v)++;
+		*v += n;
+}
+
+static __always_inline void count(__u32 idx)
+{
+	count_n(idx, 1);
 }
 
 static __always_inline struct cpu_scratch *this_cpu(void)

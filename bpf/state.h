@@ -27,6 +27,18 @@ static __always_inline bool needs_record(bool owner_ctx, int new)
 	return !cfg_count_state || owner_ctx || new == S_CLOSE;
 }
 
+/* The transitions where tcp_time_wait() hands a socket to a timewait socket, or overflows. */
+static __always_inline bool leaves_for_timewait(int old, int new)
+{
+	return new == S_CLOSE && (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING);
+}
+
+/* The tracepoint backend reads the namespace's overflow count at each such close. */
+static __always_inline bool counts_overflows(void)
+{
+	return (cfg_events & FAM_OVERFLOW) && !cfg_tw_probes;
+}
+
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
@@ -55,6 +67,9 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
 	set_cgroup(&e, sk, true);
 	if (!socket_wanted(&e) || (cfg_cgroup_id && !(e.flags & F_CGROUP_IN))) {
+		/* the namespace's overflow count includes the families and cgroups left out */
+		if (netns_wanted(&e) && leaves_for_timewait(old, new) && counts_overflows())
+			counted_overflow(sk, c, e.netns, false);
 		count(STAT_FILTERED);
 		return 0;
 	}
@@ -73,9 +88,6 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		e.duration_ns = e.ts_ns - si->since_ns;
 		e.flags |= F_DURATION_KNOWN;
 		owner = si->owner;
-	} else if (!cfg_count_state && old != S_CLOSE && old != S_LISTEN) {
-		/* counting, a record is written only where the owner is learnt (needs_record) */
-		count(STAT_SOCK_UNTRACKED);
 	}
 	if (owner_ctx)
 		current_owner(&owner);
@@ -96,13 +108,14 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	bpf_map_delete_elem(&socks, &key);
 	c->closed_sk = key;
 	c->closed_owner = owner;
-	if (old == S_FIN_WAIT1 || old == S_FIN_WAIT2 || old == S_CLOSING) {
-		if (tw_handoff(c, &e, &owner))
-			return 0;
-		if (cfg_events & FAM_OVERFLOW)
+	if (leaves_for_timewait(old, new) && tw_handoff(c, &e, &owner)) {
+		if (counts_overflows())
+			counted_overflow(sk, c, e.netns, true);
+	} else {
+		if (leaves_for_timewait(old, new) && (cfg_events & FAM_OVERFLOW))
 			check_overflow(sk, c, &e, reset_sent);
+		emit_state(&e);
 	}
-	emit_state(&e);
 	return 0;
 }
 

@@ -2,11 +2,14 @@
 /* Timewait sockets: birth (hand-off from the full socket), re-arm and death.
  * The tracepoint backend sees them through the timer tracepoints, filtered on
  * timer->function == tw_timer_handler:
- *   new socket:  timer_start, then (same CPU, same bh section) the full socket's ->CLOSE
- *   re-arm:      timer_cancel immediately followed by timer_start of the same timer
+ *   new socket:  timer_start, then (same CPU) the full socket's ->CLOSE
+ *   re-arm:      timer_cancel immediately followed by timer_start of the same timer, for
+ *                the same tuple (a killed socket's memory is reused at once by the slab)
  *   expiry:      timer_cancel immediately followed by timer_expire_entry of the same timer
  *   early kill:  timer_cancel alone; the socket may be freed right after, so the
- *                exit record is built at cancel time and held per CPU until resolved. */
+ *                exit record is built at cancel time and held per CPU until resolved.
+ * The birth and owner a socket's exit reports are taken from the tws map while the socket
+ * is alive: keyed by address, a later delete could hit the next socket at that address. */
 #ifndef TWTRACE_TIMEWAIT_H
 #define TWTRACE_TIMEWAIT_H
 
@@ -14,7 +17,9 @@
  * interrupt (settle_pending run remotely): an expiry's cancel and callback are
  * microseconds apart unless the CPU is taken away between them. */
 #define PENDING_MAX_AGE_NS (1000 * 1000 * 1000ULL)
-#define HANDOFF_MAX_AGE_NS (10 * 1000 * 1000ULL)
+/* A close follows its timewait socket's birth within microseconds, unless the CPU is taken
+ * away in between (a preempted task, an emulated CPU: 12 ms was seen under QEMU). */
+#define HANDOFF_MAX_AGE_NS (1000 * 1000 * 1000ULL)
 
 static __always_inline struct inet_timewait_sock *tw_of(struct timer_list *t)
 {
@@ -39,11 +44,14 @@ static __always_inline void set_tw_info(struct event *e, const struct tw_info *t
 		e->flags |= F_CGROUP_IN;
 }
 
-/* tw_exit_record fills what a timewait socket's exit reports, while it is still alive. */
-static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait_sock *tw, __u64 now)
+/* tw_exit_record fills what a timewait socket's exit reports, while it is still alive,
+ * and takes its birth and owner out of the tws map (into *taken, birth_ns 0 if unknown). */
+static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait_sock *tw, __u64 now,
+					   struct tw_info *taken)
 {
 	__u64 key = (__u64)tw;
 
+	taken->birth_ns = 0;
 	if (!read_tuple(e, &tw->__tw_common))
 		return false;
 	e->ts_ns = now;
@@ -53,41 +61,53 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 	e->substate = BPF_CORE_READ(tw, tw_substate);
 	struct tw_info *ti = bpf_map_lookup_elem(&tws, &key);
 	if (ti) {
-		e->duration_ns = now - ti->birth_ns;
+		*taken = *ti;
+		bpf_map_delete_elem(&tws, &key);
+		e->duration_ns = now - taken->birth_ns;
 		e->flags |= F_DURATION_KNOWN;
-		set_tw_info(e, ti);
+		set_tw_info(e, taken);
 	}
 	if (netns_refs(BPF_CORE_READ(tw, __tw_common.skc_net.net)) == 0)
 		e->detail = DETAIL_NETNS_EXIT;
 	return true;
 }
 
-static __always_inline void tw_exit_send(struct event *e, __u64 tw, __u8 cause)
+static __always_inline void tw_exit_send(struct event *e, __u8 cause)
 {
-	if (!(e->flags & F_DURATION_KNOWN))
-		count(STAT_TW_UNKNOWN_BIRTH);
-	else
-		bpf_map_delete_elem(&tws, &tw);
 	e->cause = cause;
 	if (cause == CAUSE_EXPIRED)
 		e->detail = DETAIL_NONE;
-	if ((cfg_events & (FAM_STATE | FAM_TW)) && kept(e))
-		deliver_twsk(e);
+	/* an unknown lifetime counts only where the user's filters keep the death */
+	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
+		return;
+	if (!(e->flags & F_DURATION_KNOWN))
+		count(STAT_TW_UNKNOWN_BIRTH);
+	deliver_twsk(e);
 }
 
-static __always_inline void pending_clear(struct cpu_scratch *c)
+/* pending_take claims the held cancel (of tw, or of any socket when tw is 0) into *e.
+ * Programs running with interrupts enabled may be interrupted here by a timer program
+ * on this CPU: the record is copied while the cancel is still held, and claimed only if
+ * the interrupting program did not settle it meanwhile. */
+static __always_inline bool pending_take(struct cpu_scratch *c, __u64 tw, struct event *e)
 {
+	__u64 held = c->pending_tw;
+
+	if (!held || (tw && held != tw))
+		return false;
+	*e = c->pending_ev;
+	if (c->pending_tw != held)
+		return false;
 	c->pending_tw = 0;
+	return true;
 }
 
 static __always_inline void pending_flush_killed(struct cpu_scratch *c)
 {
-	__u64 tw = c->pending_tw;
+	struct event e;
 
-	if (!tw)
-		return;
-	c->pending_tw = 0;
-	tw_exit_send(&c->pending_ev, tw, CAUSE_KILLED);
+	if (pending_take(c, 0, &e))
+		tw_exit_send(&e, CAUSE_KILLED);
 }
 
 /* Any other event on this CPU proves a held timer_cancel was neither a re-arm (cancel and
@@ -100,6 +120,100 @@ static __always_inline void pending_settle(struct cpu_scratch *c, __u64 tw)
 		pending_flush_killed(c);
 }
 
+/* same_socket reports whether tw is the socket the held record describes. */
+static __always_inline bool same_socket(const struct event *held, struct inet_timewait_sock *tw)
+{
+	struct event now = {};
+
+	if (!read_tuple(&now, &tw->__tw_common))
+		return false;
+	return now.family == held->family && now.sport == held->sport && now.dport == held->dport &&
+	       now.netns == held->netns && !__builtin_memcmp(now.saddr, held->saddr, sizeof(now.saddr)) &&
+	       !__builtin_memcmp(now.daddr, held->daddr, sizeof(now.daddr));
+}
+
+/* birth_note keeps a newly armed timewait socket until its full socket's ->CLOSE claims
+ * it: in a free slot, else in the oldest. A claim copies a slot before freeing it, so a
+ * program interrupting the claim never writes into the slot being claimed. */
+static __always_inline struct birth *birth_note(struct cpu_scratch *c, __u64 tw, __u64 now)
+{
+	struct birth *slot = &c->births[0];
+
+	for (int i = 0; i < HANDOFF_SLOTS; i++) {
+		struct birth *b = &c->births[i];
+		if (!b->tw || now - b->ts > HANDOFF_MAX_AGE_NS) {
+			slot = b;
+			break;
+		}
+		if (b->ts < slot->ts)
+			slot = b;
+	}
+	__builtin_memset(slot, 0, sizeof(*slot));
+	slot->ts = now;
+	slot->tw = tw;
+	return slot;
+}
+
+/* birth_fill describes the socket in its slot: its tuple, namespace and substate. */
+static __always_inline void birth_fill(struct birth *b, struct inet_timewait_sock *tw, __u8 substate)
+{
+	b->substate = substate;
+	b->sport = BPF_CORE_READ(tw, __tw_common.skc_num);
+	b->dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
+	b->netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+}
+
+static __always_inline struct birth *birth_find(struct cpu_scratch *c, __u64 tw)
+{
+	for (int i = 0; i < HANDOFF_SLOTS; i++)
+		if (c->births[i].tw == tw)
+			return &c->births[i];
+	return NULL;
+}
+
+/* birth_claim takes the birth armed here for the full socket closing now (e: its tuple
+ * and time), if there is one: the newest, should an older one for that tuple have stayed
+ * unclaimed (its close skipped by the kernel). */
+static __always_inline bool birth_claim(struct cpu_scratch *c, const struct event *e, struct birth *out)
+{
+	struct birth *found = NULL;
+
+	for (int i = 0; i < HANDOFF_SLOTS; i++) {
+		struct birth *b = &c->births[i];
+		if (!b->tw || e->ts_ns - b->ts > HANDOFF_MAX_AGE_NS || b->sport != e->sport ||
+		    b->dport != e->dport || b->netns != e->netns)
+			continue;
+		if (!found || b->ts > found->ts)
+			found = b;
+	}
+	if (!found)
+		return false;
+	*out = *found;
+	found->tw = 0;
+	return out->tw != 0;
+}
+
+/* tw_wanted reports whether the user's namespace and family filters keep tw. */
+static __always_inline bool tw_wanted(struct inet_timewait_sock *tw)
+{
+	struct event e = {};
+	__u16 family = BPF_CORE_READ(tw, __tw_common.skc_family);
+
+	e.family = family == AF_INET6 ? 6 : 4;
+	e.netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+	return socket_wanted(&e);
+}
+
+/* sock_wanted_probed is tw_wanted for a full socket read with probe reads (kprobes). */
+static __always_inline bool sock_wanted_probed(struct sock *sk)
+{
+	struct event e = {};
+
+	e.family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6 ? 6 : 4;
+	e.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return socket_wanted(&e);
+}
+
 static __always_inline void tw_armed(struct cpu_scratch *c, struct inet_timewait_sock *tw,
 				     unsigned long expires, __u64 now)
 {
@@ -107,26 +221,32 @@ static __always_inline void tw_armed(struct cpu_scratch *c, struct inet_timewait
 	__u32 timeout = expires - bpf_jiffies64();
 
 	if (c->pending_tw == key) {
-		pending_clear(c);
-		struct event *e = &c->pending_ev;
-		e->kind = EV_TW_REARM;
-		e->old_state = S_TIME_WAIT;
-		e->new_state = S_TIME_WAIT;
-		e->detail = DETAIL_NONE;
-		e->substate = BPF_CORE_READ(tw, tw_substate);
-		e->value = timeout;
-		e->flags |= F_VALUE_KNOWN;
-		if ((cfg_events & FAM_TW) && (e->flags & F_DURATION_KNOWN))
-			emit(e);
-		return;
+		if (!same_socket(&c->pending_ev, tw)) {
+			/* the held cancel killed a socket whose memory a new one took */
+			pending_flush_killed(c);
+		} else {
+			c->pending_tw = 0;
+			struct event *e = &c->pending_ev;
+			if (e->flags & F_DURATION_KNOWN)
+				bpf_map_update_elem(&tws, &key, &c->pending_ti, BPF_ANY);
+			e->kind = EV_TW_REARM;
+			e->old_state = S_TIME_WAIT;
+			e->new_state = S_TIME_WAIT;
+			e->detail = DETAIL_NONE;
+			e->substate = BPF_CORE_READ(tw, tw_substate);
+			e->value = timeout;
+			e->flags |= F_VALUE_KNOWN;
+			if ((cfg_events & FAM_TW) && (e->flags & F_DURATION_KNOWN))
+				emit(e);
+			return;
+		}
 	}
-	c->armed_tw = key;
-	c->armed_ts = now;
-	c->armed_timeout = timeout;
-	c->armed_substate = BPF_CORE_READ(tw, tw_substate);
-	c->armed_sport = BPF_CORE_READ(tw, __tw_common.skc_num);
-	c->armed_dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
-	c->armed_netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+	/* sockets the filters leave out never take a slot another's hand-off needs */
+	if (!tw_wanted(tw))
+		return;
+	struct birth *b = birth_note(c, key, now);
+	b->timeout = timeout;
+	birth_fill(b, tw, BPF_CORE_READ(tw, tw_substate));
 }
 
 static __always_inline void tw_cancelled(struct cpu_scratch *c, struct inet_timewait_sock *tw,
@@ -134,26 +254,22 @@ static __always_inline void tw_cancelled(struct cpu_scratch *c, struct inet_time
 {
 	struct event *e = &c->pending_ev;
 
+	c->pending_tw = 0;
 	__builtin_memset(e, 0, sizeof(*e));
-	if (!tw_exit_record(e, tw, now))
+	if (!tw_exit_record(e, tw, now, &c->pending_ti))
 		return;
-	c->pending_tw = (__u64)tw;
 	c->pending_ts = now;
 	c->pending_due = (long)(bpf_jiffies64() - BPF_CORE_READ(timer, expires)) >= 0;
+	c->pending_tw = (__u64)tw;
 }
 
 static __always_inline void tw_expiring(struct cpu_scratch *c, struct inet_timewait_sock *tw, __u64 now)
 {
-	__u64 key = (__u64)tw;
-
-	if (c->pending_tw == key) {
-		pending_clear(c);
-		tw_exit_send(&c->pending_ev, key, CAUSE_EXPIRED);
-		return;
-	}
 	struct event e = {};
-	if (tw_exit_record(&e, tw, now))
-		tw_exit_send(&e, key, CAUSE_EXPIRED);
+	struct tw_info taken;
+
+	if (pending_take(c, (__u64)tw, &e) || tw_exit_record(&e, tw, now, &taken))
+		tw_exit_send(&e, CAUSE_EXPIRED);
 }
 
 /* One body for the three timer tracepoints. */
@@ -189,30 +305,31 @@ static __always_inline int on_timer(struct timer_list *timer, enum timer_op op)
 }
 
 /* tw_handoff turns a full socket's ->CLOSE into its hand-off to the timewait socket
- * armed just before on this CPU, if there is one with the same tuple. */
+ * armed before on this CPU with the same tuple, if there is one. */
 static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, const struct owner *o)
 {
-	if (!c->armed_tw || e->ts_ns - c->armed_ts > HANDOFF_MAX_AGE_NS ||
-	    c->armed_sport != e->sport || c->armed_dport != e->dport || c->armed_netns != e->netns)
-		return false;
+	struct birth b;
 
-	__u64 tw = c->armed_tw;
-	c->armed_tw = 0;
+	if (!birth_claim(c, e, &b))
+		return false;
 	e->kind = EV_TW_ENTER;
 	e->new_state = S_TIME_WAIT;
-	e->substate = c->armed_substate;
-	e->value = c->armed_timeout;
+	e->substate = b.substate;
+	e->value = b.timeout;
 	/* inet_twsk_alloc ran before the timer was armed: take the timeout the first arming was
 	 * given, or the armed expiry against the jiffies of the allocation, a moment before */
-	if (cfg_tw_probes)
-		e->value = c->armed_first_known ? c->armed_first_timeout
-						: BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_timer.expires) - c->armed_jiffies;
+	if (cfg_tw_probes) {
+		struct inet_timewait_sock *tw = (void *)b.tw; /* not inside BPF_CORE_READ: birth is ours, not the kernel's */
+		e->value = b.first_known ? b.first_timeout : BPF_CORE_READ(tw, tw_timer.expires) - b.jiffies;
+	}
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
 		return true;
-	struct tw_info ti = { .birth_ns = c->armed_ts, .cgroup = e->cgroup, .owner = *o,
+	if (cfg_events & FAM_STATE)
+		count_unknown_in_old(e);
+	struct tw_info ti = { .birth_ns = b.ts, .cgroup = e->cgroup, .owner = *o,
 			      .cgroup_in = !!(e->flags & F_CGROUP_IN) };
-	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
+	bpf_map_update_elem(&tws, &b.tw, &ti, BPF_ANY);
 	deliver_twsk(e);
 	return true;
 }
@@ -220,27 +337,49 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 /* Function-probe backends (fentry/fexit or kprobe/kretprobe) see the allocation,
  * the scheduling and the death of a timewait socket directly. */
 
+/* refusal_claim takes the NULL inet_twsk_alloc() result noted here for sk, if any. */
+static __always_inline bool refusal_claim(struct cpu_scratch *c, struct sock *sk, __u8 *substate)
+{
+	for (int i = 0; i < HANDOFF_SLOTS; i++) {
+		struct refused *r = &c->refusals[i];
+		if (r->sk != (__u64)sk)
+			continue;
+		*substate = r->substate;
+		r->sk = 0;
+		return true;
+	}
+	return false;
+}
+
 /* on_twsk_alloc: inet_twsk_alloc(sk, dr, state) returned tw; NULL is exactly the
- * kernel's TCPTimeWaitOverflow. The hand-off is completed at the full socket's ->CLOSE. */
+ * kernel's TCPTimeWaitOverflow. Both are completed at the full socket's ->CLOSE. */
 static __always_inline void on_twsk_alloc(struct sock *sk, int state, struct inet_timewait_sock *tw)
 {
 	struct cpu_scratch *c = this_cpu();
+	__u64 now = bpf_ktime_get_ns();
 
 	if (!c)
 		return;
 	if (!tw) {
-		c->overflow_sk = (__u64)sk;
-		c->overflow_substate = state;
+		if (!sock_wanted_probed(sk))
+			return;
+		/* a free slot, else the first: refusals are claimed within microseconds */
+		struct refused *slot = &c->refusals[0];
+		for (int i = 0; i < HANDOFF_SLOTS; i++) {
+			if (!c->refusals[i].sk) {
+				slot = &c->refusals[i];
+				break;
+			}
+		}
+		slot->substate = state;
+		slot->sk = (__u64)sk;
 		return;
 	}
-	c->armed_tw = (__u64)tw;
-	c->armed_ts = bpf_ktime_get_ns();
-	c->armed_jiffies = bpf_jiffies64();
-	c->armed_first_known = 0;
-	c->armed_substate = state;
-	c->armed_sport = BPF_CORE_READ(tw, __tw_common.skc_num);
-	c->armed_dport = bpf_ntohs(BPF_CORE_READ(tw, __tw_common.skc_dport));
-	c->armed_netns = BPF_CORE_READ(tw, __tw_common.skc_net.net, ns.inum);
+	if (!tw_wanted(tw))
+		return;
+	struct birth *b = birth_note(c, (__u64)tw, now);
+	b->jiffies = bpf_jiffies64();
+	birth_fill(b, tw, state);
 }
 
 /* on_twsk_schedule: __inet_twsk_schedule(tw, timeo, rearm); the first arming is the birth,
@@ -254,9 +393,10 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	if (!rearm) {
 		/* 6.12+ may inline this first arming into inet_twsk_hashdance_schedule: then unseen */
 		struct cpu_scratch *c = this_cpu();
-		if (c && c->armed_tw == key) {
-			c->armed_first_timeout = timeo;
-			c->armed_first_known = 1;
+		struct birth *b = c ? birth_find(c, key) : NULL;
+		if (b) {
+			b->first_timeout = timeo;
+			b->first_known = 1;
 		}
 		return;
 	}
@@ -329,6 +469,7 @@ static __always_inline void on_twsk_kill(struct inet_timewait_sock *tw)
 {
 	struct cpu_scratch *c = this_cpu();
 	struct event e = {};
+	struct tw_info taken;
 	__u8 cause = CAUSE_KILLED;
 
 	if (!c)
@@ -337,11 +478,11 @@ static __always_inline void on_twsk_kill(struct inet_timewait_sock *tw)
 		c->expiring_tw = 0;
 		cause = CAUSE_EXPIRED;
 	}
-	if (!tw_exit_record(&e, tw, bpf_ktime_get_ns()))
+	if (!tw_exit_record(&e, tw, bpf_ktime_get_ns(), &taken))
 		return;
 	if (cause == CAUSE_KILLED && e.detail == DETAIL_NONE)
 		e.detail = kill_detail(c, tw, e.ts_ns);
-	tw_exit_send(&e, (__u64)tw, cause);
+	tw_exit_send(&e, cause);
 }
 
 #endif

@@ -39,9 +39,12 @@ type Cause uint8
 const (
 	CauseExpired = Cause(twtraceTwCauseCAUSE_EXPIRED)
 	CauseKilled  = Cause(twtraceTwCauseCAUSE_KILLED)
+	// CauseUnseen: the socket is gone from the kernel's table (sock_diag) and no program
+	// reported its death; Event.Lifetime bounds it.
+	CauseUnseen = Cause(twtraceTwCauseCAUSE_UNSEEN)
 )
 
-var causeNames = [...]string{CauseExpired: "expired", CauseKilled: "killed"}
+var causeNames = [...]string{CauseExpired: "expired", CauseKilled: "killed", CauseUnseen: "unseen"}
 
 func (c Cause) String() string {
 	if int(c) < len(causeNames) && causeNames[c] != "" {
@@ -97,6 +100,10 @@ type Event struct {
 	// DurationOK is false when it is unknown.
 	Duration   time.Duration
 	DurationOK bool
+
+	// LifetimeMin, LifetimeMax bound the lifetime of a death found by reconciliation
+	// (cause unseen): alive when last listed, gone when first not; Duration is then unknown.
+	LifetimeMin, LifetimeMax time.Duration
 
 	Substate  State
 	Timeout   time.Duration // tw_enter, tw_rearm: the timer the kernel armed

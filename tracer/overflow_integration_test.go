@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -76,4 +78,65 @@ func overflowScenario(t *testing.T, family int) (missed uint64, ok bool) {
 	}
 	s := c.Stop(t)
 	return s.Missed, true
+}
+
+// A socket closed in FIN_WAIT2 with unread data is reset, not handed to a timewait
+// socket, and the kernel counts no overflow even when the table is full. The table's
+// fill level said overflow here; the kernel's own count on this CPU says none.
+func TestOverflowNotClaimedForAbortiveClose(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	pinToOneCPU(t) // every close below, on one CPU: its count of the namespace is known from the first
+	ns := newNetns(t)
+	ns.Sysctl(t, "net/ipv4/tcp_max_tw_buckets", "0") // the table is always full
+	c := startTracer(t, Options{Families: FamilyOverflow | FamilyReset, Filter: Filter{NetNS: ns.inode}})
+	before := ns.Netstat(t, "TCPTimeWaitOverflow")
+	lfd, port := listenIn(t, ns, unix.AF_INET)
+	defer unix.Close(lfd)
+	const n = 3
+	for i := 0; i < n; i++ {
+		clientCloses(t, ns, unix.AF_INET, lfd, port)
+	}
+
+	cfd, cport := connectIn(t, ns, unix.AF_INET, port, 0)
+	afd := acceptOn(t, lfd)
+	defer unix.Close(afd)
+	must(t, "shutdown", unix.Shutdown(cfd, unix.SHUT_WR)) // FIN_WAIT1, then FIN_WAIT2 on the ACK
+	readEOF(t, afd)
+	_, err := unix.Write(afd, []byte("unread"))
+	must(t, "write", err)
+	waitReadable(t, cfd)
+	unix.Close(cfd) // FIN_WAIT2 -> CLOSE with 6 unread bytes: a reset, no timewait socket
+
+	evs := c.waitFor(t, 5*time.Second, "the reset", func(evs []Event) bool {
+		return len(filter(evs, resetsOf(cport, port))) == 1
+	})
+	if got := ns.Netstat(t, "TCPTimeWaitOverflow") - before; got != n {
+		t.Fatalf("kernel counted %d overflows, want %d", got, n)
+	}
+	s := c.Stop(t)
+	evs = c.snapshot()
+	overflows := filter(evs, ofKind(KindTWOverflow))
+	if len(overflows) != n || slices.ContainsFunc(overflows, func(e Event) bool { return e.SPort == cport }) {
+		t.Errorf("want the %d overflows the kernel counted, none for the reset socket :%d:\n%s", n, cport, dump(evs))
+	}
+	if s.OverflowUnattributed != 0 {
+		t.Errorf("%d overflows unattributed, want 0", s.OverflowUnattributed)
+	}
+}
+
+// pinToOneCPU keeps the test goroutine, and the loopback traffic its system calls
+// process in softirq, on one CPU. The thread dies with the test.
+func pinToOneCPU(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	var allowed, one unix.CPUSet
+	must(t, "sched_getaffinity", unix.SchedGetaffinity(0, &allowed))
+	for cpu := 0; ; cpu++ {
+		if allowed.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	must(t, "sched_setaffinity", unix.SchedSetaffinity(0, &one))
 }

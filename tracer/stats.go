@@ -10,6 +10,12 @@ type Stats struct {
 	Filtered       uint64   // events dropped in the kernel by the filters
 	SockUntracked  uint64   // transitions of sockets first seen mid-life (in_old unknown)
 	TWUnknownBirth uint64   // timewait deaths whose birth was not seen (lifetime unknown)
+	// OverflowUnattributed counts overflows the kernel counted (tracepoint backend: on a
+	// CPU, in a traced namespace) at closes twtrace did not see, so reported no event for.
+	OverflowUnattributed uint64
+	// OverflowInferred counts closes the tracepoint backend judged from the timewait
+	// table's fill level, which can be wrong, for want of the kernel's count on that CPU.
+	OverflowInferred uint64
 	// Missed counts hook firings the kernel did not run a program for, because the same
 	// program was already running on that CPU (a softirq interrupting it): those events
 	// never existed. Linux 5.12+ reports it (bpf_prog_info.recursion_misses).
@@ -20,11 +26,13 @@ type Stats struct {
 
 // statFields says where each of the kernel's counters (enum stat_index) goes.
 var statFields = [...]func(*Stats) *uint64{
-	twtraceStatIndexSTAT_EMITTED:          func(s *Stats) *uint64 { return &s.Emitted },
-	twtraceStatIndexSTAT_LOST:             func(s *Stats) *uint64 { return &s.Lost },
-	twtraceStatIndexSTAT_FILTERED:         func(s *Stats) *uint64 { return &s.Filtered },
-	twtraceStatIndexSTAT_SOCK_UNTRACKED:   func(s *Stats) *uint64 { return &s.SockUntracked },
-	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH: func(s *Stats) *uint64 { return &s.TWUnknownBirth },
+	twtraceStatIndexSTAT_EMITTED:               func(s *Stats) *uint64 { return &s.Emitted },
+	twtraceStatIndexSTAT_LOST:                  func(s *Stats) *uint64 { return &s.Lost },
+	twtraceStatIndexSTAT_FILTERED:              func(s *Stats) *uint64 { return &s.Filtered },
+	twtraceStatIndexSTAT_SOCK_UNTRACKED:        func(s *Stats) *uint64 { return &s.SockUntracked },
+	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH:      func(s *Stats) *uint64 { return &s.TWUnknownBirth },
+	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED: func(s *Stats) *uint64 { return &s.OverflowUnattributed },
+	twtraceStatIndexSTAT_OVERFLOW_INFERRED:     func(s *Stats) *uint64 { return &s.OverflowInferred },
 }
 
 // Stats reads the kernel's per-CPU counters and userspace's own.

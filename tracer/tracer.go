@@ -119,6 +119,9 @@ func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
 	}
 	hide(spec, t.hidden)
 	spec.Maps[twtraceMapEvents].MaxEntries = t.opts.RingBufferSize
+	if t.opts.Filter.NetNS != 0 { // one namespace's overflow count per CPU
+		spec.Maps[twtraceMapOverflowSeen].MaxEntries = 8
+	}
 	var handler uint64
 	if needsTimerHandler(t.opts.Families) {
 		if handler, err = kernelSymbol("tw_timer_handler"); err != nil {
@@ -148,6 +151,9 @@ func settings(opts Options, twTimerHandler uint64) map[string]any {
 	s[twtraceVarCfgEmpty] = benchEmpty()
 	if needsTimerHandler(opts.Families) {
 		s[twtraceVarCfgTwTimerHandler] = twTimerHandler
+	}
+	if opts.Families&FamilyOverflow != 0 {
+		s[twtraceVarCfgMibTwOverflow] = mibTWOverflow()
 	}
 	return s
 }
@@ -296,7 +302,8 @@ func (t *Tracer) HZ() TickRate { return t.hz }
 
 // Run delivers events to fn until ctx is done, then drains what the kernel already
 // wrote. fn must not keep the *Event it is given. idle, if not nil, is called whenever
-// the ring buffer has been emptied: the moment to flush buffered output.
+// the ring buffer has been found empty (emptied, or empty at a poll): the moment to flush
+// buffered output, and the proof that every event submitted before it has been read.
 func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 	var rec ringbuf.Record
 	var ev Event
@@ -319,6 +326,9 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if draining {
 				return nil
+			}
+			if idle != nil {
+				idle()
 			}
 			nextPoll = time.Now().Add(pollInterval)
 			continue

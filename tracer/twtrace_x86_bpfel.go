@@ -14,44 +14,54 @@ import (
 )
 
 type twtraceCpuScratch struct {
-	_             structs.HostLayout
-	ArmedTw       uint64
-	ArmedTs       uint64
-	ArmedTimeout  uint32
-	ArmedNetns    uint32
-	ArmedSport    uint16
-	ArmedDport    uint16
-	ArmedSubstate uint8
-	Pad0          [3]uint8
-	PendingTw     uint64
-	PendingTs     uint64
-	PendingDue    uint8
-	Pad1          [7]uint8
-	PendingEv     twtraceEvent
-	ClosedSk      uint64
-	ClosedOwner   struct {
+	_      structs.HostLayout
+	Births [4]struct {
+		_            structs.HostLayout
+		Tw           uint64
+		Ts           uint64
+		Timeout      uint32
+		Netns        uint32
+		Sport        uint16
+		Dport        uint16
+		Substate     uint8
+		FirstKnown   uint8
+		Pad          [2]uint8
+		Jiffies      uint64
+		FirstTimeout uint32
+		Pad2         uint32
+	}
+	Refusals [4]struct {
+		_        structs.HostLayout
+		Sk       uint64
+		Substate uint8
+		Pad      [7]uint8
+	}
+	PendingTw   uint64
+	PendingTs   uint64
+	PendingDue  uint8
+	Pad1        [7]uint8
+	PendingTi   twtraceTwInfo
+	PendingEv   twtraceEvent
+	ClosedSk    uint64
+	ClosedOwner struct {
 		_     structs.HostLayout
 		Pid   uint32
 		Known uint32
 		Comm  [16]int8
 	}
-	ResetSk           uint64
-	AllocSk           uint64
-	OverflowSk        uint64
-	AllocState        uint8
-	OverflowSubstate  uint8
-	Pad2              [6]uint8
-	ArmedJiffies      uint64
-	ArmedFirstTimeout uint32
-	ArmedFirstKnown   uint8
-	Pad4              [3]uint8
-	ExpiringTw        uint64
-	SegmentTw         uint64
-	SegmentTs         uint64
-	ConnectTask       uint64
-	ConnectTs         uint64
-	SegmentDetail     uint8
-	Pad3              [7]uint8
+	ResetSk       uint64
+	AllocSk       uint64
+	AllocState    uint8
+	Pad2          [7]uint8
+	ExpiringTw    uint64
+	SegmentTw     uint64
+	SegmentTs     uint64
+	ConnectTask   uint64
+	ConnectTs     uint64
+	SegmentDetail uint8
+	PcpuOffKnown  uint8
+	Pad3          [6]uint8
+	PcpuOff       uint64
 }
 
 type twtraceEvent struct {
@@ -138,6 +148,12 @@ type twtraceJiffiesSample struct {
 	Ns      uint64
 }
 
+type twtraceOverflowSeen struct {
+	_     structs.HostLayout
+	Count uint64
+	Net   uint64
+}
+
 type twtraceSockInfo struct {
 	_       structs.HostLayout
 	SinceNs uint64
@@ -152,12 +168,14 @@ type twtraceSockInfo struct {
 type twtraceStatIndex uint32
 
 const (
-	twtraceStatIndexSTAT_EMITTED          twtraceStatIndex = 0
-	twtraceStatIndexSTAT_LOST             twtraceStatIndex = 1
-	twtraceStatIndexSTAT_FILTERED         twtraceStatIndex = 2
-	twtraceStatIndexSTAT_SOCK_UNTRACKED   twtraceStatIndex = 3
-	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH twtraceStatIndex = 4
-	twtraceStatIndexSTAT_MAX              twtraceStatIndex = 5
+	twtraceStatIndexSTAT_EMITTED               twtraceStatIndex = 0
+	twtraceStatIndexSTAT_LOST                  twtraceStatIndex = 1
+	twtraceStatIndexSTAT_FILTERED              twtraceStatIndex = 2
+	twtraceStatIndexSTAT_SOCK_UNTRACKED        twtraceStatIndex = 3
+	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH      twtraceStatIndex = 4
+	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED twtraceStatIndex = 5
+	twtraceStatIndexSTAT_OVERFLOW_INFERRED     twtraceStatIndex = 6
+	twtraceStatIndexSTAT_MAX                   twtraceStatIndex = 7
 )
 
 type twtraceTcpStateId uint32
@@ -182,6 +200,7 @@ type twtraceTwCause uint32
 const (
 	twtraceTwCauseCAUSE_EXPIRED twtraceTwCause = 1
 	twtraceTwCauseCAUSE_KILLED  twtraceTwCause = 2
+	twtraceTwCauseCAUSE_UNSEEN  twtraceTwCause = 3
 )
 
 type twtraceTwDetail uint32
@@ -213,6 +232,7 @@ type twtraceTwInfo struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	twtraceMapEvents              = "events"
+	twtraceMapOverflowSeen        = "overflow_seen"
 	twtraceMapScratch             = "scratch"
 	twtraceMapSocks               = "socks"
 	twtraceMapStats               = "stats"
@@ -259,6 +279,7 @@ const (
 	twtraceVarCfgEmpty            = "cfg_empty"
 	twtraceVarCfgEvents           = "cfg_events"
 	twtraceVarCfgFamily           = "cfg_family"
+	twtraceVarCfgMibTwOverflow    = "cfg_mib_tw_overflow"
 	twtraceVarCfgNetns            = "cfg_netns"
 	twtraceVarCfgPid              = "cfg_pid"
 	twtraceVarCfgPort             = "cfg_port"
@@ -339,12 +360,13 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	Socks       *ebpf.MapSpec `ebpf:"socks"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	Transitions *ebpf.MapSpec `ebpf:"transitions"`
-	Tws         *ebpf.MapSpec `ebpf:"tws"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	OverflowSeen *ebpf.MapSpec `ebpf:"overflow_seen"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Transitions  *ebpf.MapSpec `ebpf:"transitions"`
+	Tws          *ebpf.MapSpec `ebpf:"tws"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -370,6 +392,7 @@ type twtraceVariableSpecs struct {
 	CfgEmpty          *ebpf.VariableSpec `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.VariableSpec `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.VariableSpec `ebpf:"cfg_family"`
+	CfgMibTwOverflow  *ebpf.VariableSpec `ebpf:"cfg_mib_tw_overflow"`
 	CfgNetns          *ebpf.VariableSpec `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.VariableSpec `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.VariableSpec `ebpf:"cfg_port"`
@@ -400,17 +423,19 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
-	Events      *ebpf.Map `ebpf:"events"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	Socks       *ebpf.Map `ebpf:"socks"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	Transitions *ebpf.Map `ebpf:"transitions"`
-	Tws         *ebpf.Map `ebpf:"tws"`
+	Events       *ebpf.Map `ebpf:"events"`
+	OverflowSeen *ebpf.Map `ebpf:"overflow_seen"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	Transitions  *ebpf.Map `ebpf:"transitions"`
+	Tws          *ebpf.Map `ebpf:"tws"`
 }
 
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Events,
+		m.OverflowSeen,
 		m.Scratch,
 		m.Socks,
 		m.Stats,
@@ -442,6 +467,7 @@ type twtraceVariables struct {
 	CfgEmpty          *ebpf.Variable `ebpf:"cfg_empty"`
 	CfgEvents         *ebpf.Variable `ebpf:"cfg_events"`
 	CfgFamily         *ebpf.Variable `ebpf:"cfg_family"`
+	CfgMibTwOverflow  *ebpf.Variable `ebpf:"cfg_mib_tw_overflow"`
 	CfgNetns          *ebpf.Variable `ebpf:"cfg_netns"`
 	CfgPid            *ebpf.Variable `ebpf:"cfg_pid"`
 	CfgPort           *ebpf.Variable `ebpf:"cfg_port"`

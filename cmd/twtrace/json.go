@@ -52,6 +52,12 @@ func appendJSON(b []byte, e *tracer.Event, w *workload.Workload) []byte {
 		b = appendDuration(b, e.Duration, e.DurationOK, time.Nanosecond)
 		b = appendField(b, "cause", e.Cause.String())
 		b = appendOptional(b, "detail", e.Detail.String())
+		if e.Cause == tracer.CauseUnseen { // the lifetime is known to lie between these
+			b = append(b, `,"lifetime_min_ms":`...)
+			b = appendDuration(b, e.LifetimeMin, true, time.Millisecond)
+			b = append(b, `,"lifetime_max_ms":`...)
+			b = appendDuration(b, e.LifetimeMax, true, time.Millisecond)
+		}
 	case tracer.KindTWOverflow:
 		b = appendField(b, "substate", e.Substate.String())
 		b = append(b, `,"max_tw_buckets":`...)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/reconcile"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/topk"
 	"github.com/twtrace/twtrace/internal/window"
@@ -26,6 +27,9 @@ type eventMetrics struct {
 	lifetime *prometheus.HistogramVec
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
+	// reconciliation with the kernel (internal/reconcile)
+	unseen       *prometheus.CounterVec
+	unattributed *prometheus.CounterVec
 
 	// limiter chooses the workloads with series of their own (--top-workloads)
 	limiter *topk.Limiter[string]
@@ -53,12 +57,17 @@ func newEventMetrics(topWorkloads int) *eventMetrics {
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_resets_total",
 			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason and the workload whose socket it was."},
 			append([]string{"direction", "reason"}, workloadLabelNames...)),
+		unseen: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_unseen_total",
+			Help: "Timewait deaths no program reported: the socket was found gone from sock_diag (lifetime unknown)."}, []string{"netns"}),
+		unattributed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_unattributed_total",
+			Help: "Counts the kernel made with no event, by event family: overflows (TcpExtTCPTimeWaitOverflow), timewait births (TcpExtTW + TcpExtTWKilled)."},
+			[]string{"events", "netns"}),
 		limiter: topk.New[string](topWorkloads, workloadIdle),
 	}
 }
 
 func (m *eventMetrics) register(r *prometheus.Registry) {
-	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets)
+	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.unseen, m.unattributed)
 }
 
 // add is the per-event work: the namespace's series, and the lifetime. The counters with
@@ -67,9 +76,20 @@ func (m *eventMetrics) add(e *tracer.Event) {
 	m.mu.Lock()
 	m.namespaceAtZero(e.NetNS)
 	m.mu.Unlock()
-	if e.Kind == tracer.KindTWExit && e.DurationOK {
+	if e.Kind != tracer.KindTWExit {
+		return
+	}
+	if e.Cause == tracer.CauseUnseen {
+		m.unseen.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()
+	}
+	if e.DurationOK {
 		m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
 	}
+}
+
+// addUnattributed counts what reconciliation found the kernel counted with no event.
+func (m *eventMetrics) addUnattributed(u reconcile.Unattributed) {
+	m.unattributed.WithLabelValues(u.Family.String(), strconv.FormatUint(uint64(u.NetNS), 10)).Add(float64(u.Count))
 }
 
 // scrapeCollector reads what is true now, at each scrape: live timewait sockets and the

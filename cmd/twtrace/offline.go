@@ -46,6 +46,9 @@ func replayWindow(name string, stdin io.Reader, filter replayFilter) (*window.Ag
 	if err != nil {
 		return nil, rec, err
 	}
+	for _, u := range rec.Unattributed {
+		win.AddUnattributed(u.NetNS, u.Family, u.Count)
+	}
 	a := win.Copy()
 	a.Since = rec.Since
 	return a, rec, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/reconcile"
 	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -27,8 +28,10 @@ type recording struct {
 	NetNS              uint32 // the recording's --netns, 0 when it had none
 	Lost, Missed       uint64
 	Events, Unreadable uint64
-	FirstError         string // the first unreadable line, and why
-	Names              recordedNames
+	// Unattributed are the counts the live run's reconciliation found with no event.
+	Unattributed []reconcile.Unattributed
+	FirstError   string // the first unreadable line, and why
+	Names        recordedNames
 }
 
 // recordedNames are the workloads a recording names, by cgroup id: a replay names them as the
@@ -133,6 +136,17 @@ func (rec *recording) add(line []byte, e *tracer.Event, filter replayFilter, see
 	case "end":
 		rec.HasEnd, rec.Until, rec.Lost, rec.Missed = true, ts, w.Lost, w.Missed
 		return nil
+	case "unattributed":
+		fs, err := tracer.ParseFamilies(w.Events)
+		if err != nil {
+			return err
+		}
+		// counts of a whole namespace: kept only where the live run would have reconciled
+		wholeNamespaces := countedFamilies(fs, filter.Filter) != 0 && filter.Workload == nil
+		if wholeNamespaces && (filter.NetNS == 0 || filter.NetNS == w.NetNS) {
+			rec.Unattributed = append(rec.Unattributed, reconcile.Unattributed{NetNS: w.NetNS, Family: fs, Count: w.Count, Total: w.Total})
+		}
+		return nil
 	case "lost":
 		if !rec.HasEnd {
 			rec.Lost = max(rec.Lost, w.Total)
@@ -209,6 +223,8 @@ type wireRecord struct {
 	TimeoutMs    *int64  `json:"timeout_ms"`
 	LifetimeMs   *int64  `json:"lifetime_ms"`
 	LifetimeNs   *int64  `json:"lifetime_ns"`
+	LifetimeMin  *int64  `json:"lifetime_min_ms"` // cause unseen
+	LifetimeMax  *int64  `json:"lifetime_max_ms"`
 	Cause        string  `json:"cause"`
 	Detail       *string `json:"detail"`
 	MaxTW        uint32  `json:"max_tw_buckets"`
@@ -220,7 +236,8 @@ type wireRecord struct {
 
 	Events string       `json:"events"` // start, unavailable
 	Filter streamFilter `json:"filter"` // start
-	Total  uint64       `json:"total"`  // lost
+	Total  uint64       `json:"total"`  // lost, unattributed
+	Count  uint64       `json:"count"`  // unattributed
 	Lost   uint64       `json:"lost"`   // end
 	Missed uint64       `json:"missed"` // end
 }
@@ -303,6 +320,13 @@ func (w *wireRecord) event(ts time.Time, e *tracer.Event) error {
 		} else {
 			e.Duration, e.DurationOK, err = duration(w.LifetimeMs, time.Millisecond)
 		}
+		if err != nil || e.Cause != tracer.CauseUnseen {
+			return err
+		}
+		if e.LifetimeMin, _, err = duration(w.LifetimeMin, time.Millisecond); err != nil {
+			return err
+		}
+		e.LifetimeMax, _, err = duration(w.LifetimeMax, time.Millisecond)
 		return err
 	case tracer.KindTWOverflow:
 		if e.Substate, err = state("substate", w.Substate); err != nil {
@@ -374,7 +398,7 @@ func parseKind(s string) (tracer.Kind, bool) {
 }
 
 func parseCause(s string) (tracer.Cause, bool) {
-	for _, c := range []tracer.Cause{tracer.CauseExpired, tracer.CauseKilled} {
+	for _, c := range []tracer.Cause{tracer.CauseExpired, tracer.CauseKilled, tracer.CauseUnseen} {
 		if c.String() == s {
 			return c, true
 		}

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"github.com/twtrace/twtrace/internal/netns"
+	"github.com/twtrace/twtrace/internal/reconcile"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
@@ -56,6 +57,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer names.Close()
 	opts.Filter.Cgroup = cgroupFilter
+	reconcileSrc := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := reconcileSrc.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -74,8 +77,25 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	reg := exporterRegistry(events, collectors...)
 	go foldEvery(sess.ctx, scrapes, foldInterval)
+	rec := newReconciliation(sess.t.Families(), opts.Filter, reconcileSrc, baseline, func(found reconcile.Findings) {
+		for i := range found.Unseen {
+			events.add(&found.Unseen[i])
+		}
+		for _, u := range found.Unattributed {
+			events.addUnattributed(u)
+		}
+		foldFindings(win)(found)
+	})
+	go rec.loop(sess.ctx)
 	var runErr atomic.Pointer[error]
-	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
+	sink := exporterSink(events, win)
+	runWithIdle := func(ctx context.Context, fn func(*tracer.Event), _ func()) error {
+		return sess.t.Run(ctx, fn, rec.idle)
+	}
+	running := readEvents(sess.ctx, runWithIdle, func(e *tracer.Event) {
+		rec.observe(e)
+		sink(e)
+	}, &runErr, sess.log)
 	srv := newExporterServer(exporterHandler(foldFirst(scrapes, reg), &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)

@@ -57,6 +57,10 @@ func describe(e *tracer.Event) string {
 		if d := e.Detail.String(); d != "" {
 			how += " (" + d + ")"
 		}
+		if e.Cause == tracer.CauseUnseen {
+			return fmt.Sprintf("tw_exit %s unseen: gone from the kernel's table, no death reported, after %s to %s",
+				e.Substate, duration(e.LifetimeMin, true), duration(e.LifetimeMax, true))
+		}
 		return fmt.Sprintf("tw_exit %s %s after %s", e.Substate, how, duration(e.Duration, e.DurationOK))
 	case tracer.KindTWOverflow:
 		return fmt.Sprintf("tw_overflow: closed without %s, table full (tcp_max_tw_buckets %d)", e.Substate, e.MaxBuckets)

@@ -46,12 +46,8 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	defer names.Close()
 	opts.Filter.Cgroup = cgroupFilter
-	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
-	var only []uint32
-	if opts.Filter.NetNS != 0 {
-		only = []uint32{opts.Filter.NetNS}
-	}
-	baseline := src.Baselines(only)
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := src.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -59,8 +55,19 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer sess.Close()
 
 	win := window.New(time.Now(), baseline)
+	rec := newReconciliation(sess.t.Families(), opts.Filter, src, baseline, foldFindings(win))
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		rec.loop(sess.ctx)
+	}()
 	done := make(chan error, 1)
-	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
+	go func() {
+		done <- sess.t.Run(sess.ctx, func(e *tracer.Event) {
+			rec.observe(e)
+			win.Add(e)
+		}, rec.idle)
+	}()
 	print := func() error {
 		v := timewaitView(win, sess.t, src, names, opts.Filter.NetNS, *top, f.workload.top)
 		if f.output == "json" {
@@ -85,8 +92,11 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
+			<-reconciled
+			rec.finish()
 			err = print()
 			summary(stderr, sess.t)
+			reconciledSummary(stderr, rec)
 			sess.costSummary(stderr)
 			return err
 		}

@@ -71,11 +71,16 @@ type traceStatus struct {
 	Input      string
 	Unreadable uint64
 	NoEnd      bool
+	// Unseen, Unattributed: what reconciliation with the kernel found missing from the
+	// events: deaths found gone from sock_diag, counts with no event (by family).
+	Unseen       uint64
+	Unattributed map[tracer.Families]uint64
 }
 
 // complete reports whether every event the window should hold is in it.
 func (st *traceStatus) complete() bool {
-	return st.Lost == 0 && st.Missed == 0 && st.Unreadable == 0 && !st.NoEnd
+	return st.Lost == 0 && st.Missed == 0 && st.Unreadable == 0 && !st.NoEnd && st.Unseen == 0 &&
+		st.Unattributed[tracer.FamilyOverflow] == 0 && st.Unattributed[tracer.FamilyTW] == 0
 }
 
 // incomplete says why the window misses events, "" when it does not.
@@ -89,6 +94,14 @@ func (st *traceStatus) incomplete() string {
 	}
 	if st.NoEnd {
 		why += ", the recording has no end record (cut short: loss unknown)"
+	}
+	if n := st.Unseen; n > 0 {
+		why += fmt.Sprintf(", %d timewait deaths no program reported (found gone from sock_diag)", n)
+	}
+	for _, f := range []tracer.Families{tracer.FamilyOverflow, tracer.FamilyTW} {
+		if n := st.Unattributed[f]; n > 0 {
+			why += fmt.Sprintf(", %d %s counted by the kernel with no event", n, unattributedNoun(f))
+		}
 	}
 	return why
 }
@@ -106,6 +119,7 @@ func liveStatus(t *tracer.Tracer) traceStatus {
 // buildView joins a copy of the window, ending now, with the namespaces' live state read
 // now, and names its workloads (names may be nil): the window's lock is not held here.
 func buildView(a *window.Aggregate, st traceStatus, src snapshotter, names namer, only uint32, top, topWorkloads int, now time.Time) view {
+	st.Unseen, st.Unattributed = a.Reconciled()
 	v := view{traceStatus: st, Since: a.Since, Elapsed: now.Sub(a.Since)}
 	for k, h := range a.Lifetimes {
 		v.Lifetimes = append(v.Lifetimes, lifetimeRow{k, h})

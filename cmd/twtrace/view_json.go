@@ -34,22 +34,30 @@ func writeViewJSON(w io.Writer, v view) error {
 		Created      *uint64 `json:"created"`
 		Overflows    *uint64 `json:"overflows"`
 		CounterDelta *int64  `json:"overflow_counter_delta"`
+		// reconciliation: overflows + unattributed_overflows is what the kernel counted
+		UnattributedOverflows uint64 `json:"unattributed_overflows"`
+		UnattributedBirths    uint64 `json:"unattributed_births"`
+		UnseenDeaths          uint64 `json:"unseen_deaths"`
 		// the pod (or container) holding the namespace; null when none does
 		Workload *workloadNames `json:"workload"`
 	}
 	type dest struct {
-		NetNS       uint32         `json:"netns"`
-		SAddr       string         `json:"saddr"`
-		DAddr       string         `json:"daddr"`
-		DPort       uint16         `json:"dport"`
-		Live        int            `json:"live"`
-		Share       float64        `json:"port_range_share"`
-		Rate        *float64       `json:"created_per_s"`
-		AtRisk      *bool          `json:"at_risk"`
-		Steady      *float64       `json:"steady_state"`
-		ExhaustionS *float64       `json:"exhaustion_s"`
-		Count       uint64         `json:"count,omitempty"`
-		Workload    *workloadNames `json:"workload"` // the namespace's
+		NetNS       uint32   `json:"netns"`
+		SAddr       string   `json:"saddr"`
+		DAddr       string   `json:"daddr"`
+		DPort       uint16   `json:"dport"`
+		Live        int      `json:"live"`
+		Share       float64  `json:"port_range_share"`
+		Rate        *float64 `json:"created_per_s"`
+		AtRisk      *bool    `json:"at_risk"`
+		Steady      *float64 `json:"steady_state"`
+		ExhaustionS *float64 `json:"exhaustion_s"`
+		// the port model's inputs and middle terms (README, "The forecast")
+		Reuse    *bool          `json:"tw_reuse"`
+		Usable   *int           `json:"usable_ports"`
+		Blocking *float64       `json:"blocking_ports"`
+		Count    uint64         `json:"count,omitempty"`
+		Workload *workloadNames `json:"workload"` // the namespace's
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -143,6 +151,7 @@ func writeViewJSON(w io.Writer, v view) error {
 	for _, n := range v.Namespaces {
 		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
 			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta),
+			n.UnattributedOverflows, n.UnattributedBirths, n.Unseen,
 			namespaceNames(v.NamespaceWorkloads, n.NetNS)})
 	}
 	for _, d := range v.Dests {
@@ -151,6 +160,10 @@ func writeViewJSON(w io.Writer, v view) error {
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState
+			row.Reuse, row.Blocking = &f.Reuse, &f.Blocking
+			if f.Usable > 0 {
+				row.Usable = &f.Usable
+			}
 			if f.AtRisk {
 				s := f.Exhaustion.Seconds()
 				row.ExhaustionS = &s

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/forecast"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/internal/workload"
@@ -22,12 +23,13 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 	d := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
 	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
 		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
-		Dests:      []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 10)}},
+		Dests: []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: forecast.Ports(forecast.Kernel{PortLow: 1, PortHigh: 10, MaxTWBuckets: 4},
+			forecast.Traffic{Rate: 0.3, NamespaceRate: 0.3, Lifetime: time.Minute, Live: 3})}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
 	v.NamespaceWorkloads = map[uint32]workload.Workload{7: {PodUID: "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10", PodNamespace: "shop", Pod: "cart"}}
 	v.Workloads = []workloadRow{{W: workload.Workload{Cgroup: "/system.slice/demo.service", Unit: "demo.service"}, Known: true, NetNS: 7,
-		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 4), ForecastKnown: true}}
+		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, Rate: 0.3, Forecast: forecast.Table(3, 0.3, time.Minute, 4), ForecastKnown: true}}
 	if v.has(tracer.FamilyOverflow) {
 		v.Overflows = []countRow{{d, 2}}
 	}

@@ -57,6 +57,10 @@ func writeViewText(w io.Writer, v view) {
 		}
 		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s  %s\n", n.NetNS, live, maxTW, use,
 			v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows), ctr, v.heldBy(n.NetNS))
+		if n.UnattributedOverflows > 0 || n.UnattributedBirths > 0 || n.Unseen > 0 {
+			fmt.Fprintf(w, "  %-11s reconciled with the kernel: +%d overflows and +%d births it counted with no event, %d deaths found gone unreported\n",
+				"", n.UnattributedOverflows, n.UnattributedBirths, n.Unseen)
+		}
 	}
 
 	writeWorkloadsText(w, v)
@@ -152,12 +156,12 @@ func tableForecastText(r workloadRow) string {
 	switch {
 	case !r.ForecastKnown:
 		return "unknown: the namespace's table was not read"
-	case !f.AtRisk:
+	case !f.Full:
 		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
-	case f.Exhaustion == 0:
+	case f.FullIn == 0:
 		return "table full now"
 	}
-	return fmt.Sprintf("fills the table in ~%s", f.Exhaustion.Round(time.Second))
+	return fmt.Sprintf("fills the table in ~%s", f.FullIn.Round(time.Second))
 }
 
 func causeName(k window.LifetimeKey) string {
@@ -195,11 +199,15 @@ func drawHistogram(w io.Writer, h *window.Histogram) {
 }
 
 func forecastText(f window.Forecast) string {
+	reuse := ""
+	if f.Reuse {
+		reuse = ", connect() reuses them"
+	}
 	switch {
 	case !f.AtRisk:
-		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
+		return fmt.Sprintf("not at risk (settles near %.0f sockets, %.0f of %d ports blocked%s)", f.SteadyState, f.Blocking, f.Usable, reuse)
 	case f.Exhaustion == 0:
-		return "ports exhausted now"
+		return "ports exhausted now: connect() fails"
 	}
 	return fmt.Sprintf("ports run out in ~%s", f.Exhaustion.Round(time.Second))
 }

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/reconcile"
+	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -34,6 +37,8 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	}
 	defer names.Close()
 	opts.Filter.Cgroup = cgroupFilter
+	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
+	baseline := src.Baselines(filteredNamespace(opts.Filter))
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -48,15 +53,35 @@ func watch(args []string, stdout, stderr io.Writer) error {
 		p.record(appendStart(nil, time.Now(), t.Families(), opts.Filter))
 	}
 	p.unavailable(t.Unavailable())
-	lostDone := make(chan struct{})
+	rec := newReconciliation(t.Families(), opts.Filter, src, baseline, func(found reconcile.Findings) {
+		for i := range found.Unseen {
+			tracer.Dispatch(&found.Unseen[i], t.Families(), p.event)
+		}
+		for _, u := range found.Unattributed {
+			p.record(appendUnattributed(nil, time.Now(), u, p.json))
+		}
+	})
+	lostDone, reconciled := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(lostDone)
 		reportLost(ctx, t, p)
 	}()
-	runErr := t.Run(ctx, p.event, p.flush)
-	p.stop()
+	go func() {
+		defer close(reconciled)
+		rec.loop(ctx)
+	}()
+	runErr := t.Run(ctx, func(e *tracer.Event) {
+		rec.observe(e)
+		p.event(e)
+	}, func() {
+		rec.idle()
+		p.flush()
+	})
 	sess.cancel()
 	<-lostDone
+	<-reconciled
+	rec.finish()
+	p.stop() // after the reconciliation's last deaths went into the queue
 	p.reportLost(t)
 	if f.output == "json" {
 		if st, err := t.Stats(); err == nil {
@@ -65,6 +90,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	}
 	p.flush()
 	summary(stderr, t)
+	reconciledSummary(stderr, rec)
 	sess.costSummary(stderr)
 	return runErr
 }
@@ -251,6 +277,10 @@ func summary(w io.Writer, t *tracer.Tracer) {
 	}
 	fmt.Fprintf(w, "twtrace: %d events (of %d the kernel wrote), %d lost %v, %d missed (hook fired while its program ran on that CPU), %d filtered in the kernel, %d undecodable; unknown: %d in_old (socket seen mid-life), %d lifetimes (timewait born before start)\n",
 		s.Decoded, s.Emitted, s.Lost, s.LostPerCPU, s.Missed, s.Filtered, s.Corrupt, s.SockUntracked, s.TWUnknownBirth)
+	if s.OverflowUnattributed > 0 || s.OverflowInferred > 0 {
+		fmt.Fprintf(w, "twtrace: overflows: %d counted by the kernel at closes twtrace did not see (no event), %d closes judged from the timewait table's fill level (may be wrong)\n",
+			s.OverflowUnattributed, s.OverflowInferred)
+	}
 	if missing := t.Unavailable(); len(missing) > 0 {
 		var names []string
 		for _, m := range missing {

@@ -60,9 +60,9 @@ func workloadRowJSON(r workloadRow, traced tracer.Families) workloadJSON {
 	if traced&tracer.FamilyTW != 0 {
 		j.TimeWaitNow, j.Created, j.Rate = &r.TimeWaitNow, &r.Created, &r.Rate
 		if r.ForecastKnown {
-			f := tableForecast{AtRisk: r.Forecast.AtRisk, SteadyState: r.Forecast.SteadyState}
+			f := tableForecast{AtRisk: r.Forecast.Full, SteadyState: r.Forecast.SteadyState}
 			if f.AtRisk {
-				s := r.Forecast.Exhaustion.Seconds()
+				s := r.Forecast.FullIn.Seconds()
 				f.FullInS = &s
 			}
 			j.Forecast = &f

@@ -6,6 +6,7 @@ import (
 
 	"slices"
 
+	"github.com/twtrace/twtrace/internal/forecast"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/internal/workload"
@@ -24,7 +25,7 @@ type workloadRow struct {
 	// Forecast is the namespace's timewait table (tcp_max_tw_buckets) under this workload's
 	// creation rate alone: whether it would fill it, and when. ForecastKnown is false when
 	// the table could not be read (offline, or the namespace is gone).
-	Forecast      window.Forecast
+	Forecast      forecast.TableForecast
 	ForecastKnown bool
 }
 
@@ -80,7 +81,7 @@ func workloadRows(a *window.Aggregate, names namer, snaps map[uint32]*snapshot.N
 			r.Rate = float64(r.Created) / elapsed
 		}
 		if n := snaps[r.NetNS]; n != nil && n.Limits.MaxTWBuckets > 0 {
-			r.Forecast = window.ForecastPorts(int(n.TimeWaitTable), r.Rate, lifetime, int(n.Limits.MaxTWBuckets))
+			r.Forecast = forecast.Table(int64(n.TimeWaitTable), r.Rate, lifetime, n.Limits.MaxTWBuckets)
 			r.ForecastKnown = true
 		}
 		out = append(out, *r)

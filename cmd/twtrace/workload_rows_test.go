@@ -50,7 +50,7 @@ func TestWorkloadRows(t *testing.T) {
 		t.Errorf("first row %+v, want shop/cart/web with both cgroups' 10 sockets", cart)
 	}
 	// 1/s for 60 s settles at 60, below 100: not at risk
-	if !cart.ForecastKnown || cart.Forecast.AtRisk || cart.Forecast.SteadyState != 60 {
+	if !cart.ForecastKnown || cart.Forecast.Full || cart.Forecast.SteadyState != 60 {
 		t.Errorf("forecast %+v", cart.Forecast)
 	}
 	if r := rows[1]; r.Name() != "demo.service" || r.NetNS != 8 || r.Created != 2 || r.ForecastKnown {

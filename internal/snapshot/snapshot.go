@@ -54,13 +54,20 @@ type Namespace struct {
 	// EphemeralPorts counts distinct local ports inside ip_local_port_range that a kept
 	// socket holds.
 	EphemeralPorts int
-	// TimeWait counts the kept TIME_WAIT sockets per destination.
+	// TimeWait counts the kept timewait sockets (TIME_WAIT, or FIN_WAIT2 for one orphaned
+	// before the peer's FIN) per destination.
 	TimeWait map[Destination]int
 	// TimeWaitSockets lists them, when Options.TimeWaitSockets asks for it.
 	TimeWaitSockets []Socket
 	// TimeWaitTable counts every TIME_WAIT socket of the namespace, kept or not: the
 	// table tcp_max_tw_buckets limits.
 	TimeWaitTable uint64
+	// Connected counts the kept sockets neither listening nor in TIME_WAIT whose local port
+	// is in ip_local_port_range, per destination: each holds one of its ports towards it.
+	Connected map[Destination]int
+	// BoundPorts counts the distinct ports of ip_local_port_range that listeners hold, kept
+	// or not: connect() never takes a port bound with bind().
+	BoundPorts int
 
 	Limits Limits
 	// Sysctls holds TimewaitSysctls by name, whitespace collapsed to one space; one the
@@ -111,7 +118,7 @@ func TakeSettings(ns netns.Netns) (*Namespace, error) {
 // take reads what needs the calling thread inside the namespace, and opens the netlink
 // socket the dump then uses from anywhere.
 func take(ns netns.Netns, dump bool) (_ *Namespace, fd int, _ error) {
-	n := &Namespace{NetNS: ns.Inode, TimeWait: map[Destination]int{}}
+	n := &Namespace{NetNS: ns.Inode, TimeWait: map[Destination]int{}, Connected: map[Destination]int{}}
 	err := ns.Do(func() error {
 		if dump {
 			var err error
@@ -133,18 +140,30 @@ func take(ns netns.Netns, dump bool) (_ *Namespace, fd int, _ error) {
 	return n, fd, nil
 }
 
+// timewaitTimer is inet_diag_msg.idiag_timer for a timewait socket.
+const timewaitTimer = 3
+
 // counter folds the dump's sockets into a Namespace.
 type counter struct {
-	n    *Namespace
-	opts Options
-	used [1 << 16]bool // local ports seen inside the range
+	n     *Namespace
+	opts  Options
+	used  [1 << 16]bool // local ports seen inside the range
+	bound [1 << 16]bool // of them, held by listeners
 }
 
 func (c *counter) add(msg []byte) {
 	n, state := c.n, msg[1]
-	timewait := state == unix.BPF_TCP_TIME_WAIT
+	sport := binary.BigEndian.Uint16(msg[4:6])
+	ephemeral := sport >= n.Limits.PortLow && sport <= n.Limits.PortHigh
+	// a timewait socket reports its substate (TIME_WAIT, or FIN_WAIT2 when orphaned before
+	// the peer's FIN) and the timewait timer, 3 (inet_twsk_diag_fill)
+	timewait := state == unix.BPF_TCP_TIME_WAIT || msg[2] == timewaitTimer
 	if timewait {
 		n.TimeWaitTable++
+	}
+	if state == unix.BPF_TCP_LISTEN && ephemeral && !c.bound[sport] {
+		c.bound[sport] = true
+		n.BoundPorts++
 	}
 	var s Socket
 	parsed := false
@@ -156,17 +175,22 @@ func (c *counter) add(msg []byte) {
 	}
 	n.Total++
 	n.ByState[state&15]++
-	if sport := binary.BigEndian.Uint16(msg[4:6]); sport >= n.Limits.PortLow && sport <= n.Limits.PortHigh && !c.used[sport] {
+	if ephemeral && !c.used[sport] {
 		c.used[sport] = true
 		n.EphemeralPorts++
 	}
-	if !timewait {
+	if !timewait && (state == unix.BPF_TCP_LISTEN || !ephemeral) {
 		return
 	}
 	if !parsed {
 		s = parseSocket(msg)
 	}
-	n.TimeWait[Destination{NetNS: n.NetNS, SAddr: s.SAddr, DAddr: s.DAddr, DPort: s.DPort}]++
+	d := Destination{NetNS: n.NetNS, SAddr: s.SAddr, DAddr: s.DAddr, DPort: s.DPort}
+	if !timewait {
+		n.Connected[d]++
+		return
+	}
+	n.TimeWait[d]++
 	if c.opts.TimeWaitSockets {
 		n.TimeWaitSockets = append(n.TimeWaitSockets, s)
 	}

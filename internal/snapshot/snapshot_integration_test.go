@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twtrace/twtrace/internal/netns"
 	"github.com/twtrace/twtrace/internal/testnet"
@@ -130,5 +131,39 @@ func TestSourceWalksOnlyOnAMiss(t *testing.T) {
 	}
 	if w := src.Index().Walks(); w != 2 {
 		t.Errorf("%d /proc walks after asking three times for a missing namespace, want 2", w)
+	}
+}
+
+// A timewait socket orphaned before the peer's FIN reports its substate, FIN_WAIT2, and
+// the timewait timer: it is in the timewait table and listed with the timewait sockets,
+// not with the full sockets in FIN_WAIT2.
+func TestTimewaitInFinWait2(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	ns := testnet.New(t)
+	ns.Sysctl(t, "net/ipv4/tcp_fin_timeout", "30")
+	lfd, port := ns.Listen(t, unix.AF_INET)
+	defer unix.Close(lfd)
+	c := ns.Connect(t, unix.AF_INET, port)
+	cport := testnet.LocalPort(t, c)
+	a := testnet.Accept(t, lfd)
+	defer unix.Close(a) // the server never closes: the client's timewait socket stays in FIN_WAIT2
+	unix.Close(c)
+	target := netns.Netns{Inode: ns.Inode, Path: ns.Path()}
+	var n *Namespace
+	for try := 0; try < 50; try++ { // the peer's ACK of the client's FIN makes it a timewait socket
+		var err error
+		n, err = Take(target, Options{TimeWaitSockets: true})
+		must(t, "take", err)
+		if n.TimeWaitTable == 1 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.TimeWaitTable != 1 || len(n.TimeWaitSockets) != 1 {
+		t.Fatalf("timewait table %d, listed %d, want 1 and 1", n.TimeWaitTable, len(n.TimeWaitSockets))
+	}
+	if s := n.TimeWaitSockets[0]; s.SPort != cport || s.State != unix.BPF_TCP_FIN_WAIT2 || s.Timer <= 0 || s.Timer > 30*time.Second {
+		t.Errorf("listed %+v, want :%d in FIN_WAIT2 with up to 30 s to live", s, cport)
 	}
 }

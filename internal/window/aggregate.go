@@ -40,7 +40,12 @@ type Aggregate struct {
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
 	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
-	ByCgroup         map[CgroupKey]*CgroupCounts
+	// Unseen counts timewait deaths no program reported, found by reconciliation (cause
+	// unseen), per namespace; Unattributed what the kernel counted beyond the events, per
+	// namespace and family (internal/reconcile).
+	Unseen       map[uint32]uint64
+	Unattributed map[uint32]map[tracer.Families]uint64
+	ByCgroup     map[CgroupKey]*CgroupCounts
 	// TimeWaitNow counts, per cgroup, the timewait sockets born while tracing that are alive
 	// now: unlike the rest, it carries over from one window to the next (Window.Restart).
 	TimeWaitNow map[CgroupKey]uint64
@@ -61,6 +66,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		Resets:           map[ResetKey]uint64{},
 		ResetsByProcess:  map[ProcessKey]uint64{},
 		Netns:            map[uint32]bool{},
+		Unseen:           map[uint32]uint64{},
+		Unattributed:     map[uint32]map[tracer.Families]uint64{},
 		ByCgroup:         map[CgroupKey]*CgroupCounts{},
 		TimeWaitNow:      map[CgroupKey]uint64{},
 	}
@@ -84,6 +91,9 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		a.Created[destinationOf(e)]++
 		a.CreatedByNetns[e.NetNS]++
 	case tracer.KindTWExit:
+		if e.Cause == tracer.CauseUnseen {
+			a.Unseen[e.NetNS]++
+		}
 		if !e.DurationOK {
 			return
 		}
@@ -101,6 +111,29 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		a.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
 		a.ResetsByProcess[ProcessKey{PID: e.PID, Comm: e.Comm}]++
 	}
+}
+
+// AddUnattributed folds in n counts of family the kernel made in namespace ns with no event.
+func (a *Aggregate) AddUnattributed(ns uint32, family tracer.Families, n uint64) {
+	a.Netns[ns] = true
+	if a.Unattributed[ns] == nil {
+		a.Unattributed[ns] = map[tracer.Families]uint64{}
+	}
+	a.Unattributed[ns][family] += n
+}
+
+// Reconciled sums what reconciliation found: deaths unseen, counts unattributed by family.
+func (a *Aggregate) Reconciled() (unseen uint64, unattributed map[tracer.Families]uint64) {
+	unattributed = map[tracer.Families]uint64{}
+	for _, n := range a.Unseen {
+		unseen += n
+	}
+	for _, byFamily := range a.Unattributed {
+		for f, n := range byFamily {
+			unattributed[f] += n
+		}
+	}
+	return unseen, unattributed
 }
 
 // MeanLifetime is the mean measured lifetime of timewait sockets that expired in
@@ -134,6 +167,8 @@ func (a *Aggregate) Clone() *Aggregate {
 		Resets:           maps.Clone(a.Resets),
 		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
 		Netns:            maps.Clone(a.Netns),
+		Unseen:           maps.Clone(a.Unseen),
+		Unattributed:     make(map[uint32]map[tracer.Families]uint64, len(a.Unattributed)),
 		ByCgroup:         make(map[CgroupKey]*CgroupCounts, len(a.ByCgroup)),
 		TimeWaitNow:      maps.Clone(a.TimeWaitNow),
 		Baseline:         a.Baseline, // never written after the start
@@ -143,6 +178,9 @@ func (a *Aggregate) Clone() *Aggregate {
 	}
 	for k, h := range a.Lifetimes {
 		c.Lifetimes[k] = h.Clone()
+	}
+	for ns, byFamily := range a.Unattributed {
+		c.Unattributed[ns] = maps.Clone(byFamily)
 	}
 	return c
 }

@@ -75,31 +75,6 @@ func TestAggregateFoldsEvents(t *testing.T) {
 	}
 }
 
-func TestForecastPorts(t *testing.T) {
-	cases := []struct {
-		name       string
-		live       int
-		rate       float64
-		lifetime   time.Duration
-		size       int
-		atRisk     bool
-		steady     float64
-		exhaustion time.Duration
-	}{
-		{"idle", 0, 0, 60 * time.Second, 28232, false, 0, 0},
-		{"well below", 100, 10, 60 * time.Second, 28232, false, 600, 0},
-		{"exactly the range", 0, 100, 10 * time.Second, 1000, true, 1000, 10 * time.Second},
-		{"fills the rest", 20000, 1000, 60 * time.Second, 28232, true, 60000, 8232 * time.Millisecond},
-		{"already full", 28232, 1000, 60 * time.Second, 28232, true, 60000, 0},
-	}
-	for _, c := range cases {
-		f := ForecastPorts(c.live, c.rate, c.lifetime, c.size)
-		if f.AtRisk != c.atRisk || f.SteadyState != c.steady || f.Exhaustion != c.exhaustion {
-			t.Errorf("%s: got %+v", c.name, f)
-		}
-	}
-}
-
 func BenchmarkAggregateAdd(b *testing.B) {
 	a := NewAggregate(time.Now())
 	e := tracer.Event{Kind: tracer.KindTWEnter, OldState: tracer.StateFinWait2, NewState: tracer.StateTimeWait, NetNS: 1,

@@ -1,25 +1,27 @@
 package window
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
 
-// Forecast says when a destination runs out of local ports: with rate new timewait
-// sockets per second each living lifetime, it settles at rate*lifetime sockets; below
-// the range size it is not at risk, otherwise it fills the free ports at rate.
-type Forecast struct {
-	AtRisk      bool
-	SteadyState float64       // sockets in TIME_WAIT once creation and expiry balance
-	Exhaustion  time.Duration // from now, when AtRisk
-}
+	"github.com/twtrace/twtrace/internal/forecast"
+	"github.com/twtrace/twtrace/internal/snapshot"
+)
 
-// ForecastPorts applies Forecast's model to live sockets now, in a range of size ports.
-func ForecastPorts(live int, rate float64, lifetime time.Duration, size int) Forecast {
-	f := Forecast{SteadyState: rate * lifetime.Seconds()}
-	if size <= 0 || f.SteadyState < float64(size) {
-		return f
+// Forecast is the port model's answer for one destination (internal/forecast).
+type Forecast = forecast.Forecast
+
+// kernelOf is what a namespace's settings decide for the port model.
+func kernelOf(n *snapshot.Namespace) forecast.Kernel {
+	k := forecast.Kernel{PortLow: n.Limits.PortLow, PortHigh: n.Limits.PortHigh, MaxTWBuckets: n.Limits.MaxTWBuckets,
+		BoundPorts: n.BoundPorts, ReuseDelay: forecast.DefaultReuseDelay}
+	if v, err := strconv.Atoi(n.Sysctls["tcp_tw_reuse"]); err == nil {
+		k.TWReuse = v
 	}
-	f.AtRisk = true
-	if free := size - live; free > 0 && rate > 0 {
-		f.Exhaustion = time.Duration(float64(free) / rate * float64(time.Second)).Round(time.Millisecond)
+	k.Timestamps = strings.TrimSpace(n.Sysctls["tcp_timestamps"]) != "0"
+	if ms, err := strconv.Atoi(n.Sysctls["tcp_tw_reuse_delay"]); err == nil { // 6.13+, milliseconds
+		k.ReuseDelay = time.Duration(ms) * time.Millisecond
 	}
-	return f
+	return k
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/forecast"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -24,13 +25,18 @@ type Occupancy struct {
 	PortRangeSize int   // 0 unknown
 	// CounterDelta is TcpExtTCPTimeWaitOverflow's increase over the window; -1 unknown.
 	CounterDelta int64
+	// Unseen deaths, and overflows and births the kernel counted with no event
+	// (reconciliation): Overflows + UnattributedOverflows is what the kernel counted.
+	Unseen                                    uint64
+	UnattributedOverflows, UnattributedBirths uint64
 }
 
 // Occupancy joins the window's counts for namespace inode with its snapshot, nil when it
 // could not be taken.
 func (a *Aggregate) Occupancy(inode uint32, n *snapshot.Namespace) Occupancy {
 	o := Occupancy{NetNS: inode, Created: a.CreatedByNetns[inode], Overflows: a.OverflowsByNetns[inode],
-		Live: -1, MaxTWBuckets: -1, CounterDelta: -1}
+		Live: -1, MaxTWBuckets: -1, CounterDelta: -1, Unseen: a.Unseen[inode],
+		UnattributedOverflows: a.Unattributed[inode][tracer.FamilyOverflow], UnattributedBirths: a.Unattributed[inode][tracer.FamilyTW]}
 	if n == nil {
 		return o
 	}
@@ -58,8 +64,12 @@ type Destination struct {
 // snapshot's filter kept) with the window's creations, busiest first, as of now.
 func (a *Aggregate) Destinations(n *snapshot.Namespace, now time.Time) []Destination {
 	elapsed := now.Sub(a.Since).Seconds()
-	lifetime := a.ForecastLifetime()
 	size := n.Limits.PortRangeSize()
+	k := kernelOf(n)
+	traffic := forecast.Traffic{Lifetime: a.ForecastLifetime()}
+	if elapsed > 0 {
+		traffic.NamespaceRate = float64(a.CreatedByNetns[n.NetNS]) / elapsed
+	}
 	out := make([]Destination, 0, len(n.TimeWait))
 	for d, live := range n.TimeWait {
 		r := Destination{Destination: d, Live: live, Created: a.Created[d]}
@@ -69,7 +79,10 @@ func (a *Aggregate) Destinations(n *snapshot.Namespace, now time.Time) []Destina
 		if size > 0 {
 			r.Share = float64(live) / float64(size)
 		}
-		r.Forecast = ForecastPorts(live, r.Rate, lifetime, size)
+		t := traffic
+		t.Rate, t.Live, t.Established = r.Rate, live, n.Connected[d]
+		t.Loopback = d.SAddr.Unmap().IsLoopback() || d.DAddr.Unmap().IsLoopback()
+		r.Forecast = forecast.Ports(k, t)
 		out = append(out, r)
 	}
 	slices.SortStableFunc(out, func(x, y Destination) int { return cmp.Compare(y.Live, x.Live) })

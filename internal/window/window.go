@@ -35,6 +35,13 @@ func (w *Window) Add(e *tracer.Event) {
 	w.mu.Unlock()
 }
 
+// AddUnattributed folds in counts the kernel made with no event (internal/reconcile).
+func (w *Window) AddUnattributed(ns uint32, family tracer.Families, n uint64) {
+	w.mu.Lock()
+	w.agg.AddUnattributed(ns, family, n)
+	w.mu.Unlock()
+}
+
 // Copy returns what the window holds now.
 func (w *Window) Copy() *Aggregate {
 	w.mu.Lock()

@@ -70,11 +70,13 @@ func (a *Aggregate) addWorkload(e *tracer.Event) {
 		}
 		a.TimeWaitNow[k]++
 	case tracer.KindTWExit:
-		// a death whose birth was traced: its birth was counted (never below 0, should a
-		// birth have been lost)
-		if n := a.TimeWaitNow[k]; e.DurationOK && n > 1 {
+		// a death whose birth was traced (its lifetime known, or found unseen by
+		// reconciliation, which only follows traced births): its birth was counted (never
+		// below 0, should a birth have been lost)
+		traced := e.DurationOK || e.Cause == tracer.CauseUnseen
+		if n := a.TimeWaitNow[k]; traced && n > 1 {
 			a.TimeWaitNow[k] = n - 1
-		} else if e.DurationOK {
+		} else if traced {
 			delete(a.TimeWaitNow, k)
 		}
 	case tracer.KindTWOverflow:

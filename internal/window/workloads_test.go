@@ -28,6 +28,8 @@ func TestAggregateCountsPerCgroup(t *testing.T) {
 	ev(tracer.KindTWEnter, 200, 7, nil)
 	ev(tracer.KindTWExit, 100, 7, born)
 	ev(tracer.KindTWExit, 100, 7, nil) // born before tracing: it was never counted
+	ev(tracer.KindTWEnter, 100, 7, nil)
+	ev(tracer.KindTWExit, 100, 7, func(e *tracer.Event) { e.Cause = tracer.CauseUnseen }) // a traced birth's death found by reconciliation
 	ev(tracer.KindTWExit, 200, 7, born)
 	ev(tracer.KindTWExit, 200, 7, born) // its birth was lost: never below 0
 	ev(tracer.KindTWOverflow, 200, 7, nil)
@@ -38,7 +40,7 @@ func TestAggregateCountsPerCgroup(t *testing.T) {
 
 	a := w.Copy()
 	c := a.ByCgroup[CgroupKey{100, 7}]
-	if c == nil || c.CreatedTimeWait != 3 || c.CreatedFinWait2 != 1 || c.Created() != 4 || c.Overflows != 0 ||
+	if c == nil || c.CreatedTimeWait != 4 || c.CreatedFinWait2 != 1 || c.Created() != 5 || c.Overflows != 0 ||
 		c.ResetsSent() != 1 || c.ResetsRecv() != 1 || c.Resets[ResetKey{Reason: "tcp_abort_on_close"}] != 1 {
 		t.Errorf("cgroup 100 in netns 7: %+v", c)
 	}
