@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"syscall"
 	"time"
 )
 
@@ -9,21 +10,23 @@ import (
 type Kind uint8
 
 const (
-	KindState      = Kind(twtraceEventKindEV_STATE)
-	KindTWEnter    = Kind(twtraceEventKindEV_TW_ENTER)
-	KindTWRearm    = Kind(twtraceEventKindEV_TW_REARM)
-	KindTWExit     = Kind(twtraceEventKindEV_TW_EXIT)
-	KindTWOverflow = Kind(twtraceEventKindEV_TW_OVERFLOW)
-	KindReset      = Kind(twtraceEventKindEV_RESET)
+	KindState       = Kind(twtraceEventKindEV_STATE)
+	KindTWEnter     = Kind(twtraceEventKindEV_TW_ENTER)
+	KindTWRearm     = Kind(twtraceEventKindEV_TW_REARM)
+	KindTWExit      = Kind(twtraceEventKindEV_TW_EXIT)
+	KindTWOverflow  = Kind(twtraceEventKindEV_TW_OVERFLOW)
+	KindReset       = Kind(twtraceEventKindEV_RESET)
+	KindConnectFail = Kind(twtraceEventKindEV_CONNECT_FAIL)
 )
 
 var kindNames = [...]string{
-	KindState:      "state",
-	KindTWEnter:    "tw_enter",
-	KindTWRearm:    "tw_rearm",
-	KindTWExit:     "tw_exit",
-	KindTWOverflow: "tw_overflow",
-	KindReset:      "reset",
+	KindState:       "state",
+	KindTWEnter:     "tw_enter",
+	KindTWRearm:     "tw_rearm",
+	KindTWExit:      "tw_exit",
+	KindTWOverflow:  "tw_overflow",
+	KindReset:       "reset",
+	KindConnectFail: "connect_fail",
 }
 
 func (k Kind) String() string {
@@ -108,6 +111,11 @@ type Event struct {
 	ReasonKernel bool
 	Unread       uint32 // unread bytes at a sent reset
 	UnreadOK     bool
+
+	// Errno is why a connect() failed (connect_fail); ErrnoOK is false when the kernel
+	// left no trace of it (a failure inside connect() after a local port was found).
+	Errno   syscall.Errno
+	ErrnoOK bool
 }
 
 // CommString returns the owner's command name.
