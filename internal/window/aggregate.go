@@ -21,6 +21,12 @@ type ResetKey struct {
 	Reason string
 }
 
+// ConnectKey counts failed connect()s by destination and errno name.
+type ConnectKey struct {
+	Dest  snapshot.Destination
+	Errno string // as tracer.Event.ErrnoName names it: "EADDRNOTAVAIL", or "unknown"
+}
+
 // ProcessKey names a socket owner; PID 0 is unknown.
 type ProcessKey struct {
 	PID  uint32
@@ -39,7 +45,11 @@ type Aggregate struct {
 	OverflowsByNetns map[uint32]uint64
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
-	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
+	ConnectFails     map[ConnectKey]uint64
+	// Reused counts, per destination, the timewait sockets a connect() took over
+	// (tcp_tw_reuse): each a connection that did not need a free port.
+	Reused map[snapshot.Destination]uint64
+	Netns  map[uint32]bool // every namespace a timewait, overflow, reset or connect event came from
 	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
 	// without one was born since: its counters started at 0); nil when unknown.
 	Baseline map[uint32]snapshot.Counters
@@ -56,6 +66,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		OverflowsByNetns: map[uint32]uint64{},
 		Resets:           map[ResetKey]uint64{},
 		ResetsByProcess:  map[ProcessKey]uint64{},
+		ConnectFails:     map[ConnectKey]uint64{},
+		Reused:           map[snapshot.Destination]uint64{},
 		Netns:            map[uint32]bool{},
 	}
 }
@@ -77,6 +89,9 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		a.Created[destinationOf(e)]++
 		a.CreatedByNetns[e.NetNS]++
 	case tracer.KindTWExit:
+		if e.Cause == tracer.CauseKilled && e.Detail == tracer.DetailReuse {
+			a.Reused[destinationOf(e)]++
+		}
 		if !e.DurationOK {
 			return
 		}
@@ -93,6 +108,8 @@ func (a *Aggregate) Add(e *tracer.Event) {
 	case tracer.KindReset:
 		a.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
 		a.ResetsByProcess[ProcessKey{PID: e.PID, Comm: e.Comm}]++
+	case tracer.KindConnectFail:
+		a.ConnectFails[ConnectKey{Dest: destinationOf(e), Errno: e.ErrnoName()}]++
 	}
 }
 
@@ -126,6 +143,8 @@ func (a *Aggregate) Clone() *Aggregate {
 		OverflowsByNetns: maps.Clone(a.OverflowsByNetns),
 		Resets:           maps.Clone(a.Resets),
 		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
+		ConnectFails:     maps.Clone(a.ConnectFails),
+		Reused:           maps.Clone(a.Reused),
 		Netns:            maps.Clone(a.Netns),
 		Baseline:         a.Baseline, // never written after the start
 	}
