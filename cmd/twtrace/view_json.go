@@ -46,7 +46,10 @@ func writeViewJSON(w io.Writer, v view) error {
 		AtRisk      *bool    `json:"at_risk"`
 		Steady      *float64 `json:"steady_state"`
 		ExhaustionS *float64 `json:"exhaustion_s"`
-		Count       uint64   `json:"count,omitempty"`
+		// connect() towards it in the window: null when the family counting it is not traced
+		ConnectFailures map[string]uint64 `json:"connect_failures"`
+		Reused          *uint64           `json:"reused"`
+		Count           uint64            `json:"count,omitempty"`
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -142,6 +145,10 @@ func writeViewJSON(w io.Writer, v view) error {
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
 			Live: d.Live, Share: d.Share}
+		if v.has(tracer.FamilyConnect) {
+			row.ConnectFailures = d.Failures
+		}
+		row.Reused = counted(tracer.FamilyTW, d.Reused)
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState

@@ -21,7 +21,8 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 	d := snapshot.Destination{NetNS: 7, SAddr: netip.MustParseAddr("127.0.0.1"), DAddr: netip.MustParseAddr("127.0.0.1"), DPort: 80}
 	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
 		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
-		Dests:      []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 10)}},
+		Dests: []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 10),
+			Failures: map[string]uint64{"EADDRNOTAVAIL": 4, "ECONNREFUSED": 1}, Reused: 2}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
 	if v.has(tracer.FamilyOverflow) {
@@ -60,10 +61,12 @@ type unitViewJSON struct {
 		Live      *int64  `json:"live"`
 	} `json:"namespaces"`
 	Dests []struct {
-		Live   int      `json:"live"`
-		Rate   *float64 `json:"created_per_s"`
-		AtRisk *bool    `json:"at_risk"`
-		Steady *float64 `json:"steady_state"`
+		Live     int                `json:"live"`
+		Rate     *float64           `json:"created_per_s"`
+		AtRisk   *bool              `json:"at_risk"`
+		Steady   *float64           `json:"steady_state"`
+		Failures *map[string]uint64 `json:"connect_failures"`
+		Reused   *uint64            `json:"reused"`
 	} `json:"destinations"`
 	Overflows *[]any `json:"overflows"`
 	Resets    *[]any `json:"resets"`
@@ -85,9 +88,10 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 	}{
 		{name: "everything", traced: tracer.AllFamilies, notTraced: map[string]string{},
 			text: []string{"TIME_WAIT since 03:04:05 (10s)", "Resets by reason", "Overflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)",
-				"7                  3                4   75.0%        3          2          2"},
+				"7                  3                4   75.0%        3          2          2",
+				"connect(): reused 2, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"unknown:", "NOT TRACED", "INCOMPLETE"}},
-		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW,
+		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW | tracer.FamilyConnect,
 			missing: missingFor(tracer.HookReset, tracer.FamilyOverflow, tracer.FamilyReset), lost: 5,
 			notTraced: map[string]string{"overflow": unavailable, "reset": unavailable},
 			text: []string{"TIME_WAIT since 03:04:05 (10s) -- INCOMPLETE: 5 events lost, 0 missed",
@@ -96,18 +100,20 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 				"Resets: unknown: reset events " + unavailable,
 				"7                  3                4   75.0%        3    unknown          2"},
 			notText: []string{"Resets by reason", "tcp_abort_on_close"}},
-		{name: "timewait hook missing", traced: tracer.FamilyReset,
+		{name: "timewait hook missing", traced: tracer.FamilyReset | tracer.FamilyConnect,
 			missing:   missingFor(tracer.HookTimewait, tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow),
 			notTraced: map[string]string{"state": unavailable, "tw": unavailable, "overflow": unavailable},
 			text: []string{"unknown: tw events " + unavailable, "NOT TRACED: tw events, " + unavailable,
 				"7                  3                4   75.0%  unknown    unknown          2",
 				"7           127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
-				"Resets by reason"},
+				"Resets by reason", "connect(): reused unknown, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"none yet", "INCOMPLETE"}},
 		{name: "not selected", traced: tracer.FamilyReset,
-			notTraced: map[string]string{"state": "not selected (--events)", "tw": "not selected (--events)", "overflow": "not selected (--events)"},
-			text:      []string{"unknown: tw events not selected (--events)", "Overflows by destination: unknown: overflow events not selected (--events)"},
-			notText:   []string{"NOT TRACED"}},
+			notTraced: map[string]string{"state": "not selected (--events)", "tw": "not selected (--events)", "overflow": "not selected (--events)",
+				"connect": "not selected (--events)"},
+			text: []string{"unknown: tw events not selected (--events)", "Overflows by destination: unknown: overflow events not selected (--events)",
+				"connect() failures: unknown: connect events not selected (--events)"},
+			notText: []string{"NOT TRACED", "connect(): reused"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,6 +152,10 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 			if (d.Rate != nil) != has(tracer.FamilyTW) || (d.AtRisk != nil) != has(tracer.FamilyTW) || (d.Steady != nil) != has(tracer.FamilyTW) || d.Live != 3 {
 				t.Errorf("the forecast needs tw events: %s", b.String())
 			}
+			if (d.Failures != nil) != has(tracer.FamilyConnect) || (d.Reused != nil) != has(tracer.FamilyTW) ||
+				(d.Failures != nil && (*d.Failures)["EADDRNOTAVAIL"] != 4) || (d.Reused != nil && *d.Reused != 2) {
+				t.Errorf("connect failures need connect events, reuses tw events: %s", b.String())
+			}
 
 			b.Reset()
 			writeViewText(&b, v)
@@ -170,7 +180,7 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 func TestNotTraced(t *testing.T) {
 	traced, why := notTraced(tracer.FamilyState, missingFor(tracer.HookReset, tracer.FamilyReset))
 	want := map[tracer.Families]string{tracer.FamilyReset: "unavailable on this kernel: " + unitReason,
-		tracer.FamilyTW: "not selected (--events)", tracer.FamilyOverflow: "not selected (--events)"}
+		tracer.FamilyTW: "not selected (--events)", tracer.FamilyOverflow: "not selected (--events)", tracer.FamilyConnect: "not selected (--events)"}
 	if traced != tracer.FamilyState || len(why) != len(want) {
 		t.Fatalf("notTraced = %s, %v; want state, %v", traced, why, want)
 	}

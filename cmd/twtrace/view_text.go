@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,6 +71,9 @@ func writeViewText(w io.Writer, v view) {
 
 func writeDestinationsText(w io.Writer, v view) {
 	fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT (each needs its own local port from ip_local_port_range)\n")
+	if !v.has(tracer.FamilyConnect) {
+		fmt.Fprintf(w, "  connect() failures: unknown: connect events %s\n", v.NotTraced[tracer.FamilyConnect])
+	}
 	fmt.Fprintf(w, "  %-11s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
 	for _, d := range v.Dests {
 		rate, forecast := fmt.Sprintf("%.1f", d.Rate), forecastText(d.Forecast)
@@ -77,7 +82,34 @@ func writeDestinationsText(w io.Writer, v view) {
 		}
 		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, d.SAddr, addrPort(d.DAddr, d.DPort),
 			d.Live, 100*d.Share, rate, forecast)
+		if line := connectLine(v, d); line != "" {
+			fmt.Fprintf(w, "  %-11s %s\n", "", line)
+		}
 	}
+}
+
+// connectLine tells what connect() met towards a destination in the window: the timewait
+// sockets it took over, the calls that failed for want of a port, and the other failures
+// by errno; "" when nothing happened there or nothing was traced.
+func connectLine(v view, d window.Destination) string {
+	if !v.has(tracer.FamilyConnect) || (len(d.Failures) == 0 && d.Reused == 0) {
+		return ""
+	}
+	reused := v.count(tracer.FamilyTW, d.Reused)
+	line := fmt.Sprintf("connect(): reused %s, failed %d", reused, d.PortFailures())
+	var others []string
+	for _, name := range slices.Sorted(maps.Keys(d.Failures)) {
+		if name != "EADDRNOTAVAIL" {
+			others = append(others, fmt.Sprintf("%s %d", name, d.Failures[name]))
+		}
+	}
+	if d.PortFailures() > 0 {
+		line += " (EADDRNOTAVAIL: no free local port)"
+	}
+	if len(others) > 0 {
+		line += "; other failures: " + strings.Join(others, ", ")
+	}
+	return line
 }
 
 func writeTracedText(w io.Writer, v view) {
