@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +41,9 @@ type doctorTraced struct {
 	TimeWait    *lifetimeSummary `json:"time_wait_lifetimes"` // expired in TIME_WAIT
 	FinWait2    *lifetimeSummary `json:"fin_wait2_lifetimes"` // expired in FIN_WAIT2
 	KilledByRST *uint64          `json:"killed_by_rst"`
+	// connect() calls that failed, by errno name, and timewait sockets connect() took over
+	ConnectFailures map[string]uint64 `json:"connect_failures"`
+	Reused          *uint64           `json:"reused"`
 }
 
 type lifetimeSummary struct {
@@ -61,6 +67,10 @@ func tracedOf(me *doctor.Measurement, traced tracer.Families) *doctorTraced {
 		}
 		t.TimeWait, t.FinWait2 = summary(me.TimeWaitCount, me.TimeWaitP50), summary(me.FinWait2Count, me.FinWait2P50)
 		t.KilledByRST = &me.KilledByRST
+		t.Reused = &me.Reused
+	}
+	if traced&tracer.FamilyConnect != 0 {
+		t.ConnectFailures = me.ConnectFailures
 	}
 	return t
 }
@@ -285,6 +295,19 @@ func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, trace
 			}
 		}
 	}
+	me.ConnectUntraced, me.ReuseUntraced = traced&tracer.FamilyConnect == 0, traced&tracer.FamilyTW == 0
+	me.PortFailures = portFailures(a, inode, n)
+	me.ConnectFailures = map[string]uint64{}
+	for k, c := range a.ConnectFails {
+		if k.Dest.NetNS == inode {
+			me.ConnectFailures[k.Errno] += c
+		}
+	}
+	for d, c := range a.Reused {
+		if d.NetNS == inode {
+			me.Reused += c
+		}
+	}
 	// lifetimes are not split by namespace: every namespace measured shares them
 	for k, h := range a.Lifetimes {
 		switch {
@@ -297,6 +320,27 @@ func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, trace
 		}
 	}
 	return me
+}
+
+// portFailures lists the destinations of namespace inode that connect() found no port
+// towards in the window, most failures first, next to their live TIME_WAIT sockets
+// (unknown without a snapshot).
+func portFailures(a *window.Aggregate, inode uint32, n *snapshot.Namespace) []doctor.PortFailure {
+	var out []doctor.PortFailure
+	for k, c := range a.ConnectFails {
+		if k.Dest.NetNS != inode || k.Errno != "EADDRNOTAVAIL" {
+			continue
+		}
+		p := doctor.PortFailure{Dest: k.Dest, Failed: c, Reused: a.Reused[k.Dest], Live: -1}
+		if n != nil {
+			p.Live = n.TimeWait[k.Dest]
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y doctor.PortFailure) int {
+		return cmp.Or(cmp.Compare(y.Failed, x.Failed), compareDestinations(x.Dest, y.Dest))
+	})
+	return out
 }
 
 func writeDoctorText(w io.Writer, r doctorReport) {
@@ -360,6 +404,17 @@ func writeTracedLine(w io.Writer, t *doctorTraced) {
 		}
 		return fmt.Sprintf("%d, median %.1fms", l.Count, *l.P50Ms)
 	}
-	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s\n",
-		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST))
+	failures := "unknown (not traced)"
+	if t.ConnectFailures != nil {
+		failures = "none"
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(t.ConnectFailures)) {
+			parts = append(parts, fmt.Sprintf("%s %d", name, t.ConnectFailures[name]))
+		}
+		if len(parts) > 0 {
+			failures = strings.Join(parts, ", ")
+		}
+	}
+	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s; connect() failures %s; reused by connect() %s\n",
+		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST), failures, count(t.Reused))
 }

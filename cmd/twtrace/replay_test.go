@@ -202,8 +202,12 @@ func TestDoctorInput(t *testing.T) {
 	}
 	n := r.Namespaces[0]
 	if n.Sysctls != nil || n.Traced == nil || *n.Traced.Overflows != 1 || n.Traced.TimeWait.Count != 1 ||
-		*n.Traced.TimeWait.P50Ms != 60312.999123 || len(n.Findings) != 1 || n.Findings[0].ID != "max_tw_buckets_reached" {
+		*n.Traced.TimeWait.P50Ms != 60312.999123 || len(n.Findings) != 2 || n.Findings[0].ID != "ephemeral_ports_exhausted" ||
+		n.Findings[1].ID != "max_tw_buckets_reached" || !strings.Contains(n.Findings[0].Evidence, "not available offline") {
 		t.Errorf("namespace:\n%s", stdout.String())
+	}
+	if f := n.Traced.ConnectFailures; len(f) != 3 || f["EADDRNOTAVAIL"] != 1 || f["ETIMEDOUT"] != 1 || f["unknown"] != 1 {
+		t.Errorf("connect failures %v, want one EADDRNOTAVAIL, ETIMEDOUT and unknown each", f)
 	}
 }
 

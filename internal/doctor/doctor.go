@@ -47,6 +47,16 @@ type Measurement struct {
 	// TopDestination holds the destination with the most live TIME_WAIT sockets.
 	TopDestination snapshot.Destination
 	TopLive        int
+	// PortFailures lists the destinations connect() found no free local port towards,
+	// most failures first. ConnectUntraced: the connect family was not traced, so they are
+	// unknown; ReuseUntraced: the tw family was not, so the reuses are.
+	PortFailures    []PortFailure
+	ConnectUntraced bool
+	ReuseUntraced   bool
+	// ConnectFailures counts every failed connect() by errno name; Reused the timewait
+	// sockets connect() took over.
+	ConnectFailures map[string]uint64
+	Reused          uint64
 }
 
 // Diagnose turns one namespace's settings, the kernel release and an optional
@@ -121,6 +131,7 @@ func Diagnose(kernel string, sysctls map[string]string, m *Measurement) []Findin
 				"only on loopback); a wider ip_local_port_range; more source addresses (IP_BIND_ADDRESS_NO_PORT). "+
 				"Myths: tcp_tw_recycle (gone), tcp_fin_timeout (does not touch TIME_WAIT)", reuse)})
 	}
+	f = append(f, exhaustionFinding(sysctls, m)...)
 	if rfc, ok := num("tcp_rfc1337"); ok && rfc == 0 && m != nil && m.KilledByRST > 0 {
 		f = append(f, Finding{ID: "rst_kills_time_wait", Severity: SeverityInfo,
 			Title:    "resets end TIME_WAIT early (tcp_rfc1337 = 0)",
@@ -168,5 +179,5 @@ func DiagnoseTraced(m *Measurement) []Finding {
 				"are not available offline", m.Overflows, m.Window.Round(time.Second)),
 			Advice: "raise net.ipv4.tcp_max_tw_buckets above the peak, or reuse connections so fewer close"})
 	}
-	return f
+	return append(exhaustionFinding(nil, m), f...)
 }
