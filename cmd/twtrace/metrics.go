@@ -25,14 +25,27 @@ type eventMetrics struct {
 	lifetime *prometheus.HistogramVec
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
+	connect  *prometheus.CounterVec // by namespace and errno
+	connectD *prometheus.CounterVec // the same, by destination too: the first topK, then "other"
 
 	mu       sync.Mutex
 	zeroed   map[uint32]bool // namespaces whose series exist
 	families tracer.Families // delivered: their namespace series start at 0
+	topK     int
+	dests    map[snapshot.Destination]bool // destinations with their own connectD series
 }
 
-func newEventMetrics() *eventMetrics {
-	return &eventMetrics{
+// otherDestinations labels the connect failures towards destinations past the first topK.
+const otherDestinations = "other"
+
+func newEventMetrics(topK int) *eventMetrics {
+	return &eventMetrics{topK: topK, dests: map[snapshot.Destination]bool{},
+		connect: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_total",
+			Help: "connect() calls that failed, by namespace and errno (EADDRNOTAVAIL: no free local port; unknown: failed inside connect() once it had a port)."},
+			[]string{"netns", "errno"}),
+		connectD: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_by_destination_total",
+			Help: "connect() calls that failed, by errno and destination: the first --top destinations seen, the others as daddr=\"other\"."},
+			[]string{"netns", "errno", "saddr", "daddr", "dport"}),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_created_total",
 			Help: "Timewait sockets created, by namespace and substate."}, []string{"netns", "substate"}),
 		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "twtrace_timewait_lifetime_seconds",
@@ -46,12 +59,19 @@ func newEventMetrics() *eventMetrics {
 }
 
 func (m *eventMetrics) register(r *prometheus.Registry) {
-	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets)
+	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.connect, m.connectD)
 }
 
 func (m *eventMetrics) add(e *tracer.Event) {
 	m.mu.Lock()
 	m.namespaceAtZero(e.NetNS)
+	own := true
+	if e.Kind == tracer.KindConnectFail {
+		d := snapshot.Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
+		if own = m.dests[d]; !own && len(m.dests) < m.topK {
+			m.dests[d], own = true, true
+		}
+	}
 	m.mu.Unlock()
 	switch e.Kind {
 	case tracer.KindTWEnter:
@@ -68,6 +88,14 @@ func (m *eventMetrics) add(e *tracer.Event) {
 			dir, reason = "recv", "none"
 		}
 		m.resets.WithLabelValues(dir, reason).Inc()
+	case tracer.KindConnectFail:
+		netns, errno := strconv.FormatUint(uint64(e.NetNS), 10), e.ErrnoName()
+		m.connect.WithLabelValues(netns, errno).Inc()
+		if own {
+			m.connectD.WithLabelValues(netns, errno, e.SAddr.String(), e.DAddr.String(), strconv.Itoa(int(e.DPort))).Inc()
+		} else {
+			m.connectD.WithLabelValues(netns, errno, otherDestinations, otherDestinations, otherDestinations).Inc()
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,7 +84,7 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newEventMetrics()
+			m := newEventMetrics(20)
 			m.startAtZero(tt.families, []string{"no_socket", "tcp_state"}, []uint32{7})
 			got := gathered(t, m)
 			for _, name := range []string{"twtrace_tcp_resets_total", "twtrace_timewait_lifetime_seconds_count",
@@ -115,7 +116,7 @@ func lifetimeSeries() []string {
 // The first event from a namespace brings all of its series: a later overflow there is
 // an increase from 0.
 func TestMetricsNamespaceSeriesStartWithItsFirstEvent(t *testing.T) {
-	m := newEventMetrics()
+	m := newEventMetrics(20)
 	m.startAtZero(tracer.AllFamilies, nil, []uint32{7})
 	a := netip.MustParseAddr("10.0.0.1")
 	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait})
@@ -146,5 +147,44 @@ func TestMetricsLifetimeCausesComplete(t *testing.T) {
 				t.Errorf("cause %s, detail %d: label %q is not created in advance", c, d, cause)
 			}
 		}
+	}
+}
+
+// A namespace's connect failures start at 0 for the usual errnos when the family is
+// traced, never when it is not; destinations past --top share daddr="other".
+func TestMetricsConnectFailures(t *testing.T) {
+	m := newEventMetrics(2)
+	m.startAtZero(tracer.FamilyConnect, nil, []uint32{7})
+	got := gathered(t, m)
+	if series := seriesOf(got, "twtrace_connect_failures_total"); len(series) != len(connectErrnos) {
+		t.Errorf("series at 0: %q, want one per errno of %v", series, connectErrnos)
+	}
+	none := newEventMetrics(2)
+	none.startAtZero(tracer.FamilyTW, nil, []uint32{7})
+	if series := seriesOf(gathered(t, none), "twtrace_connect_failures_total"); len(series) != 0 {
+		t.Errorf("connect family not traced, yet series %q exist", series)
+	}
+	a := netip.MustParseAddr("10.0.0.1")
+	for port := uint16(1); port <= 3; port++ {
+		m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: port, NetNS: 7,
+			Errno: syscall.EADDRNOTAVAIL, ErrnoOK: true})
+	}
+	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7})
+	got = gathered(t, m)
+	for k, want := range map[string]float64{
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",netns="7"}`:                                                              3,
+		`twtrace_connect_failures_total{errno="unknown",netns="7"}`:                                                                    1,
+		`twtrace_connect_failures_total{errno="ETIMEDOUT",netns="7"}`:                                                                  0,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="2",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",netns="7",saddr="other"}`:    1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="unknown",netns="7",saddr="10.0.0.1"}`:       1,
+	} {
+		if v, ok := got[k]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
+		}
+	}
+	if n := len(seriesOf(got, "twtrace_connect_failures_by_destination_total")); n != 4 {
+		t.Errorf("%d destination series, want 4 (2 destinations, other, and a second errno)", n)
 	}
 }

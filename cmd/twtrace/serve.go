@@ -51,7 +51,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sess.Close()
 
-	events := newEventMetrics()
+	events := newEventMetrics(*topK)
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	win := window.New(time.Now(), nil)
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
