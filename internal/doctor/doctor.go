@@ -97,6 +97,7 @@ func Diagnose(kernel string, sysctls map[string]string, m *Measurement) []Findin
 			Evidence: fmt.Sprintf("net.ipv4.tcp_tw_reuse = %d, net.ipv4.tcp_timestamps = 0", reuse),
 			Advice:   "tcp_tw_reuse needs timestamps to tell old segments from new: set tcp_timestamps = 1"})
 	}
+	f = append(f, exhaustionFinding(sysctls, m)...) // failures seen come before the risks that explain them
 	portLow, portHigh, rangeOK := portRange(sysctls["ip_local_port_range"])
 	maxTW, maxOK := num("tcp_max_tw_buckets")
 	if m != nil && (m.Overflows > 0 || m.CounterDelta > 0) {
@@ -131,7 +132,6 @@ func Diagnose(kernel string, sysctls map[string]string, m *Measurement) []Findin
 				"only on loopback); a wider ip_local_port_range; more source addresses (IP_BIND_ADDRESS_NO_PORT). "+
 				"Myths: tcp_tw_recycle (gone), tcp_fin_timeout (does not touch TIME_WAIT)", reuse)})
 	}
-	f = append(f, exhaustionFinding(sysctls, m)...)
 	if rfc, ok := num("tcp_rfc1337"); ok && rfc == 0 && m != nil && m.KilledByRST > 0 {
 		f = append(f, Finding{ID: "rst_kills_time_wait", Severity: SeverityInfo,
 			Title:    "resets end TIME_WAIT early (tcp_rfc1337 = 0)",
