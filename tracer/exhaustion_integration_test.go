@@ -155,3 +155,44 @@ func TestConnectReuseStopsExhaustion(t *testing.T) {
 		t.Errorf("%d connect_fail, want only the %d before tcp_tw_reuse:\n%s", got, failed, dump(evs))
 	}
 }
+
+// The bind-time variants: a socket bound to an address with IP_BIND_ADDRESS_NO_PORT gets
+// its port at connect(), whose failure is an EADDRNOTAVAIL event from that address; a
+// bind() to port 0 without it looks for a port there and fails in bind() with EADDRINUSE,
+// no connect() ever made: no event.
+func TestConnectFailBindTime(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	ns := newNetns(t)
+	c := startTracer(t, Options{Families: FamilyConnect, Filter: Filter{NetNS: ns.inode}})
+	dst, failed := exhaust(t, ns, unix.AF_INET, 1)
+	local := sockaddr(loopbackAddr(unix.AF_INET), 0)
+
+	noPort := ns.SocketIn(t, unix.AF_INET)
+	defer unix.Close(noPort)
+	must(t, "IP_BIND_ADDRESS_NO_PORT", unix.SetsockoptInt(noPort, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1))
+	must(t, "bind with IP_BIND_ADDRESS_NO_PORT", unix.Bind(noPort, local))
+	if err := unix.Connect(noPort, sockaddr(dst.Addr(), dst.Port())); !errors.Is(err, unix.EADDRNOTAVAIL) {
+		t.Fatalf("connect of a socket bound with IP_BIND_ADDRESS_NO_PORT: %v, want EADDRNOTAVAIL", err)
+	}
+	failed++
+
+	bound := ns.SocketIn(t, unix.AF_INET)
+	defer unix.Close(bound)
+	if err := unix.Bind(bound, local); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("bind to port 0 with every port in TIME_WAIT: %v, want EADDRINUSE", err)
+	}
+
+	evs := c.waitFor(t, 5*time.Second, "connect_fail", func(evs []Event) bool {
+		return len(filter(evs, connectFails(dst))) >= failed
+	})
+	time.Sleep(200 * time.Millisecond) // an event for the failed bind() would be in flight
+	evs = c.snapshot()
+	if got := filter(evs, ofKind(KindConnectFail)); len(got) != failed {
+		t.Fatalf("%d connect_fail, want %d (none for the bind()):\n%s", len(got), failed, dump(evs))
+	}
+	last := filter(evs, connectFails(dst))[failed-1]
+	if last.Errno != unix.EADDRNOTAVAIL || last.SAddr != dst.Addr() || last.SPort != 0 || last.PID != uint32(os.Getpid()) {
+		t.Errorf("want EADDRNOTAVAIL from the bound address, no port, owned by the test: %s", last)
+	}
+}

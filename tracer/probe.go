@@ -25,6 +25,7 @@ type Report struct {
 	BTF      bool
 	Features []Feature
 	Choices  []Choice
+	Families Families        // event families this kernel delivers
 	Missing  []MissingFamily // event families this kernel cannot deliver
 	HZ       uint32
 	Err      error // why the tracer could not start, if it could not
@@ -51,7 +52,7 @@ func Probe(backend Backend) Report {
 		return r
 	}
 	defer t.Close()
-	r.Choices, r.Missing, r.HZ = t.Choices(), t.Unavailable(), t.HZ()
+	r.Choices, r.Families, r.Missing, r.HZ = t.Choices(), t.Families(), t.Unavailable(), t.HZ()
 	return r
 }
 
