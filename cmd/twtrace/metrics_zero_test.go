@@ -172,12 +172,12 @@ func TestMetricsConnectFailures(t *testing.T) {
 	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7})
 	got = gathered(t, m)
 	for k, want := range map[string]float64{
-		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",netns="7"}`:                                                              3,
-		`twtrace_connect_failures_total{errno="unknown",netns="7"}`:                                                                    1,
-		`twtrace_connect_failures_total{errno="ETIMEDOUT",netns="7"}`:                                                                  0,
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",netns="7"}`:                                                            3,
+		`twtrace_connect_failures_total{errno="unknown",netns="7"}`:                                                                  1,
+		`twtrace_connect_failures_total{errno="ETIMEDOUT",netns="7"}`:                                                                0,
 		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
 		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="2",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
-		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",netns="7",saddr="other"}`:    1,
+		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",netns="7",saddr="other"}`:   1,
 		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="unknown",netns="7",saddr="10.0.0.1"}`:       1,
 	} {
 		if v, ok := got[k]; !ok || v != want {
