@@ -15,8 +15,9 @@ CACHE=$HERE/cache
 OUT=$HERE/out
 BACKENDS=(fentry kprobe tracepoint)
 BINARIES=(tracer.test twtrace-cmd.test snapshot.test twtrace)
-# sock_diag for TCP (twtrace stat, the timewait view, doctor): Debian builds them as modules
-MODULES=(inet_diag tcp_diag)
+# sock_diag for TCP (twtrace stat, the timewait view, doctor), and veth (the connect tests' routed
+# namespaces): Debian builds them as modules
+MODULES=(inet_diag tcp_diag veth)
 CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
 declare -A VCPUS
 LONG_KERNEL=${LONG_KERNEL:-6.1}
@@ -109,10 +110,11 @@ resolve_pkg() { # suite name-or-glob
   done | sort -V | tail -n1
 }
 
-# cache/<name>/{vmlinuz,config,spec}; re-fetched only when the kernels line changes.
+# cache/<name>/{vmlinuz,config,spec,modules.list}; re-fetched only when the kernels line changes or
+# MODULES names one the cache never looked for (modules.list: a module added needs no CACHE_FORMAT bump).
 fetch_kernel() { # name suite package-or-glob
   local dir=$CACHE/$1 tmp pkg
-  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$2 $3 $CACHE_FORMAT" ]] && return 0
+  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$2 $3 $CACHE_FORMAT" ]] && modules_looked_for "$dir" && return 0
   apt_update "$2"
   pkg=$(resolve_pkg "$2" "$3")
   [[ -n $pkg ]] || die "$1: no package matches $3 in $2"
@@ -131,6 +133,13 @@ fetch_kernel() { # name suite package-or-glob
   rm -rf "$tmp"
 }
 
+modules_looked_for() { # cache-dir
+  local m
+  for m in "${MODULES[@]}"; do
+    grep -qx "$m" "$1/modules.list" 2>/dev/null || return 1
+  done
+}
+
 # The initramfs has no module tree: the modules the tests need are kept, decompressed,
 # and loaded by init in this order. Where the kernel builds them in, none is found.
 keep_modules() { # unpacked-package-root dest-dir
@@ -145,6 +154,7 @@ keep_modules() { # unpacked-package-root dest-dir
       *) cp "$f" "$2/$m.ko" ;;
     esac
   done
+  printf '%s\n' "${MODULES[@]}" >"$(dirname "$2")/modules.list"
 }
 
 # modules_cpio packs one kernel's modules as an archive the kernel unpacks after the
