@@ -46,6 +46,9 @@ volatile const __u8 cfg_family;      /* 0, 4 or 6 */
 volatile const __u8 cfg_addr_family; /* 0 when --addr is unset */
 volatile const __u8 cfg_addr_prefix;
 volatile const __u8 cfg_addr[16];
+/* --cgroup: the subtree's root cgroup id (0: no filter) and its level below the hierarchy's root */
+volatile const __u64 cfg_cgroup_id;
+volatile const __u32 cfg_cgroup_level;
 volatile const __u64 cfg_tw_timer_handler; /* address of tw_timer_handler */
 /* the timewait hook runs on function probes (fentry or kprobe) instead of timer tracepoints */
 volatile const __u8 cfg_tw_probes;
@@ -187,6 +190,8 @@ static __always_inline bool wanted(const struct event *e)
 	if (cfg_pid && (!(e->flags & F_OWNER_KNOWN) || e->pid != cfg_pid))
 		return false;
 	if (cfg_addr_family && !addr_match(e, e->saddr) && !addr_match(e, e->daddr))
+		return false;
+	if (cfg_cgroup_id && !(e->flags & F_CGROUP_IN))
 		return false;
 	return true;
 }

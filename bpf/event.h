@@ -22,6 +22,7 @@ enum event_flag {
 	F_RESET_RECV = 1 << 3,
 	F_VALUE_KNOWN = 1 << 4,    /* value holds timeout / max buckets / unread bytes */
 	F_NO_SOCKET = 1 << 5,      /* reset sent for a packet that matched no socket */
+	F_CGROUP_IN = 1 << 6,      /* the socket's cgroup is in the --cgroup subtree (set only with that filter) */
 };
 
 enum tw_cause {
@@ -48,6 +49,7 @@ enum inferred_reason {
 struct event {
 	__u64 ts_ns;       /* CLOCK_MONOTONIC */
 	__u64 duration_ns; /* time in old state, or timewait lifetime */
+	__u64 cgroup;      /* the socket's cgroup v2 id (sk_cgrp_data), carried to its timewait socket; 0 unknown */
 	__u32 netns;
 	__u32 pid;
 	__u32 value;       /* timeout in jiffies, max_tw_buckets, or unread bytes: see kind */

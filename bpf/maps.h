@@ -49,10 +49,13 @@ struct {
 	__type(value, struct sock_info);
 } socks SEC(".maps");
 
-/* Per timewait socket: its birth and the owner carried over. Deleted at death. */
+/* Per timewait socket: its birth, and the owner and cgroup carried over. Deleted at death. */
 struct tw_info {
 	__u64 birth_ns;
+	__u64 cgroup;
 	struct owner owner;
+	__u8 cgroup_in; /* F_CGROUP_IN of the full socket */
+	__u8 _pad[7];
 };
 
 struct {
@@ -83,7 +86,8 @@ struct cpu_scratch {
 	/* the last full socket closed here, whose owner a following reset still needs */
 	__u64 closed_sk;
 	struct owner closed_owner;
-	/* the last full socket that sent a reset here: its close is not an overflow */
+	/* the last full socket that sent a reset here: its next transition, a close, is not an
+	 * overflow; that transition consumes it (the slab gives the address to new sockets) */
 	__u64 reset_sk;
 	/* function-probe backends: inet_twsk_alloc's arguments (kprobe) and its NULL result */
 	__u64 alloc_sk;

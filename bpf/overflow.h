@@ -25,10 +25,10 @@ static __always_inline bool tw_table_full(struct sock *sk, __u32 *max)
 }
 
 /* Other ways a closing socket reaches CLOSE without a timewait socket: a reset received
- * (sk_err) or sent, or linger2 < 0. None of them is an overflow. */
-static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratch *c)
+ * (sk_err) or sent just before, or linger2 < 0. None of them is an overflow. */
+static __always_inline bool closed_abortively(struct sock *sk, bool reset_sent)
 {
-	if (c->reset_sk == (__u64)sk)
+	if (reset_sent)
 		return true;
 	if (sk->sk_err)
 		return true;
@@ -39,7 +39,7 @@ static __always_inline bool closed_abortively(struct sock *sk, struct cpu_scratc
 /* check_overflow reports a close that should have left a timewait socket and did not:
  * from inet_twsk_alloc's NULL result on the function-probe backends, exactly; from
  * the table's fill level on the tracepoint backend. */
-static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st)
+static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *c, const struct event *st, bool reset_sent)
 {
 	__u32 max;
 	bool fin_received;
@@ -52,7 +52,7 @@ static __always_inline void check_overflow(struct sock *sk, struct cpu_scratch *
 		tw_table_full(sk, &max);
 		substate = c->overflow_substate;
 	} else {
-		if (!tw_table_full(sk, &max) || closed_abortively(sk, c))
+		if (!tw_table_full(sk, &max) || closed_abortively(sk, reset_sent))
 			return;
 		/* tcp_fin() marks RCV_SHUTDOWN before asking for TIME_WAIT; otherwise it was FIN_WAIT2 */
 		fin_received = BPF_CORE_READ_BITFIELD(sk, sk_shutdown) & RCV_SHUTDOWN;

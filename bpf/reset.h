@@ -60,14 +60,15 @@ static __always_inline __u16 infer_reason(struct sock *sk, const struct event *e
 	return INFERRED_NOT_SPECIFIED;
 }
 
-static __always_inline void reset_owner(struct cpu_scratch *c, struct sock *sk, struct event *e)
+/* carried_info stamps the owner (and for a timewait socket the cgroup) the hooks kept for sk. */
+static __always_inline void carried_info(struct cpu_scratch *c, struct sock *sk, struct event *e)
 {
 	__u64 key = (__u64)sk;
 
 	if (e->old_state == S_TIME_WAIT) {
 		struct tw_info *ti = bpf_map_lookup_elem(&tws, &key);
 		if (ti)
-			set_owner(e, &ti->owner);
+			set_tw_info(e, ti);
 		return;
 	}
 	struct sock_info *si = bpf_map_lookup_elem(&socks, &key);
@@ -100,7 +101,7 @@ static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 
 		bool full = e.old_state != S_TIME_WAIT && e.old_state != S_NEW_SYN_RECV;
 		if (!(full ? read_sock_tuple(&e, sk) : read_tuple(&e, &sk->__sk_common)))
 			return 0;
-		reset_owner(c, sk, &e);
+		carried_info(c, sk, &e);
 		/* a reset sent on a socket already in CLOSE comes from its owner's close() or disconnect() */
 		if (full && !recv && e.old_state == S_CLOSE && !(e.flags & F_OWNER_KNOWN)) {
 			struct owner o;
@@ -109,6 +110,7 @@ static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 
 		}
 		if (full) {
 			struct tcp_sock *tp = (struct tcp_sock *)sk;
+			set_cgroup(&e, sk, false);
 			e.value = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
 			e.flags |= F_VALUE_KNOWN;
 			if (!recv)

@@ -37,9 +37,14 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	if (!c)
 		return 0;
 	pending_settle(c, 0, false);
-	/* a socket outside the namespace or family asked for is never tracked: no map entry,
-	 * no work (ports are not stable before connect, so they are filtered at emission) */
-	if (!socket_wanted(&e)) {
+	/* a reset this socket sent counts for its next transition only */
+	bool reset_sent = c->reset_sk == key;
+	if (reset_sent)
+		c->reset_sk = 0;
+	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
+	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
+	set_cgroup(&e, sk, true);
+	if (!socket_wanted(&e) || (cfg_cgroup_id && !(e.flags & F_CGROUP_IN))) {
 		count(STAT_FILTERED);
 		return 0;
 	}
@@ -86,7 +91,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		if (tw_handoff(c, &e, &owner))
 			return 0;
 		if (cfg_events & FAM_OVERFLOW)
-			check_overflow(sk, c, &e);
+			check_overflow(sk, c, &e, reset_sent);
 	}
 	emit_state(&e);
 	return 0;

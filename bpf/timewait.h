@@ -37,6 +37,15 @@ static __always_inline bool tw_taken_over(struct inet_timewait_sock *tw)
 	return !BPF_CORE_READ(tw, __tw_common.skc_nulls_node.pprev);
 }
 
+/* set_tw_info stamps what a timewait socket carried over from its full socket. */
+static __always_inline void set_tw_info(struct event *e, const struct tw_info *ti)
+{
+	set_owner(e, &ti->owner);
+	e->cgroup = ti->cgroup;
+	if (ti->cgroup_in)
+		e->flags |= F_CGROUP_IN;
+}
+
 /* tw_exit_record fills what a timewait socket's exit reports, while it is still alive. */
 static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait_sock *tw, __u64 now)
 {
@@ -53,7 +62,7 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 	if (ti) {
 		e->duration_ns = now - ti->birth_ns;
 		e->flags |= F_DURATION_KNOWN;
-		set_owner(e, &ti->owner);
+		set_tw_info(e, ti);
 	}
 	if (tw_taken_over(tw))
 		e->detail = DETAIL_REUSE;
@@ -212,7 +221,8 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 	e->flags |= F_VALUE_KNOWN;
 	if (!(cfg_events & (FAM_STATE | FAM_TW)) || !kept(e))
 		return true;
-	struct tw_info ti = { .birth_ns = c->armed_ts, .owner = *o };
+	struct tw_info ti = { .birth_ns = c->armed_ts, .cgroup = e->cgroup, .owner = *o,
+			      .cgroup_in = !!(e->flags & F_CGROUP_IN) };
 	bpf_map_update_elem(&tws, &tw, &ti, BPF_ANY);
 	deliver_twsk(e);
 	return true;
@@ -274,7 +284,7 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	e.value = timeo;
 	e.duration_ns = e.ts_ns - ti->birth_ns;
 	e.flags |= F_VALUE_KNOWN | F_DURATION_KNOWN;
-	set_owner(&e, &ti->owner);
+	set_tw_info(&e, ti);
 	emit(&e);
 }
 

@@ -11,6 +11,7 @@
 #include "maps.h"
 #include "compat.h"
 #include "common.h"
+#include "cgroup.h"
 #include "timewait.h"
 #include "overflow.h"
 #include "connect.h"

@@ -13,6 +13,7 @@ import (
 var (
 	offTs       = unsafe.Offsetof(twtraceEvent{}.TsNs)
 	offDuration = unsafe.Offsetof(twtraceEvent{}.DurationNs)
+	offCgroup   = unsafe.Offsetof(twtraceEvent{}.Cgroup)
 	offNetns    = unsafe.Offsetof(twtraceEvent{}.Netns)
 	offPid      = unsafe.Offsetof(twtraceEvent{}.Pid)
 	offValue    = unsafe.Offsetof(twtraceEvent{}.Value)
@@ -66,6 +67,7 @@ func (d *Decoder) Decode(raw []byte, e *Event) error {
 		SPort:    le.Uint16(raw[offSport:]),
 		DPort:    le.Uint16(raw[offDport:]),
 		NetNS:    le.Uint32(raw[offNetns:]),
+		Cgroup:   le.Uint64(raw[offCgroup:]),
 		OldState: State(raw[offOld]),
 		NewState: State(raw[offNew]),
 		Substate: State(raw[offSubstate]),

@@ -62,10 +62,12 @@ func unitCommBytes(s string) [16]byte {
 	return out
 }
 
-// unitBase is a valid IPv4 record of the given kind: 10.0.0.1:8080 -> 10.0.0.2:443 in netns 4026531840.
+// unitBase is a valid IPv4 record of the given kind: 10.0.0.1:8080 -> 10.0.0.2:443 in netns 4026531840,
+// cgroup 5706.
 func unitBase(kind Kind) twtraceEvent {
 	return twtraceEvent{
 		TsNs:   1_500_000_000,
+		Cgroup: 5706,
 		Netns:  4026531840,
 		Sport:  8080,
 		Dport:  443,
@@ -92,6 +94,7 @@ func unitWant(kind Kind, mod func(*Event)) Event {
 		SPort:  8080,
 		DPort:  443,
 		NetNS:  4026531840,
+		Cgroup: 5706,
 	}
 	if mod != nil {
 		mod(&e)
@@ -112,8 +115,8 @@ func TestDecodeRecordSizeMatchesLayout(t *testing.T) {
 	if got := binary.Size(twtraceEvent{}); got != RecordSize {
 		t.Fatalf("binary.Size(twtraceEvent) = %d, RecordSize = %d", got, RecordSize)
 	}
-	if RecordSize != 96 {
-		t.Fatalf("RecordSize = %d, want 96 (struct event in bpf/event.h)", RecordSize)
+	if RecordSize != 104 {
+		t.Fatalf("RecordSize = %d, want 104 (struct event in bpf/event.h)", RecordSize)
 	}
 }
 

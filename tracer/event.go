@@ -83,14 +83,18 @@ func (d Detail) String() string {
 // Event is one decoded event. The tracer reuses one Event for every callback:
 // copy what you keep.
 type Event struct {
-	Time     time.Time
-	Kind     Kind
-	Family   uint8 // 4 or 6
-	SAddr    netip.Addr
-	DAddr    netip.Addr
-	SPort    uint16 // local
-	DPort    uint16 // remote
-	NetNS    uint32
+	Time   time.Time
+	Kind   Kind
+	Family uint8 // 4 or 6
+	SAddr  netip.Addr
+	DAddr  netip.Addr
+	SPort  uint16 // local
+	DPort  uint16 // remote
+	NetNS  uint32
+	// Cgroup is the socket's cgroup v2 id (the inode of its directory under the cgroup2 mount),
+	// carried to its timewait socket; 0 when unknown (no socket, a timewait socket born before
+	// tracing, or cgroup v1 data in its place).
+	Cgroup   uint64
 	PID      uint32
 	Comm     [16]byte
 	OwnerOK  bool

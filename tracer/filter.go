@@ -11,6 +11,16 @@ type Filter struct {
 	NetNS  uint32 // inode number
 	Family uint8  // 4 or 6
 	Addr   netip.Prefix
+	// Cgroup keeps the sockets of one cgroup subtree: the id of its root and the root's level
+	// below the hierarchy's (cgroup2.Lookup, cgroup2.Level); ID 0 keeps every socket. Only the
+	// kernel applies it: an event's cgroup id alone does not say which subtree it lies in.
+	Cgroup CgroupFilter
+}
+
+// CgroupFilter names a cgroup v2 subtree by its root.
+type CgroupFilter struct {
+	ID    uint64
+	Level uint32
 }
 
 // Matches reports whether a socket passes the filter's port, address and family settings,

@@ -152,12 +152,14 @@ func settings(opts Options, twTimerHandler uint64) map[string]any {
 // filterSettings are the load-time constants wanted() in bpf/common.h filters with.
 func filterSettings(f Filter) map[string]any {
 	settings := map[string]any{
-		twtraceVarCfgPort:   f.Port,
-		twtraceVarCfgSport:  f.SPort,
-		twtraceVarCfgDport:  f.DPort,
-		twtraceVarCfgPid:    f.PID,
-		twtraceVarCfgNetns:  f.NetNS,
-		twtraceVarCfgFamily: f.Family,
+		twtraceVarCfgPort:        f.Port,
+		twtraceVarCfgSport:       f.SPort,
+		twtraceVarCfgDport:       f.DPort,
+		twtraceVarCfgPid:         f.PID,
+		twtraceVarCfgNetns:       f.NetNS,
+		twtraceVarCfgFamily:      f.Family,
+		twtraceVarCfgCgroupId:    f.Cgroup.ID,
+		twtraceVarCfgCgroupLevel: f.Cgroup.Level,
 	}
 	if f.Addr.IsValid() {
 		var addr [16]byte

@@ -56,6 +56,7 @@ type twtraceEvent struct {
 	_          structs.HostLayout
 	TsNs       uint64
 	DurationNs uint64
+	Cgroup     uint64
 	Netns      uint32
 	Pid        uint32
 	Value      uint32
@@ -95,6 +96,7 @@ const (
 	twtraceEventFlagF_RESET_RECV     twtraceEventFlag = 8
 	twtraceEventFlagF_VALUE_KNOWN    twtraceEventFlag = 16
 	twtraceEventFlagF_NO_SOCKET      twtraceEventFlag = 32
+	twtraceEventFlagF_CGROUP_IN      twtraceEventFlag = 64
 )
 
 type twtraceEventKind uint32
@@ -191,12 +193,15 @@ const (
 type twtraceTwInfo struct {
 	_       structs.HostLayout
 	BirthNs uint64
+	Cgroup  uint64
 	Owner   struct {
 		_     structs.HostLayout
 		Pid   uint32
 		Known uint32
 		Comm  [16]int8
 	}
+	CgroupIn uint8
+	Pad      [7]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -241,6 +246,8 @@ const (
 	twtraceVarCfgAddr             = "cfg_addr"
 	twtraceVarCfgAddrFamily       = "cfg_addr_family"
 	twtraceVarCfgAddrPrefix       = "cfg_addr_prefix"
+	twtraceVarCfgCgroupId         = "cfg_cgroup_id"
+	twtraceVarCfgCgroupLevel      = "cfg_cgroup_level"
 	twtraceVarCfgCountState       = "cfg_count_state"
 	twtraceVarCfgDport            = "cfg_dport"
 	twtraceVarCfgEmpty            = "cfg_empty"
@@ -347,6 +354,8 @@ type twtraceVariableSpecs struct {
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.VariableSpec `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.VariableSpec `ebpf:"cfg_addr_prefix"`
+	CfgCgroupId       *ebpf.VariableSpec `ebpf:"cfg_cgroup_id"`
+	CfgCgroupLevel    *ebpf.VariableSpec `ebpf:"cfg_cgroup_level"`
 	CfgCountState     *ebpf.VariableSpec `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.VariableSpec `ebpf:"cfg_dport"`
 	CfgEmpty          *ebpf.VariableSpec `ebpf:"cfg_empty"`
@@ -416,6 +425,8 @@ type twtraceVariables struct {
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`
 	CfgAddrFamily     *ebpf.Variable `ebpf:"cfg_addr_family"`
 	CfgAddrPrefix     *ebpf.Variable `ebpf:"cfg_addr_prefix"`
+	CfgCgroupId       *ebpf.Variable `ebpf:"cfg_cgroup_id"`
+	CfgCgroupLevel    *ebpf.Variable `ebpf:"cfg_cgroup_level"`
 	CfgCountState     *ebpf.Variable `ebpf:"cfg_count_state"`
 	CfgDport          *ebpf.Variable `ebpf:"cfg_dport"`
 	CfgEmpty          *ebpf.Variable `ebpf:"cfg_empty"`

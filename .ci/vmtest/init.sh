@@ -1,7 +1,9 @@
 #!/bin/sh
-# PID 1 of the test VM. Console (ttyS0) gets the test output; ttyS1 gets only RESULT lines, so a
-# kernel panic on the console can never be mistaken for a result.
+# PID 1 of the test VM. The console (ttyS0, ttyAMA0 on arm64) gets the test output; the results device
+# (vmtest.result: ttyS1, or a virtio console on arm64) gets only RESULT lines, so a kernel panic on the
+# console can never be mistaken for a result.
 # TWTRACE_EMULATED: the timer softirq runs late under TCG; the natural-expiry test allows for it
+/bin/busybox --install -s /bin # the applets: the host could not run this architecture's busybox to list them
 export PATH=/bin HOME=/tmp TMPDIR=/tmp TWTRACE_BIN=/twtrace TWTRACE_EMULATED=1
 
 mount -t proc proc /proc
@@ -13,13 +15,20 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
+# a pure cgroup v2 host: sockets' cgroups are named (the tests also check the case without one)
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
-for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done
+for m in /lib/modules/*.ko; do [ -f "$m" ] && insmod "$m"; done # NN-name.ko: dependencies first
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmtest\.$1=//p"; }
 kernel=$(arg kernel)
+result=$(arg result)
 [ "$(arg long)" = 1 ] || export TWTRACE_SKIP_LONG=1
-stty -F /dev/ttyS1 raw -echo
+i=0
+while [ ! -c "$result" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done # a module's device appears once probed
+[ -c "$result" ] || echo "vmtest: no results device $result"
+case $result in /dev/ttyS*) stty -F "$result" raw -echo ;; esac
 
 verdict() { # exit code -> word (contract with the test binaries: 0 passed, 3 backend not available, 4 not implemented by twtrace)
   case $1 in 0) echo passed ;; 3) echo unavailable ;; 4) echo unimplemented ;; *) echo failed ;; esac
@@ -42,7 +51,7 @@ for b in fentry kprobe tracepoint; do
   [ "$t" = "$c" ] || r=failed
   [ "$s" = passed ] || r=failed
   echo "RESULT $kernel $b $r (tracer.test: $t, twtrace-cmd.test: $c, snapshot.test: $s)"
-  echo "RESULT $kernel $b $r" >/dev/ttyS1
+  echo "RESULT $kernel $b $r" >"$result"
 done
 sleep 1 # let the UARTs drain before the power goes
 poweroff -f

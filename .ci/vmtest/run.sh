@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Kernel matrix: boots twtrace's test binaries under every kernel in .ci/vmtest/kernels (QEMU TCG)
-# and prints kernel x backend -> passed / failed / not available / not implemented. Run from anywhere: bash .ci/vmtest/run.sh
+# Kernel matrix: boots twtrace's test binaries under every kernel in .ci/vmtest/kernels (QEMU TCG, amd64 and
+# arm64) and prints arch x kernel x backend -> passed / failed / not available / not implemented.
+# Run from anywhere: bash .ci/vmtest/run.sh
 #
 # Environment:
-#   VMTEST_KERNELS       subset of kernel names to run, e.g. "5.10 6.12" (default: all in the kernels file)
-#   LONG_KERNEL          the one kernel that runs the long tests (default 6.1); others get TWTRACE_SKIP_LONG=1
-#   VMTEST_TIMEOUT       seconds per kernel VM (default 900: 6.1, with the one-minute tests, needs about 10 minutes)
-#   VMTEST_BINARIES_DIR  use tracer.test, twtrace-cmd.test, snapshot.test and twtrace from this directory instead of building them
+#   VMTEST_KERNELS       kernels to run: names ("6.1" is every arch's 6.1) or arch/name ("arm64/6.12"); default all
+#   VMTEST_ARCHES        architectures to run, e.g. "arm64" (default: all in the kernels file)
+#   LONG_KERNELS         the kernels that run the long tests (default "amd64/6.1 arm64/6.12"); others get TWTRACE_SKIP_LONG=1
+#   VMTEST_JOBS          VMs booted at once (default 2: single-threaded TCG keeps one host CPU busy per VM)
+#   VMTEST_TIMEOUT       seconds per VM (default 1200; arm64 ones get VMTEST_TIMEOUT_ARM64, default 1800)
+#   VMTEST_BINARIES_DIR  use <arch>/{tracer.test,twtrace-cmd.test,snapshot.test,twtrace} from this directory instead of building them
+#   VMTEST_ICOUNT_AMD64, VMTEST_ICOUNT_ARM64
+#                        QEMU -icount options (default "shift=0,sleep=off"; empty: the guest follows the host's clock)
 set -euo pipefail
 shopt -s inherit_errexit # so a failing go build inside $(...) stops the run
 
@@ -15,239 +20,244 @@ CACHE=$HERE/cache
 OUT=$HERE/out
 BACKENDS=(fentry kprobe tracepoint)
 BINARIES=(tracer.test twtrace-cmd.test snapshot.test twtrace)
-# sock_diag for TCP (twtrace stat, the timewait view, doctor), and veth (the connect tests' routed
-# namespaces): Debian builds them as modules
-MODULES=(inet_diag tcp_diag veth)
-CACHE_FORMAT=2 # bump when fetch_kernel keeps more of a package
+# sock_diag for TCP (twtrace stat, the timewait view, doctor), veth (the connect tests' routed namespaces);
+# on arm64 also the results channel, a virtio console (qemu's virt machine has one UART): Debian builds some
+# of them as modules, with their dependencies.
+declare -A MODULES=([amd64]="tcp_diag veth" [arm64]="tcp_diag veth virtio_pci virtio_console")
+CACHE_FORMAT=3 # bump when fetch_kernel keeps more of a package
 declare -A VCPUS
-LONG_KERNEL=${LONG_KERNEL:-6.1}
-TIMEOUT=${VMTEST_TIMEOUT:-900}
+LONG_KERNELS=${LONG_KERNELS:-amd64/6.1 arm64/6.12}
+JOBS=${VMTEST_JOBS:-2}
+# Guest time is counted in executed instructions (1 ns each), idle time skipped: a VM the host preempts for
+# 20 ms does not see 20 ms pass, so twtrace's 10 ms windows hold however loaded the shared host is (following
+# the host's clock, a VM failed a few of those tests at load average 4 to 10; counting, none did). x86 guests
+# hang bringing up a second CPU under -icount with QEMU 7.2: the kernels file gives them one vCPU.
+declare -A ICOUNT=([amd64]=${VMTEST_ICOUNT_AMD64-shift=0,sleep=off} [arm64]=${VMTEST_ICOUNT_ARM64-shift=0,sleep=off})
+declare -A TIMEOUT=([amd64]=${VMTEST_TIMEOUT:-1200} [arm64]=${VMTEST_TIMEOUT_ARM64:-1800})
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
-REQUIRED_CONFIG=(CONFIG_NET_NS CONFIG_INET CONFIG_BPF_SYSCALL CONFIG_DEBUG_INFO_BTF CONFIG_SERIAL_8250_CONSOLE
-  CONFIG_DEVTMPFS CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP)
+REQUIRED_CONFIG=(CONFIG_NET_NS CONFIG_INET CONFIG_BPF_SYSCALL CONFIG_DEBUG_INFO_BTF CONFIG_DEVTMPFS
+  CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP)
+declare -A CONSOLE_CONFIG=([amd64]=CONFIG_SERIAL_8250_CONSOLE [arm64]=CONFIG_SERIAL_AMBA_PL011_CONSOLE)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# name suite package-or-glob, one line per kernel; VMTEST_KERNELS filters by name.
+# "arch name suite package-or-glob vcpus", one line per selected kernel.
 kernel_lines() {
-  local name suite pkg cpus
-  while read -r name suite pkg cpus; do
-    [[ -z $name || $name == \#* ]] && continue
-    [[ -n ${VMTEST_KERNELS:-} && " $VMTEST_KERNELS " != *" $name "* ]] && continue
-    echo "$name $suite $pkg ${cpus:-2}"
+  local arch name suite pkg cpus
+  while read -r arch name suite pkg cpus; do
+    [[ -z $arch || $arch == \#* ]] && continue
+    [[ -n ${VMTEST_ARCHES:-} && " $VMTEST_ARCHES " != *" $arch "* ]] && continue
+    [[ -n ${VMTEST_KERNELS:-} && " $VMTEST_KERNELS " != *" $name "* && " $VMTEST_KERNELS " != *" $arch/$name "* ]] && continue
+    echo "$arch $name $suite $pkg ${cpus:-2}"
   done <"$HERE/kernels"
 }
 
-is_static() { ! ldd "$1" >/dev/null 2>&1; }
+is_static() { ! LC_ALL=C readelf -l "$1" | grep -q 'program interpreter'; }
 
-ensure_tools() {
-  local missing=()
-  command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-  { command -v busybox >/dev/null && is_static "$(command -v busybox)"; } || missing+=(busybox-static)
+ensure_tools() { # arches...
+  local missing=() a
+  for a in "$@"; do
+    case $a in
+      amd64) command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86) ;;
+      arm64) command -v qemu-system-aarch64 >/dev/null || missing+=(qemu-system-arm) ;;
+      *) die "unknown arch $a" ;;
+    esac
+  done
   command -v cpio >/dev/null || missing+=(cpio)
   command -v xz >/dev/null || missing+=(xz-utils)
   command -v zstd >/dev/null || missing+=(zstd)
+  command -v modinfo >/dev/null || missing+=(kmod)
+  command -v readelf >/dev/null || missing+=(binutils)
+  command -v flock >/dev/null || missing+=(util-linux)
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]}"
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
-# --- kernels ---------------------------------------------------------------
+# --- kernels and busybox ---------------------------------------------------
 
-# The Debian archive URI already configured on this machine: the source that serves the machine's own codename.
-archive_uri() {
-  local codename f
-  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -r $f ]] && awk -v c="$codename" '$1 == "deb" { sub(/\[[^]]*\]/, ""); if ($3 == c) print $2 }' "$f"
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -r $f ]] && awk -v c="$codename" -v RS= '
-      { uri = ""; hit = 0; deb = 0; n = split($0, line, "\n")
-        for (i = 1; i <= n; i++) {
-          split(line[i], w, /[ \t]+/)
-          if (w[1] == "Types:") for (j in w) if (w[j] == "deb") deb = 1
-          if (w[1] == "URIs:") uri = w[2]
-          if (w[1] == "Suites:") for (j in w) if (w[j] == c) hit = 1
-        }
-        if (deb && hit && uri != "") print uri }' "$f"
-  done
-  return 0
-}
+# shellcheck source=../lib/debian.sh
+. "$HERE/../lib/debian.sh"
 
-# apt options for a private index of one suite under cache/apt/<suite>; the system's apt state is untouched.
-# The sources file lives in a temporary directory so that no archive host name is ever written under the repo.
-apt_opts() {
-  local d=$CACHE/apt/$1
-  echo -o "Dir::Etc::SourceList=$TMP/$1.list" -o Dir::Etc::SourceParts=/dev/null \
-    -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o Dir::State::status=/dev/null \
-    -o Acquire::Check-Valid-Until=false -o Acquire::Languages=none \
-    -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false
-}
-
-declare -A UPDATED # suites whose index this run already refreshed
-apt_update() { # suite
-  local d=$CACHE/apt/$1 uri
-  [[ -n ${UPDATED[$1]:-} ]] && return 0
-  uri=$(archive_uri | head -n1)
-  [[ -n $uri ]] || die "no Debian archive URI found in /etc/apt/sources.list{,.d}"
-  mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $1 main" >"$TMP/$1.list"
-  # shellcheck disable=SC2046
-  apt-get -q $(apt_opts "$1") update </dev/null >&2
-  UPDATED[$1]=1
-}
-
-# The package name itself, or the newest (version sort) name in the suite matching the glob.
-resolve_pkg() { # suite name-or-glob
-  local n
-  [[ $2 == *[*?[]* ]] || { echo "$2"; return; }
-  # shellcheck disable=SC2046
-  apt-cache $(apt_opts "$1") pkgnames "${2%%[*?[]*}" | while read -r n; do
-    if [[ $n == $2 ]]; then echo "$n"; fi
-  done | sort -V | tail -n1
-}
-
-# cache/<name>/{vmlinuz,config,spec,modules.list}; re-fetched only when the kernels line changes or
-# MODULES names one the cache never looked for (modules.list: a module added needs no CACHE_FORMAT bump).
-fetch_kernel() { # name suite package-or-glob
-  local dir=$CACHE/$1 tmp pkg
-  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$2 $3 $CACHE_FORMAT" ]] && modules_looked_for "$dir" && return 0
-  apt_update "$2"
-  pkg=$(resolve_pkg "$2" "$3")
-  [[ -n $pkg ]] || die "$1: no package matches $3 in $2"
-  log "$1: downloading $pkg ($2)"
-  tmp=$TMP/$1 && mkdir -p "$tmp"
-  chown _apt "$tmp" 2>/dev/null || true
-  # shellcheck disable=SC2046
-  (cd "$tmp" && apt-get -q $(apt_opts "$2") download "$pkg/$2" </dev/null >&2)
-  dpkg -x "$tmp"/*.deb "$tmp/root"
+# cache/<arch>/<name>/{vmlinuz,config,spec,package,modules/,modules.list}; re-fetched only when the kernels
+# line changes or MODULES names one the cache never looked for (a module added needs no CACHE_FORMAT bump).
+fetch_kernel() { # arch name suite package-or-glob
+  local dir=$CACHE/$1/$2 tmp=$TMP/$1-$2 deb
+  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$3 $4 $CACHE_FORMAT" ]] &&
+    modules_looked_for "$dir" "${MODULES[$1]}" && return 0
+  log "$1/$2: downloading $4 ($3)"
+  deb=$(debian_fetch "$3" "$1" "$4" "$tmp")
+  dpkg -x "$deb" "$tmp/root"
   rm -rf "$dir" && mkdir -p "$dir"
   cp "$tmp"/root/boot/vmlinuz-* "$dir/vmlinuz"
   cp "$tmp"/root/boot/config-* "$dir/config"
-  keep_modules "$tmp/root" "$dir/modules"
-  basename "$tmp"/*.deb >"$dir/package"
-  echo "$2 $3 $CACHE_FORMAT" >"$dir/spec"
+  keep_modules "$tmp/root" "$dir/modules" "${MODULES[$1]}"
+  basename "$deb" >"$dir/package"
+  echo "$3 $4 $CACHE_FORMAT" >"$dir/spec"
   rm -rf "$tmp"
 }
 
-modules_looked_for() { # cache-dir
+# The initramfs has no module tree: the modules the tests need, and the modules they depend on (modinfo),
+# are kept decompressed as NN-name.ko, NN being the load order init follows. Built-in ones are not found.
+keep_modules() { # unpacked-package-root dest-dir "module..."
+  local root=$1 dest=$2 m n=0
+  local -A kept=()
+  mkdir -p "$dest"
+  keep() {
+    local f d tmp
+    [[ -n ${kept[$1]:-} ]] && return 0
+    kept[$1]=1
+    f=$(find "$root/lib/modules" "$root/usr/lib/modules" -name "$1.ko*" 2>/dev/null | head -n 1 || true) # usr/: merged-/usr packages
+    [[ -n $f ]] || return 0
+    tmp=$dest/.$1.ko
+    case $f in
+      *.xz) xz -dc "$f" >"$tmp" ;;
+      *.zst) zstd -qdc "$f" >"$tmp" ;;
+      *) cp "$f" "$tmp" ;;
+    esac
+    for d in $(modinfo -F depends "$tmp" | tr ',' ' '); do keep "$d"; done
+    mv "$tmp" "$dest/$(printf '%02d' "$n")-$1.ko"
+    n=$((n + 1))
+  }
+  for m in $3; do keep "$m"; done
+  printf '%s\n' $3 >"$(dirname "$dest")/modules.list"
+}
+
+modules_looked_for() { # cache-dir "module..."
   local m
-  for m in "${MODULES[@]}"; do
+  for m in $2; do
     grep -qx "$m" "$1/modules.list" 2>/dev/null || return 1
   done
 }
 
-# The initramfs has no module tree: the modules the tests need are kept, decompressed,
-# and loaded by init in this order. Where the kernel builds them in, none is found.
-keep_modules() { # unpacked-package-root dest-dir
-  local m f
-  mkdir -p "$2"
-  for m in "${MODULES[@]}"; do
-    f=$(find "$1/lib/modules" "$1/usr/lib/modules" -name "$m.ko*" 2>/dev/null | head -n 1 || true) # usr/: merged-/usr packages
-    [[ -n $f ]] || continue
-    case $f in
-      *.xz) xz -dc "$f" >"$2/$m.ko" ;;
-      *.zst) zstd -qdc "$f" >"$2/$m.ko" ;;
-      *) cp "$f" "$2/$m.ko" ;;
-    esac
-  done
-  printf '%s\n' "${MODULES[@]}" >"$(dirname "$2")/modules.list"
+# Debian's static busybox for the guest's architecture, from the machine's own suite.
+fetch_busybox() { # arch
+  local dir=$CACHE/$1/busybox codename deb
+  [[ -x $dir/busybox ]] && return 0
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  deb=$(debian_fetch "$codename" "$1" busybox-static "$TMP/busybox-$1")
+  dpkg -x "$deb" "$TMP/busybox-$1/root"
+  mkdir -p "$dir"
+  cp "$TMP/busybox-$1/root/bin/busybox" "$dir/busybox"
+  is_static "$dir/busybox" || die "$dir/busybox is not statically linked"
 }
 
-# modules_cpio packs one kernel's modules as an archive the kernel unpacks after the
-# common initramfs (concatenated archives are part of the initramfs format).
-modules_cpio() { # name -> path
-  local root=$TMP/modules-$1 i=0 m
-  rm -rf "$root" && mkdir -p "$root/lib/modules"
-  for m in "${MODULES[@]}"; do
-    [[ -f $CACHE/$1/modules/$m.ko ]] && cp "$CACHE/$1/modules/$m.ko" "$root/lib/modules/$i-$m.ko"
-    i=$((i + 1))
-  done
-  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/modules-$1.cpio.gz"
-  echo "$OUT/modules-$1.cpio.gz"
-}
-
-check_config() { # name
+check_config() { # id
   local opt
-  for opt in "${REQUIRED_CONFIG[@]}"; do
+  for opt in "${REQUIRED_CONFIG[@]}" "${CONSOLE_CONFIG[${1%%/*}]}"; do
     grep -qx "$opt=y" "$CACHE/$1/config" || log "WARNING: $1: $opt is not built in"
   done
 }
 
 # --- guest -----------------------------------------------------------------
 
-build_binaries() { # -> directory holding BINARIES
+build_binaries() { # arch -> directory holding BINARIES
   if [[ -n ${VMTEST_BINARIES_DIR:-} ]]; then
-    echo "$VMTEST_BINARIES_DIR"
+    echo "$VMTEST_BINARIES_DIR/$1"
     return
   fi
-  mkdir -p "$OUT/bin"
+  mkdir -p "$OUT/bin/$1"
   (
     cd "$HERE/../.."
-    export CGO_ENABLED=0
-    go test -c -o "$OUT/bin/tracer.test" ./tracer
-    go test -c -o "$OUT/bin/twtrace-cmd.test" ./cmd/twtrace
-    go test -c -o "$OUT/bin/snapshot.test" ./internal/snapshot
-    go build -o "$OUT/bin/twtrace" ./cmd/twtrace
+    export CGO_ENABLED=0 GOARCH=$1
+    go test -c -o "$OUT/bin/$1/tracer.test" ./tracer
+    go test -c -o "$OUT/bin/$1/twtrace-cmd.test" ./cmd/twtrace
+    go test -c -o "$OUT/bin/$1/snapshot.test" ./internal/snapshot
+    go build -o "$OUT/bin/$1/twtrace" ./cmd/twtrace
   ) >&2
-  echo "$OUT/bin"
+  echo "$OUT/bin/$1"
 }
 
-build_initramfs() { # binaries-dir
-  local root=$OUT/initramfs b applet
+# One initramfs per architecture; busybox installs its applets at boot (it cannot run here to list them).
+build_initramfs() { # arch binaries-dir
+  local root=$OUT/initramfs-$1 b
   rm -rf "$root" && mkdir -p "$root"/{bin,dev,proc,sys,tmp}
   ln -s bin "$root/sbin"
-  cp "$(command -v busybox)" "$root/bin/busybox"
-  for applet in $(busybox --list); do
-    [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
-  done
+  cp "$CACHE/$1/busybox/busybox" "$root/bin/busybox"
+  ln -s busybox "$root/bin/sh"
   for b in "${BINARIES[@]}"; do
-    [[ -x $1/$b ]] || die "missing $1/$b"
-    is_static "$1/$b" || die "$1/$b is not statically linked"
-    cp "$1/$b" "$root/$b"
+    [[ -x $2/$b ]] || die "missing $2/$b"
+    is_static "$2/$b" || die "$2/$b is not statically linked"
+    cp "$2/$b" "$root/$b"
   done
   install -m 755 "$HERE/init.sh" "$root/init"
-  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs.cpio.gz"
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs-$1.cpio.gz"
   rm -rf "$root"
 }
 
-# Results come from ttyS1 (<name>.status), never from the console log a panic could also write to.
-boot_kernel() { # name
-  local long=0 rc=0 n
-  [[ $1 == "$LONG_KERNEL" ]] && long=1
-  rm -f "$OUT/$1.log" "$OUT/$1.status"
-  cat "$OUT/initramfs.cpio.gz" "$(modules_cpio "$1")" >"$OUT/initrd-$1.gz"
-  # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs.
-  # -cx16: guests double-faulted on TCG's cmpxchg16b (SLUB's per-CPU fast path) with corrupted flags;
-  # without it SLUB takes its other path.
-  timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=single -cpu "${VMTEST_CPU:-max,-cx16}" -smp "${VCPUS[$1]}" -m 2G \
+# modules_cpio packs one kernel's modules as an archive the kernel unpacks after the
+# common initramfs (concatenated archives are part of the initramfs format).
+modules_cpio() { # id -> path
+  local root=$TMP/modules-${1//\//-} out=$OUT/modules-${1//\//-}.cpio.gz
+  rm -rf "$root" && mkdir -p "$root/lib/modules"
+  cp "$CACHE/$1"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
+  echo "$out"
+}
+
+# The machine per architecture. Results come from a second channel (<id>.status), never from the console
+# log a panic could also write to: the second UART on x86, a virtio console on arm64 (virt has one UART).
+declare -A CONSOLE=([amd64]=ttyS0 [arm64]=ttyAMA0) RESULT_DEV=([amd64]=/dev/ttyS1 [arm64]=/dev/hvc0)
+qemu_machine() { # arch console-log status-file -> arguments, one per line
+  case $1 in
+    amd64)
+      # single-threaded TCG: multi-threaded TCG oopsed on 6.12 patching tracepoint call sites across vCPUs.
+      # -cx16: guests double-faulted on TCG's cmpxchg16b (SLUB's per-CPU fast path) with corrupted flags;
+      # without it SLUB takes its other path.
+      printf '%s\n' qemu-system-x86_64 -accel tcg,thread=single -cpu "${VMTEST_CPU:-max,-cx16}" \
+        -serial "file:$2" -serial "file:$3" ;;
+    arm64)
+      # single-threaded TCG as on x86. neoverse-n1 (Graviton2's core) boots faster under TCG than "max",
+      # whose SVE and pointer authentication are costly to emulate.
+      printf '%s\n' qemu-system-aarch64 -M virt -accel tcg,thread=single -cpu "${VMTEST_CPU_ARM64:-neoverse-n1}" \
+        -serial "file:$2" \
+        -device virtio-serial-pci -chardev "file,id=results,path=$3" -device virtconsole,chardev=results ;;
+  esac
+}
+
+boot_kernel() { # id (arch/name)
+  local id=$1 arch=${1%%/*} file=${1//\//-} long=0 rc=0 n machine=()
+  [[ " $LONG_KERNELS " == *" $id "* ]] && long=1
+  rm -f "$OUT/$file.log" "$OUT/$file.status"
+  cat "$OUT/initramfs-$arch.cpio.gz" "$(modules_cpio "$id")" >"$OUT/initrd-$file.gz"
+  mapfile -t machine < <(qemu_machine "$arch" "$OUT/$file.log" "$OUT/$file.status")
+  [[ -n ${ICOUNT[$arch]} ]] && machine+=(-icount "${ICOUNT[$arch]}")
+  timeout "${TIMEOUT[$arch]}" "${machine[@]}" -smp "${VCPUS[$id]}" -m 2G \
     -nographic -monitor none -nic none -no-reboot \
-    -kernel "$CACHE/$1/vmlinuz" -initrd "$OUT/initrd-$1.gz" \
-    -serial "file:$OUT/$1.log" -serial "file:$OUT/$1.status" \
-    -append "console=ttyS0 panic=-1 random.trust_cpu=on vmtest.kernel=$1 vmtest.long=$long" </dev/null || rc=$?
-  ((rc == 0)) || log "$1: qemu exited with $rc (124 = timeout after ${TIMEOUT}s)"
-  n=$(grep -c RESULT "$OUT/$1.status" || true)
-  ((n == ${#BACKENDS[@]})) || log "$1: only $n of ${#BACKENDS[@]} results reported (crash or timeout?), see $OUT/$1.log"
+    -kernel "$CACHE/$id/vmlinuz" -initrd "$OUT/initrd-$file.gz" \
+    -append "console=${CONSOLE[$arch]} panic=-1 random.trust_cpu=on vmtest.kernel=$id vmtest.long=$long vmtest.result=${RESULT_DEV[$arch]}" \
+    </dev/null || rc=$?
+  ((rc == 0)) || log "$id: qemu exited with $rc (124 = timeout after ${TIMEOUT[$arch]}s)"
+  n=$(grep -c RESULT "$OUT/$file.status" || true)
+  ((n == ${#BACKENDS[@]})) || log "$id: only $n of ${#BACKENDS[@]} results reported (crash or timeout?), see $OUT/$file.log"
   ((n == ${#BACKENDS[@]}))
 }
 
 # An emulated kernel sometimes dies under TCG with faults no test can cause (a double fault
 # inside SLUB's cmpxchg16b fast path, seen on 6.12): a VM that reported no verdict for some
 # backend is booted once more, and said so. A reported failure is never retried.
-boot_kernel_retrying() { # name
+boot_kernel_retrying() { # id
+  local file=${1//\//-}
   boot_kernel "$1" && return
-  grep -q "RESULT .* failed" "$OUT/$1.status" 2>/dev/null && return
-  cp "$OUT/$1.log" "$OUT/$1.crashed.log"
-  log "$1: the VM died before reporting every backend (console kept in $OUT/$1.crashed.log); booting it once more"
+  grep -q "RESULT .* failed" "$OUT/$file.status" 2>/dev/null && return
+  cp "$OUT/$file.log" "$OUT/$file.crashed.log"
+  log "$1: the VM died before reporting every backend (console kept in $OUT/$file.crashed.log); booting it once more"
   boot_kernel "$1" || true
 }
 
-cell() { # kernel backend -> passed | failed | not available | not implemented
+run_vm() { # id
+  local t=$SECONDS
+  log "$1: booting $(cat "$CACHE/$1/package")"
+  boot_kernel_retrying "$1"
+  log "$1: done in $((SECONDS - t))s (console: $OUT/${1//\//-}.log)"
+  echo "$1 $((SECONDS - t))" >>"$OUT/times.txt"
+}
+
+cell() { # id backend -> passed | failed | not available | not implemented
   local r
-  r=$(tr -d '\r' <"$OUT/$1.status" 2>/dev/null |
+  r=$(tr -d '\r' <"$OUT/${1//\//-}.status" 2>/dev/null |
     awk -v k="$1" -v b="$2" '$1 == "RESULT" && $2 == k && $3 == b { r = $4 } END { print r }')
   case $r in
     passed) echo passed ;;
@@ -257,49 +267,65 @@ cell() { # kernel backend -> passed | failed | not available | not implemented
   esac
 }
 
-matrix() { # kernel names...
-  local k b
-  printf '%-8s' kernel
+matrix() { # ids...
+  local id b
+  printf '%-6s %-7s' arch kernel
   printf ' %-16s' "${BACKENDS[@]}"
-  echo
-  for k in "$@"; do
-    printf '%-8s' "$k"
-    for b in "${BACKENDS[@]}"; do printf ' %-16s' "$(cell "$k" "$b")"; done
-    echo
+  printf ' %s\n' seconds
+  for id in "$@"; do
+    printf '%-6s %-7s' "${id%%/*}" "${id#*/}"
+    for b in "${BACKENDS[@]}"; do printf ' %-16s' "$(cell "$id" "$b")"; done
+    printf ' %s\n' "$(awk -v k="$id" '$1 == k { s = $2 } END { print s }' "$OUT/times.txt")"
   done
-  echo "host     $(uname -r): covered by 'make test' (tracepoint backend)"
+  echo "host   $(uname -r): covered by 'make test' (tracepoint backend)"
 }
 
 main() {
-  local start=$SECONDS t names=() name suite pkg bin failed=0
+  local start=$SECONDS t ids=() order=() arches=() arch name suite pkg cpus bin failed=0 id
   mkdir -p "$CACHE" "$OUT"
   TMP=$(mktemp -d) && chmod 755 "$TMP" # apt's sandbox user downloads below it
   trap 'rm -rf "$TMP"' EXIT
-  ensure_tools
+  DEBIAN_CACHE=$CACHE/apt DEBIAN_TMP=$TMP
+  [[ -f $OUT/times.txt ]] && mv "$OUT/times.txt" "$OUT/times.previous.txt"
+
+  while read -r arch name suite pkg cpus; do
+    ids+=("$arch/$name")
+    VCPUS[$arch/$name]=$cpus
+    [[ " ${arches[*]} " == *" $arch "* ]] || arches+=("$arch")
+  done < <(kernel_lines)
+  ((${#ids[@]})) || die "no kernels selected"
+  ensure_tools "${arches[@]}"
 
   t=$SECONDS
-  while read -r name suite pkg cpus; do
-    fetch_kernel "$name" "$suite" "$pkg"
-    check_config "$name"
-    names+=("$name")
-    VCPUS[$name]=$cpus
-  done < <(kernel_lines)
-  ((${#names[@]})) || die "no kernels selected"
+  for id in "${ids[@]}"; do
+    read -r arch name suite pkg cpus < <(kernel_lines | awk -v a="${id%%/*}" -v n="${id#*/}" '$1 == a && $2 == n')
+    fetch_kernel "$arch" "$name" "$suite" "$pkg"
+    check_config "$id"
+  done
+  for arch in "${arches[@]}"; do fetch_busybox "$arch"; done
   log "kernels ready in $((SECONDS - t))s"
 
   t=$SECONDS
-  bin=$(build_binaries)
-  build_initramfs "$bin"
+  for arch in "${arches[@]}"; do
+    bin=$(build_binaries "$arch")
+    build_initramfs "$arch" "$bin"
+  done
   log "binaries and initramfs ready in $((SECONDS - t))s"
 
-  for name in "${names[@]}"; do
-    t=$SECONDS
-    log "$name: booting $(cat "$CACHE/$name/package")"
-    boot_kernel_retrying "$name"
-    log "$name: done in $((SECONDS - t))s (console: $OUT/$name.log)"
+  # The slowest VMs first, by the previous run's times (never measured counts as slowest), so that
+  # the last to start are short and the jobs end close together.
+  touch "$OUT/times.previous.txt"
+  mapfile -t order < <(for id in "${ids[@]}"; do
+    echo "$(awk -v k="$id" '$1 == k { s = $2 } END { print (s == "" ? 999999 : s) }' "$OUT/times.previous.txt") $id"
+  done | sort -rn -s -k1,1 | cut -d' ' -f2)
+  log "booting ${#order[@]} VMs, $JOBS at a time: ${order[*]}"
+  for id in "${order[@]}"; do
+    while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
+    run_vm "$id" &
   done
+  wait
 
-  matrix "${names[@]}" | tee "$OUT/matrix.txt"
+  matrix "${ids[@]}" | tee "$OUT/matrix.txt"
   grep -q failed "$OUT/matrix.txt" && failed=1
   log "total wall time $((SECONDS - start))s"
   return $failed

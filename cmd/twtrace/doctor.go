@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -29,8 +28,9 @@ type doctorReport struct {
 
 type doctorNetns struct {
 	NetNS    uint32            `json:"netns"`
-	Sysctls  map[string]string `json:"sysctls"` // null offline
-	Traced   *doctorTraced     `json:"traced"`  // null without a measurement
+	HeldBy   *workloadNames    `json:"workload"` // the pod holding the namespace; null when none does
+	Sysctls  map[string]string `json:"sysctls"`  // null offline
+	Traced   *doctorTraced     `json:"traced"`   // null without a measurement
 	Findings []doctor.Finding  `json:"findings"`
 }
 
@@ -44,6 +44,9 @@ type doctorTraced struct {
 	// connect() calls that failed, by errno name, and timewait sockets connect() took over
 	ConnectFailures map[string]uint64 `json:"connect_failures"`
 	Reused          *uint64           `json:"reused"`
+	// the namespace's busiest workloads (--top-workloads), and how many others it has
+	Workloads     []workloadJSON `json:"workloads"`
+	MoreWorkloads int            `json:"more_workloads"`
 }
 
 type lifetimeSummary struct {
@@ -92,11 +95,22 @@ func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usagef("--interval %s: must not be negative", *interval)
 	}
 	if *input != "" {
-		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval", "cri-socket"); err != nil {
 			return err
 		}
-		return doctorReplay(*input, opts.Filter, f.output == "json", stdin, stdout, stderr)
+		filter := replayFilter{Filter: opts.Filter, Workload: f.workload.recorded()}
+		return doctorReplay(*input, filter, f.workload.top, f.output == "json", stdin, stdout, stderr)
 	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	names, cgroupFilter, err := f.workload.open(log)
+	if err != nil {
+		return err
+	}
+	defer names.Close()
+	opts.Filter.Cgroup = cgroupFilter
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	inodes, err := doctorNamespaces(src, opts.Filter.NetNS)
 	if err != nil {
@@ -104,7 +118,7 @@ func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	kernel := kernelRelease()
 	if f.duration == 0 && *interval == 0 {
-		r, err := settingsReport(kernel, src, inodes)
+		r, err := settingsReport(kernel, src, names, inodes)
 		if err != nil {
 			return err
 		}
@@ -112,6 +126,7 @@ func doctorCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 
 	m := newMeasurer(src, inodes, src.Baselines(inodes)) // the kernel's counters are read before tracing starts
+	m.names, m.topWorkloads = names, f.workload.top
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -174,14 +189,16 @@ func kernelRelease() string {
 }
 
 // settingsReport diagnoses the namespaces' settings alone, without measuring.
-func settingsReport(kernel string, src *snapshot.Source, inodes []uint32) (doctorReport, error) {
+func settingsReport(kernel string, src *snapshot.Source, names namer, inodes []uint32) (doctorReport, error) {
 	r := doctorReport{Kernel: &kernel}
+	heldBy := namespaceWorkloads(names, inodes)
 	for _, inode := range inodes {
 		n, err := src.Settings(inode)
 		if err != nil {
 			return r, fmt.Errorf("netns %d: %w", inode, err)
 		}
-		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls, Findings: doctor.Diagnose(kernel, n.Sysctls, nil)})
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, HeldBy: namespaceNames(heldBy, inode), Sysctls: n.Sysctls,
+			Findings: doctor.Diagnose(kernel, n.Sysctls, nil)})
 	}
 	return r, nil
 }
@@ -206,13 +223,16 @@ type measurer struct {
 	inodes []uint32
 	win    *window.Window
 	traced tracer.Families
+	names  namer // nil: every workload unknown
+
+	topWorkloads int
 
 	mu   sync.Mutex
 	peak map[uint32]int64
 }
 
 func newMeasurer(src snapshotter, inodes []uint32, baseline map[uint32]snapshot.Counters) *measurer {
-	m := &measurer{src: src, inodes: inodes, peak: map[uint32]int64{}}
+	m := &measurer{src: src, inodes: inodes, peak: map[uint32]int64{}, topWorkloads: defaultTopWorkloads}
 	m.win = window.New(time.Now(), baseline)
 	m.sample()
 	return m
@@ -250,6 +270,8 @@ func (m *measurer) report(kernel string) doctorReport {
 	now := time.Now()
 	secs := now.Sub(a.Since).Seconds()
 	r := doctorReport{Kernel: &kernel, Measured: &secs}
+	rows := workloadRows(a, m.names, snaps, now)
+	heldBy := namespaceWorkloads(m.names, m.inodes)
 	for _, inode := range m.inodes {
 		n := snaps[inode]
 		if n == nil {
@@ -257,15 +279,32 @@ func (m *measurer) report(kernel string) doctorReport {
 		}
 		me := measurement(a, inode, n, m.traced, now)
 		me.PeakLive = peak[inode]
-		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Sysctls: n.Sysctls,
-			Traced: tracedOf(me, m.traced), Findings: doctor.Diagnose(kernel, n.Sysctls, me)})
+		traced := tracedOf(me, m.traced)
+		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, m.topWorkloads, m.traced)
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, HeldBy: namespaceNames(heldBy, inode), Sysctls: n.Sysctls,
+			Traced: traced, Findings: doctor.Diagnose(kernel, n.Sysctls, me)})
 	}
 	return r
 }
 
+// workloadsIn are the busiest top of rows in namespace inode, and how many others it has.
+func workloadsIn(rows []workloadRow, inode uint32, top int, traced tracer.Families) ([]workloadJSON, int) {
+	out, more := []workloadJSON{}, 0
+	for _, row := range rows {
+		switch {
+		case row.NetNS != inode:
+		case len(out) < top:
+			out = append(out, workloadRowJSON(row, traced))
+		default:
+			more++
+		}
+	}
+	return out, more
+}
+
 // doctorReplay diagnoses a recording: what its events measured, without the settings and
 // live state a recording does not hold.
-func doctorReplay(name string, filter tracer.Filter, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
+func doctorReplay(name string, filter replayFilter, topWorkloads int, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
 	a, rec, err := replayWindow(name, stdin, filter)
 	if err != nil {
 		return err
@@ -273,9 +312,12 @@ func doctorReplay(name string, filter tracer.Filter, asJSON bool, stdin io.Reade
 	st := recordingStatus(rec)
 	secs := rec.Until.Sub(rec.Since).Seconds()
 	r := doctorReport{Measured: &secs, Offline: true, Input: &rec.Name, Unreadable: rec.Unreadable}
-	for _, inode := range namespacesOf(a, recordingNamespace(filter, rec), true) {
+	rows := workloadRows(a, rec.Names, nil, rec.Until)
+	for _, inode := range namespacesOf(a, recordingNamespace(filter.Filter, rec), true) {
 		me := measurement(a, inode, nil, st.Traced, rec.Until)
-		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: tracedOf(me, st.Traced),
+		traced := tracedOf(me, st.Traced)
+		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, topWorkloads, st.Traced)
+		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: traced,
 			Findings: doctor.DiagnoseTraced(me)})
 	}
 	reportReplay(stderr, rec)
@@ -359,7 +401,11 @@ func writeDoctorText(w io.Writer, r doctorReport) {
 	}
 	fmt.Fprintln(w)
 	for _, n := range r.Namespaces {
-		fmt.Fprintf(w, "\nnetns %d\n ", n.NetNS)
+		fmt.Fprintf(w, "\nnetns %d", n.NetNS)
+		if n.HeldBy != nil {
+			fmt.Fprintf(w, " (held by %s)", n.HeldBy.Name)
+		}
+		fmt.Fprintf(w, "\n ")
 		if n.Sysctls == nil {
 			fmt.Fprintf(w, " sysctls: not available offline")
 		}
@@ -404,17 +450,40 @@ func writeTracedLine(w io.Writer, t *doctorTraced) {
 		}
 		return fmt.Sprintf("%d, median %.1fms", l.Count, *l.P50Ms)
 	}
-	failures := "unknown (not traced)"
-	if t.ConnectFailures != nil {
-		failures = "none"
-		var parts []string
-		for _, name := range slices.Sorted(maps.Keys(t.ConnectFailures)) {
-			parts = append(parts, fmt.Sprintf("%s %d", name, t.ConnectFailures[name]))
+	failures := func(m map[string]uint64) string {
+		switch {
+		case m == nil:
+			return "unknown (not traced)"
+		case len(m) == 0:
+			return "none"
 		}
-		if len(parts) > 0 {
-			failures = strings.Join(parts, ", ")
-		}
+		return errnoCounts(m)
 	}
 	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s; connect() failures %s; reused by connect() %s\n",
-		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST), failures, count(t.Reused))
+		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST), failures(t.ConnectFailures), count(t.Reused))
+	for _, wl := range t.Workloads {
+		name := "unknown workload"
+		if wl.Workload != nil {
+			name = wl.Workload.Name
+		}
+		fmt.Fprintf(w, "  workload %s: holds %s timewait sockets (born while tracing), created %s", name, count(wl.TimeWaitNow), count(wl.Created))
+		if wl.Rate != nil {
+			fmt.Fprintf(w, " (%.1f/s)", *wl.Rate)
+		}
+		fmt.Fprintf(w, ", overflows %s, resets sent %s, received %s, connect() failures %s", count(wl.Overflows), count(wl.ResetsSent), count(wl.ResetsRecv),
+			failures(wl.ConnectFailures))
+		switch f := wl.Forecast; {
+		case f == nil:
+		case f.FullInS != nil && *f.FullInS == 0:
+			fmt.Fprintf(w, "; at this rate alone the timewait table is full now")
+		case f.FullInS != nil:
+			fmt.Fprintf(w, "; at this rate alone it fills the timewait table in ~%.0fs", *f.FullInS)
+		default:
+			fmt.Fprintf(w, "; at this rate alone it settles near %.0f timewait sockets", f.SteadyState)
+		}
+		fmt.Fprintln(w)
+	}
+	if t.MoreWorkloads > 0 {
+		fmt.Fprintf(w, "  and %d more workloads (--top-workloads)\n", t.MoreWorkloads)
+	}
 }

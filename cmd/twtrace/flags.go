@@ -19,12 +19,18 @@ import (
 type flagGroup uint
 
 const (
-	groupOutput   flagGroup = 1 << iota // -o
-	groupTracing                        // --events, --backend, --ringbuf-size
-	groupDuration                       // --duration
-	groupFilters                        // --port, --sport, --dport, --addr, --netns, -4, -6
-	groupOwner                          // --pid: only a tracer knows a socket's owner
-	groupLog                            // --log-level, --log-format: the tracing session's diagnostics
+	groupOutput          flagGroup = 1 << iota // -o
+	groupTracing                               // --events, --backend, --ringbuf-size
+	groupDuration                              // --duration
+	groupFilters                               // --port, --sport, --dport, --addr, --netns, -4, -6
+	groupOwner                                 // --pid: only a tracer knows a socket's owner
+	groupLog                                   // --log-level, --log-format: the tracing session's diagnostics
+	groupWorkloadFilters                       // --cgroup, --pod, --container: in the kernel, by the socket's cgroup
+	groupNames                                 // --cri-socket: names pods and containers
+	groupTopWorkloads                          // --top-workloads
+
+	// workloadGroups are what commands that trace and count per workload take.
+	workloadGroups = groupWorkloadFilters | groupNames | groupTopWorkloads
 
 	// tracingGroups are what every command that traces takes.
 	tracingGroups = groupTracing | groupDuration | groupFilters | groupOwner | groupLog
@@ -32,11 +38,11 @@ const (
 
 // sharedFlags says which shared flags each command takes (probe has its own two).
 var sharedFlags = map[string]flagGroup{
-	"watch":    groupOutput | tracingGroups,
-	"timewait": groupOutput | tracingGroups,
-	"doctor":   groupOutput | tracingGroups,
-	"serve":    tracingGroups, // its output is /metrics
-	"stat":     groupOutput | groupDuration | groupFilters,
+	"watch":    groupOutput | tracingGroups | groupWorkloadFilters | groupNames,
+	"timewait": groupOutput | tracingGroups | workloadGroups,
+	"doctor":   groupOutput | tracingGroups | workloadGroups,
+	"serve":    tracingGroups | workloadGroups, // its output is /metrics
+	"stat":     groupOutput | groupDuration | groupFilters | groupNames,
 }
 
 // traceFlags are the options commands share. A flag a command does not register keeps
@@ -57,6 +63,7 @@ type traceFlags struct {
 	ipv6      bool
 	logLevel  string
 	logFormat string
+	workload  workloadFlags
 }
 
 // newTraceFlags registers the shared flags that fs's command takes (sharedFlags).
@@ -90,6 +97,7 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 	if groups&groupOwner != 0 {
 		fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
 	}
+	f.workload.register(fs, groups)
 	if groups&groupLog != 0 {
 		fs.StringVar(&f.logLevel, "log-level", f.logLevel, "diagnostics on stderr: debug, info, warn or error")
 		fs.StringVar(&f.logFormat, "log-format", f.logFormat, "diagnostics format: console or json")
@@ -101,18 +109,24 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 // because other commands do.
 var notTaken = map[string]map[string]string{
 	"stat": {
-		"pid":          "stat reads sockets from sock_diag, which does not know their owners; use watch or timewait",
-		"events":       "stat does not trace",
-		"backend":      "stat does not trace",
-		"ringbuf-size": "stat does not trace",
-		"log-level":    "stat writes no diagnostics",
-		"log-format":   "stat writes no diagnostics",
+		"pid":           "stat reads sockets from sock_diag, which does not know their owners; use watch or timewait",
+		"events":        "stat does not trace",
+		"backend":       "stat does not trace",
+		"ringbuf-size":  "stat does not trace",
+		"log-level":     "stat writes no diagnostics",
+		"log-format":    "stat writes no diagnostics",
+		"cgroup":        statNoCgroups,
+		"pod":           statNoCgroups,
+		"container":     statNoCgroups,
+		"top-workloads": "stat lists every namespace, each named by the pod that holds it",
 	},
 	"serve": {
 		"o":                "serve prints no events: it exports them on /metrics",
 		"top-destinations": "renamed --top",
 	},
 }
+
+const statNoCgroups = "stat reads sock_diag, which does not say which cgroup created a socket; give the pod's network namespace with --netns (stat names the pod of each)"
 
 // commandFlags makes a command's flag set: --help prints usage, then the flags, to stdout.
 func commandFlags(name, usage string, stdout io.Writer) *flag.FlagSet {
@@ -197,6 +211,9 @@ func (f *traceFlags) options() (tracer.Options, error) {
 	}
 	if err := tracer.ValidateRingBufferSize(o.RingBufferSize, os.Getpagesize()); err != nil {
 		return o, usagef("--ringbuf-size: %s", err)
+	}
+	if err := f.workload.validate(); err != nil {
+		return o, err
 	}
 	flt := &o.Filter
 	if flt.Port, err = portFlag("port", f.port); err != nil {

@@ -196,8 +196,8 @@ func TestRunDispatch(t *testing.T) {
 		stderrHas  string
 	}{
 		{name: "no args", args: nil, usage: true, stderrHas: "Usage:"},
-		{name: "version", args: []string{"version"}, wantStdout: "twtrace dev\n"},
-		{name: "version --help", args: []string{"version", "--help"}, wantStdout: "Usage: twtrace version\n\nPrint the version.\n"},
+		{name: "version", args: []string{"version"}, stdoutHas: "twtrace dev\ncommit  "},
+		{name: "version --help", args: []string{"version", "--help"}, stdoutHas: "Usage: twtrace version\n\nPrint twtrace's version"},
 		{name: "version takes no flag", args: []string{"version", "--short"}, usage: true},
 		{name: "version takes no argument", args: []string{"version", "now"}, usage: true},
 		{name: "--help", args: []string{"--help"}, stdoutHas: "twtrace watch [flags]"},
@@ -264,15 +264,17 @@ func TestUnknownCommandTwoLines(t *testing.T) {
 func TestCommandFlagsListed(t *testing.T) {
 	filters := []string{"4", "6", "addr", "dport", "netns", "port", "sport"}
 	tracing := append([]string{"backend", "duration", "events", "log-format", "log-level", "pid", "ringbuf-size"}, filters...)
+	workloadFilters := []string{"cgroup", "container", "cri-socket", "pod"}
+	workloads := append([]string{"top-workloads"}, workloadFilters...)
 	tests := []struct {
 		cmd   string
 		flags []string
 	}{
-		{"watch", append([]string{"o"}, tracing...)},
-		{"timewait", append([]string{"o", "interval", "top", "input"}, tracing...)},
-		{"doctor", append([]string{"o", "interval", "input"}, tracing...)},
-		{"serve", append([]string{"listen", "top"}, tracing...)},
-		{"stat", append([]string{"o", "duration", "interval"}, filters...)},
+		{"watch", slices.Concat([]string{"o"}, tracing, workloadFilters)},
+		{"timewait", slices.Concat([]string{"o", "interval", "top", "input"}, tracing, workloads)},
+		{"doctor", slices.Concat([]string{"o", "interval", "input"}, tracing, workloads)},
+		{"serve", slices.Concat([]string{"listen", "top"}, tracing, workloads)},
+		{"stat", slices.Concat([]string{"o", "duration", "interval", "cri-socket"}, filters)},
 		{"probe", []string{"o", "backend"}},
 		{"version", nil},
 	}

@@ -5,12 +5,14 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// appendJSON appends one event as a JSON object and a newline. The schema is part
-// of the product (README, "JSON schema"): add fields, never rename them.
-func appendJSON(b []byte, e *tracer.Event) []byte {
+// appendJSON appends one event as a JSON object and a newline, with its workload (nil when
+// unknown). The schema is part of the product (README, "JSON schema"): add fields, never
+// rename them.
+func appendJSON(b []byte, e *tracer.Event, w *workload.Workload) []byte {
 	b = append(b, `{"ts":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","kind":"`...)
@@ -31,6 +33,7 @@ func appendJSON(b []byte, e *tracer.Event) []byte {
 	b = strconv.AppendUint(b, uint64(e.PID), 10)
 	b = append(b, `,"comm":`...)
 	b = appendString(b, e.Comm[:])
+	b = appendWorkload(b, e.Cgroup, w)
 	switch e.Kind {
 	case tracer.KindState:
 		b = appendField(b, "old", e.OldState.String())
@@ -92,6 +95,35 @@ func appendReset(b []byte, e *tracer.Event) []byte {
 		return strconv.AppendUint(b, uint64(e.Unread), 10)
 	}
 	return append(b, "null"...)
+}
+
+// appendWorkload writes the socket's cgroup id and path (null when unknown), then whatever names
+// the workload there, each field only when it applies: unit, container_id, pod_uid, pod_namespace,
+// pod, container.
+func appendWorkload(b []byte, id uint64, w *workload.Workload) []byte {
+	b = append(b, `,"cgroup_id":`...)
+	if id == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendUint(b, id, 10)
+	}
+	if w == nil {
+		return append(b, `,"cgroup":null`...)
+	}
+	b = append(b, `,"cgroup":`...)
+	b = appendString(b, []byte(w.Cgroup))
+	for _, f := range [...]struct{ key, value string }{
+		{"unit", w.Unit}, {"container_id", w.ContainerID}, {"pod_uid", w.PodUID},
+		{"pod_namespace", w.PodNamespace}, {"pod", w.Pod}, {"container", w.Container},
+	} {
+		if f.value != "" {
+			b = append(b, `,"`...)
+			b = append(b, f.key...)
+			b = append(b, `":`...)
+			b = appendString(b, []byte(f.value))
+		}
+	}
+	return b
 }
 
 func appendField(b []byte, key, value string) []byte {

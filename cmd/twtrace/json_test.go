@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -57,6 +58,9 @@ func unitCommon(kind string, specific map[string]any) map[string]any {
 		"netns":  4026531840.0,
 		"pid":    4242.0,
 		"comm":   "curl",
+		// no workload known: the cgroup is null, the names absent
+		"cgroup_id": nil,
+		"cgroup":    nil,
 	}
 	for k, v := range specific {
 		m[k] = v
@@ -244,7 +248,7 @@ func TestJSONEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := unitDecodeJSON(t, appendJSON(nil, &tt.e))
+			got := unitDecodeJSON(t, appendJSON(nil, &tt.e, nil))
 			if !reflect.DeepEqual(unitKeys(got), unitKeys(tt.want)) {
 				t.Errorf("keys = %v, want %v", unitKeys(got), unitKeys(tt.want))
 			}
@@ -277,17 +281,45 @@ func TestJSONExactLine(t *testing.T) {
 		e.Duration, e.DurationOK = 3500*time.Nanosecond, true
 	})
 	want := `{"ts":"2024-05-06T07:08:09.123456789Z","kind":"state","family":4,"saddr":"10.0.0.1","sport":8080,` +
-		`"daddr":"10.0.0.2","dport":443,"netns":4026531840,"pid":4242,"comm":"curl",` +
+		`"daddr":"10.0.0.2","dport":443,"netns":4026531840,"pid":4242,"comm":"curl","cgroup_id":null,"cgroup":null,` +
 		`"old":"ESTABLISHED","new":"FIN_WAIT1","in_old_us":3}` + "\n"
-	if got := string(appendJSON(nil, &e)); got != want {
+	if got := string(appendJSON(nil, &e, nil)); got != want {
 		t.Errorf("appendJSON:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A workload's fields appear when they apply: a pod's container, a systemd unit, a cgroup that
+// names nothing, and a cgroup id no cgroup answers to any more.
+func TestJSONWorkload(t *testing.T) {
+	const ctr = "5c1c5d1a3f1f4f2a8d1e0b7c2a9e6d4b3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c"
+	pod := &workload.Workload{Cgroup: "/kubepods/besteffort/pod0f6a/" + ctr, ContainerID: ctr, PodUID: "0f6a",
+		PodNamespace: "shop", Pod: "cart-7d9f", Container: "web"}
+	unit := &workload.Workload{Cgroup: "/system.slice/nginx.service", Unit: "nginx.service"}
+	plain := &workload.Workload{Cgroup: "/batch \"q\""}
+	for _, tt := range []struct {
+		id   uint64
+		w    *workload.Workload
+		want string
+	}{
+		{5706, pod, `"cgroup_id":5706,"cgroup":"/kubepods/besteffort/pod0f6a/` + ctr + `","container_id":"` + ctr +
+			`","pod_uid":"0f6a","pod_namespace":"shop","pod":"cart-7d9f","container":"web"`},
+		{17, unit, `"cgroup_id":17,"cgroup":"/system.slice/nginx.service","unit":"nginx.service"`},
+		{18, plain, `"cgroup_id":18,"cgroup":"/batch \"q\""`},
+		{19, nil, `"cgroup_id":19,"cgroup":null`},
+	} {
+		e := unitEvent(tracer.KindTWOverflow, func(e *tracer.Event) { e.Cgroup = tt.id })
+		line := string(appendJSON(nil, &e, tt.w))
+		if !strings.Contains(line, `"comm":"curl",`+tt.want+`,"substate"`) {
+			t.Errorf("%+v:\n got %s\nwant %s", tt.w, line, tt.want)
+		}
+		unitDecodeJSON(t, []byte(line))
 	}
 }
 
 func TestJSONAppends(t *testing.T) {
 	e := unitEvent(tracer.KindState, nil)
 	prefix := []byte("prefix\n")
-	got := appendJSON(prefix, &e)
+	got := appendJSON(prefix, &e, nil)
 	if !strings.HasPrefix(string(got), "prefix\n{") {
 		t.Errorf("appendJSON did not append after the existing bytes: %q", got)
 	}
@@ -304,7 +336,7 @@ func TestJSONTimestamp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		e := unitEvent(tracer.KindState, func(e *tracer.Event) { e.Time = tt.t })
-		if got := unitDecodeJSON(t, appendJSON(nil, &e))["ts"]; got != tt.want {
+		if got := unitDecodeJSON(t, appendJSON(nil, &e, nil))["ts"]; got != tt.want {
 			t.Errorf("ts for %v = %v, want %q", tt.t, got, tt.want)
 		}
 	}
@@ -328,7 +360,7 @@ func TestJSONCommEscaping(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := unitEvent(tracer.KindState, func(e *tracer.Event) { e.Comm = unitCommOf(tt.comm) })
-			line := appendJSON(nil, &e)
+			line := appendJSON(nil, &e, nil)
 			if !strings.Contains(string(line), `"comm":`+tt.raw+`,`) {
 				t.Errorf("appendJSON = %s, want comm written as %s", line, tt.raw)
 			}
@@ -343,7 +375,7 @@ func TestJSONCommEscaping(t *testing.T) {
 func TestJSONCommInvalidUTF8(t *testing.T) {
 	for _, comm := range []string{"\xff", "a\xc3", "\xed\xa0\x80", "\xef\xbf\xbd"} {
 		e := unitEvent(tracer.KindState, func(e *tracer.Event) { e.Comm = unitCommOf(comm) })
-		line := appendJSON(nil, &e)
+		line := appendJSON(nil, &e, nil)
 		got := unitDecodeJSON(t, line)["comm"]
 		var want strings.Builder // as encoding/json does: U+FFFD for each invalid byte
 		for _, r := range comm {
@@ -375,7 +407,7 @@ func TestJSONAllocs(t *testing.T) {
 	buf := make([]byte, 0, 1024)
 	for name, e := range events {
 		allocs := testing.AllocsPerRun(100, func() {
-			buf = appendJSON(buf[:0], &e)
+			buf = appendJSON(buf[:0], &e, nil)
 		})
 		if allocs != 0 {
 			t.Errorf("appendJSON(%s) allocates %v times with a large enough buffer, want 0", name, allocs)

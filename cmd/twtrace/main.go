@@ -119,11 +119,7 @@ func command(args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
 	case "version":
-		if err := parseFlags(commandFlags("version", "Usage: twtrace version\n\nPrint the version.", stdout), args[1:]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "twtrace %s\n", version)
-		return nil
+		return versionCommand(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return nil

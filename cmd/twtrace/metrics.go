@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twtrace/twtrace/internal/netns"
 	"github.com/twtrace/twtrace/internal/snapshot"
+	"github.com/twtrace/twtrace/internal/topk"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -25,36 +28,47 @@ type eventMetrics struct {
 	lifetime *prometheus.HistogramVec
 	overflow *prometheus.CounterVec
 	resets   *prometheus.CounterVec
-	connect  *prometheus.CounterVec // by namespace and errno
-	connectD *prometheus.CounterVec // the same, by destination too: the first topK, then "other"
+	connect  *prometheus.CounterVec // by namespace, errno and workload
+	connectD *prometheus.CounterVec // by destination: the first topDests, then "other"
+
+	// limiter chooses the workloads with series of their own (--top-workloads)
+	limiter *topk.Limiter[string]
 
 	mu       sync.Mutex
 	zeroed   map[uint32]bool // namespaces whose series exist
 	families tracer.Families // delivered: their namespace series start at 0
-	topK     int
+	reasons  []string        // a sent reset can carry here: their series start at 0
+	topDests int
 	dests    map[snapshot.Destination]bool // destinations with their own connectD series
 }
 
-// otherDestinations labels the connect failures towards destinations past the first topK.
+// otherDestinations labels the connect failures towards destinations past the first topDests.
 const otherDestinations = "other"
 
-func newEventMetrics(topK int) *eventMetrics {
-	return &eventMetrics{topK: topK, dests: map[snapshot.Destination]bool{},
+// workloadLabelNames are on every series of a workload's own (workloadLabels).
+var workloadLabelNames = []string{"namespace", "pod", "unit"}
+
+func newEventMetrics(topWorkloads, topDests int) *eventMetrics {
+	return &eventMetrics{topDests: topDests, dests: map[snapshot.Destination]bool{},
 		connect: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_total",
-			Help: "connect() calls that failed, by namespace and errno (EADDRNOTAVAIL: no free local port; unknown: failed inside connect() once it had a port)."},
-			[]string{"netns", "errno"}),
+			Help: "connect() calls that failed, by namespace, errno (EADDRNOTAVAIL: no free local port; unknown: failed inside connect() once it had a port) and the workload that called connect()."},
+			append([]string{"netns", "errno"}, workloadLabelNames...)),
 		connectD: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_by_destination_total",
-			Help: "connect() calls that failed, by errno and destination: the first --top destinations seen, the others as daddr=\"other\"."},
-			[]string{"netns", "errno", "saddr", "daddr", "dport"}),
+			Help: "connect() calls that failed, by errno and destination: the first --top destinations seen, the others as daddr=\"other\"; namespace, pod and unit name the workload holding the network namespace."},
+			append([]string{"netns", "errno", "saddr", "daddr", "dport"}, workloadLabelNames...)),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_created_total",
-			Help: "Timewait sockets created, by namespace and substate."}, []string{"netns", "substate"}),
+			Help: "Timewait sockets created, by namespace, substate and the workload whose socket it was."},
+			append([]string{"netns", "substate"}, workloadLabelNames...)),
 		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "twtrace_timewait_lifetime_seconds",
 			Help: "Lifetime of timewait sockets born while twtrace ran, by substate and how they ended.", Buckets: lifetimeBuckets},
 			[]string{"substate", "cause"}),
 		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_overflow_total",
-			Help: "Closes that found the namespace's timewait table full (tcp_max_tw_buckets): no TIME_WAIT protection."}, []string{"netns"}),
+			Help: "Closes that found the namespace's timewait table full (tcp_max_tw_buckets): no TIME_WAIT protection; by the workload whose socket it was."},
+			append([]string{"netns"}, workloadLabelNames...)),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_tcp_resets_total",
-			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason."}, []string{"direction", "reason"}),
+			Help: "TCP resets sent and received, by the kernel's (or the inferred) reason and the workload whose socket it was."},
+			append([]string{"direction", "reason"}, workloadLabelNames...)),
+		limiter: topk.New[string](topWorkloads, workloadIdle),
 	}
 }
 
@@ -62,40 +76,42 @@ func (m *eventMetrics) register(r *prometheus.Registry) {
 	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.connect, m.connectD)
 }
 
+// add is the per-event work: the namespace's series, and the lifetime. The counters with
+// workload labels are added to from the window when it folds (fold).
 func (m *eventMetrics) add(e *tracer.Event) {
 	m.mu.Lock()
 	m.namespaceAtZero(e.NetNS)
-	own := true
-	if e.Kind == tracer.KindConnectFail {
-		d := snapshot.Destination{NetNS: e.NetNS, SAddr: e.SAddr, DAddr: e.DAddr, DPort: e.DPort}
-		if own = m.dests[d]; !own && len(m.dests) < m.topK {
+	m.mu.Unlock()
+	if e.Kind == tracer.KindTWExit && e.DurationOK {
+		m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
+	}
+}
+
+// foldDestinations adds a window's connect failures by destination: the first topDests
+// destinations failures went to (within a window, the most failed first) have series of
+// their own, every later one counts in "other"; the workload labels name the pod (or
+// container) holding the namespace, as on twtrace_timewait_destination_sockets.
+func (m *eventMetrics) foldDestinations(a *window.Aggregate, names namer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys := slices.SortedFunc(maps.Keys(a.ConnectFails), func(x, y window.ConnectKey) int {
+		return cmp.Or(cmp.Compare(a.ConnectFails[y], a.ConnectFails[x]), cmp.Compare(x.Dest.NetNS, y.Dest.NetNS),
+			x.Dest.SAddr.Compare(y.Dest.SAddr), x.Dest.DAddr.Compare(y.Dest.DAddr), cmp.Compare(x.Dest.DPort, y.Dest.DPort),
+			cmp.Compare(x.Errno, y.Errno))
+	})
+	for _, k := range keys {
+		d, n := k.Dest, a.ConnectFails[k]
+		own := m.dests[d]
+		if !own && len(m.dests) < m.topDests {
 			m.dests[d], own = true, true
 		}
-	}
-	m.mu.Unlock()
-	switch e.Kind {
-	case tracer.KindTWEnter:
-		m.created.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10), e.Substate.String()).Inc()
-	case tracer.KindTWExit:
-		if e.DurationOK {
-			m.lifetime.WithLabelValues(e.Substate.String(), lifetimeCause(e.Cause, e.Detail)).Observe(e.Duration.Seconds())
-		}
-	case tracer.KindTWOverflow:
-		m.overflow.WithLabelValues(strconv.FormatUint(uint64(e.NetNS), 10)).Inc()
-	case tracer.KindReset:
-		dir, reason := "sent", e.Reason
-		if e.Recv {
-			dir, reason = "recv", "none"
-		}
-		m.resets.WithLabelValues(dir, reason).Inc()
-	case tracer.KindConnectFail:
-		netns, errno := strconv.FormatUint(uint64(e.NetNS), 10), e.ErrnoName()
-		m.connect.WithLabelValues(netns, errno).Inc()
+		l := heldByLabels(names, d.NetNS)
+		netns := strconv.FormatUint(uint64(d.NetNS), 10)
+		saddr, daddr, dport := otherDestinations, otherDestinations, otherDestinations
 		if own {
-			m.connectD.WithLabelValues(netns, errno, e.SAddr.String(), e.DAddr.String(), strconv.Itoa(int(e.DPort))).Inc()
-		} else {
-			m.connectD.WithLabelValues(netns, errno, otherDestinations, otherDestinations, otherDestinations).Inc()
+			saddr, daddr, dport = d.SAddr.String(), d.DAddr.String(), strconv.Itoa(int(d.DPort))
 		}
+		m.connectD.WithLabelValues(netns, k.Errno, saddr, daddr, dport, l.Namespace, l.Pod, l.Unit).Add(float64(n))
 	}
 }
 
@@ -103,13 +119,22 @@ func (m *eventMetrics) add(e *tracer.Event) {
 // limits they count against (a snapshot of each namespace the window saw events from), the
 // busiest destinations, loss, backends.
 type scrapeCollector struct {
-	t        *tracer.Tracer
-	win      *window.Window
-	src      snapshotter
-	only     uint32
-	mu       sync.Mutex
-	seen     map[uint32]bool // every namespace an event came from since the start
-	topK     int
+	t    *tracer.Tracer
+	win  *window.Window
+	src  snapshotter
+	only uint32
+	topK int
+	// events get the window's counts at each fold (nil: nobody counts them); names names
+	// workloads (nil: all unknown); topWorkloads bounds the workload gauge's series.
+	events       *eventMetrics
+	names        namer
+	topWorkloads int
+
+	folding sync.Mutex // one fold at a time: a scrape's and foldEvery's
+	mu      sync.Mutex
+	seen    map[uint32]bool             // every namespace an event came from since the start
+	held    map[window.CgroupKey]uint64 // timewait sockets each cgroup holds, at the last fold
+
 	live     *prometheus.Desc
 	maxTW    *prometheus.Desc
 	ports    *prometheus.Desc
@@ -120,16 +145,25 @@ type scrapeCollector struct {
 	families *prometheus.Desc
 	// counted in the kernel (Options.CountTransitions), read at each scrape
 	transitions *prometheus.Desc
+	// traced per workload: the timewait sockets each holds, of those born while tracing
+	workloadTW *prometheus.Desc
 }
 
+// netnsLabels are a namespace's, and the workload's holding it (heldByLabels).
+var netnsLabels = append([]string{"netns"}, workloadLabelNames...)
+
 func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, only uint32, topK int) *scrapeCollector {
-	return &scrapeCollector{t: t, win: win, src: src, only: only, topK: topK, seen: map[uint32]bool{},
-		live:  prometheus.NewDesc("twtrace_timewait_sockets", "Timewait sockets alive now (sock_diag), those born before twtrace included.", []string{"netns"}, nil),
-		maxTW: prometheus.NewDesc("twtrace_timewait_max_buckets", "The namespace's net.ipv4.tcp_max_tw_buckets.", []string{"netns"}, nil),
-		ports: prometheus.NewDesc("twtrace_ephemeral_ports", "Size of the namespace's net.ipv4.ip_local_port_range.", []string{"netns"}, nil),
+	return &scrapeCollector{t: t, win: win, src: src, only: only, topK: topK, seen: map[uint32]bool{}, topWorkloads: defaultTopWorkloads,
+		live: prometheus.NewDesc("twtrace_timewait_sockets",
+			"Timewait sockets alive now (sock_diag), those born before twtrace included; namespace, pod and unit name the workload holding the network namespace, empty for the host's.", netnsLabels, nil),
+		maxTW: prometheus.NewDesc("twtrace_timewait_max_buckets", "The namespace's net.ipv4.tcp_max_tw_buckets.", netnsLabels, nil),
+		ports: prometheus.NewDesc("twtrace_ephemeral_ports", "Size of the namespace's net.ipv4.ip_local_port_range.", netnsLabels, nil),
 		dest: prometheus.NewDesc("twtrace_timewait_destination_sockets",
 			"Timewait sockets alive now towards one destination (each holds a local port); only the top K destinations.",
-			[]string{"netns", "saddr", "daddr", "dport"}, nil),
+			append([]string{"saddr", "daddr", "dport"}, netnsLabels...), nil),
+		workloadTW: prometheus.NewDesc("twtrace_workload_timewait_sockets",
+			"Timewait sockets a workload holds now, of those born while twtrace ran; the top K workloads, the others summed as unit=\"other\".",
+			append([]string{"netns"}, workloadLabelNames...), nil),
 		lost:     prometheus.NewDesc("twtrace_events_lost_total", "Events the kernel could not write: the ring buffer was full.", nil, nil),
 		missed:   prometheus.NewDesc("twtrace_events_missed_total", "Hook runs the kernel skipped: the program was already running on that CPU.", nil, nil),
 		backends: prometheus.NewDesc("twtrace_backend_info", "The backend serving each hook (value 1).", []string{"hook", "backend"}, nil),
@@ -141,7 +175,7 @@ func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, o
 }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends, c.families, c.transitions} {
+	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends, c.families, c.transitions, c.workloadTW} {
 		ch <- d
 	}
 }
@@ -174,18 +208,22 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		live int
 	}
 	var dests []destLive
-	for _, inode := range c.namespaces() {
+	heldBy := map[uint32][]string{}
+	inodes := c.namespaces()
+	for _, inode := range inodes {
 		n, err := c.src.Take(inode)
 		if err != nil {
 			continue // gone: its sockets went with it
 		}
-		label := strconv.FormatUint(uint64(inode), 10)
-		ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(n.TimeWaitTable), label)
+		l := heldByLabels(c.names, inode)
+		labels := []string{strconv.FormatUint(uint64(inode), 10), l.Namespace, l.Pod, l.Unit}
+		heldBy[inode] = labels
+		ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(n.TimeWaitTable), labels...)
 		if n.Limits.MaxTWBuckets >= 0 {
-			ch <- prometheus.MustNewConstMetric(c.maxTW, prometheus.GaugeValue, float64(n.Limits.MaxTWBuckets), label)
+			ch <- prometheus.MustNewConstMetric(c.maxTW, prometheus.GaugeValue, float64(n.Limits.MaxTWBuckets), labels...)
 		}
 		if size := n.Limits.PortRangeSize(); size > 0 {
-			ch <- prometheus.MustNewConstMetric(c.ports, prometheus.GaugeValue, float64(size), label)
+			ch <- prometheus.MustNewConstMetric(c.ports, prometheus.GaugeValue, float64(size), labels...)
 		}
 		for d, live := range n.TimeWait {
 			dests = append(dests, destLive{d, live})
@@ -194,25 +232,81 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	// bounded cardinality whatever the traffic: only the K busiest destinations
 	sort.Slice(dests, func(i, j int) bool { return dests[i].live > dests[j].live })
 	for _, d := range dests[:min(c.topK, len(dests))] {
-		ch <- prometheus.MustNewConstMetric(c.dest, prometheus.GaugeValue, float64(d.live),
-			strconv.FormatUint(uint64(d.d.NetNS), 10), d.d.SAddr.String(), d.d.DAddr.String(), strconv.Itoa(int(d.d.DPort)))
+		labels := append([]string{d.d.SAddr.String(), d.d.DAddr.String(), strconv.Itoa(int(d.d.DPort))}, heldBy[d.d.NetNS]...)
+		ch <- prometheus.MustNewConstMetric(c.dest, prometheus.GaugeValue, float64(d.live), labels...)
+	}
+	c.collectWorkloads(ch, inodes)
+}
+
+// collectWorkloads exports the timewait sockets each workload holds: the K largest (per
+// namespace and workload) with series of their own, the rest summed per namespace as other.
+func (c *scrapeCollector) collectWorkloads(ch chan<- prometheus.Metric, namespaces []uint32) {
+	if c.t != nil && c.t.Families()&tracer.FamilyTW == 0 {
+		return // not traced: no series, never a 0 that would look measured
+	}
+	c.mu.Lock()
+	held := c.held
+	c.mu.Unlock()
+	type series struct {
+		netns uint32
+		l     workloadLabels
+	}
+	values := map[string]float64{}
+	of := map[string]series{}
+	unknown := map[uint32]float64{}
+	for k, n := range held {
+		l := unknownWorkload
+		if c.names != nil && k.Cgroup != 0 {
+			l = labelsOf(c.names.cgroup(k.Cgroup))
+		}
+		if l == unknownWorkload {
+			unknown[k.NetNS] += float64(n)
+			continue
+		}
+		key := strconv.FormatUint(uint64(k.NetNS), 10) + "\x00" + l.key()
+		values[key] += float64(n)
+		of[key] = series{k.NetNS, l}
+	}
+	top, _ := topk.Split(values, c.topWorkloads)
+	other := map[uint32]float64{}
+	for key, v := range values {
+		if _, ok := top[key]; !ok {
+			other[of[key].netns] += v
+		}
+	}
+	emit := func(netns uint32, l workloadLabels, v float64) {
+		ch <- prometheus.MustNewConstMetric(c.workloadTW, prometheus.GaugeValue, v, strconv.FormatUint(uint64(netns), 10), l.Namespace, l.Pod, l.Unit)
+	}
+	for key, v := range top {
+		emit(of[key].netns, of[key].l, v)
+	}
+	for _, ns := range namespaces { // other and unknown exist in every namespace listed
+		emit(ns, otherWorkloads, other[ns])
+		emit(ns, unknownWorkload, unknown[ns])
 	}
 }
 
-// fold ends the window and keeps the namespaces its events came from, all a scrape needs of
-// it so far: a window never restarted would grow with every destination ever seen.
+// fold ends the window, adds its counts to the event metrics and keeps the namespaces its
+// events came from and the timewait sockets each cgroup holds, all a scrape needs of it: a
+// window never restarted would grow with every destination ever seen.
 func (c *scrapeCollector) fold() {
-	ended := c.win.Restart(time.Now(), nil)
+	c.folding.Lock()
+	defer c.folding.Unlock()
+	now := time.Now()
+	ended := c.win.Restart(now, nil)
+	if c.events != nil {
+		c.events.fold(ended, c.names, now)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for ns := range ended.Netns {
 		c.seen[ns] = true
 	}
+	c.held = ended.TimeWaitNow
 }
 
 // namespaces lists the namespace filtered on, or those events came from and twtrace's own.
 func (c *scrapeCollector) namespaces() []uint32 {
-	c.fold()
 	if c.only != 0 {
 		return []uint32{c.only}
 	}

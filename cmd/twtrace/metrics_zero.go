@@ -9,7 +9,9 @@ import (
 // Series whose label values are known before any event exist from the first scrape at 0,
 // so that rate(), increase() and the alert rules count the first event. A namespace's
 // series are created when serve starts for --netns (or twtrace's own namespace), and for
-// any other namespace with the first event from it.
+// any other namespace with the first event from it, for the other and unknown workloads; a
+// workload's own series are created when it joins the top K (what it did until then is in
+// other's).
 
 // timewaitSubstates are the substates a timewait socket can have.
 var timewaitSubstates = []tracer.State{tracer.StateTimeWait, tracer.StateFinWait2}
@@ -44,12 +46,9 @@ var connectErrnos = []string{"EADDRNOTAVAIL", "ECONNREFUSED", "ETIMEDOUT", "EHOS
 func (m *eventMetrics) startAtZero(fs tracer.Families, reasons []string, namespaces []uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.families = fs
-	if fs&tracer.FamilyReset != 0 {
-		for _, r := range reasons {
-			m.resets.WithLabelValues("sent", r)
-		}
-		m.resets.WithLabelValues("recv", "none")
+	m.families, m.reasons = fs, reasons
+	for _, l := range reservedSeries {
+		m.resetsAtZero(l)
 	}
 	if fs&tracer.FamilyTW != 0 {
 		for _, s := range timewaitSubstates {
@@ -72,18 +71,35 @@ func (m *eventMetrics) namespaceAtZero(ns uint32) {
 		m.zeroed = map[uint32]bool{}
 	}
 	m.zeroed[ns] = true
-	label := strconv.FormatUint(uint64(ns), 10)
+	for _, l := range reservedSeries {
+		m.workloadAtZero(strconv.FormatUint(uint64(ns), 10), l)
+	}
+}
+
+// workloadAtZero creates a workload's series in a namespace at 0. m.mu is held.
+func (m *eventMetrics) workloadAtZero(netns string, l workloadLabels) {
 	if m.families&tracer.FamilyTW != 0 {
 		for _, s := range timewaitSubstates {
-			m.created.WithLabelValues(label, s.String())
+			m.created.WithLabelValues(netns, s.String(), l.Namespace, l.Pod, l.Unit)
 		}
 	}
 	if m.families&tracer.FamilyOverflow != 0 {
-		m.overflow.WithLabelValues(label)
+		m.overflow.WithLabelValues(netns, l.Namespace, l.Pod, l.Unit)
 	}
 	if m.families&tracer.FamilyConnect != 0 {
 		for _, errno := range connectErrnos {
-			m.connect.WithLabelValues(label, errno)
+			m.connect.WithLabelValues(netns, errno, l.Namespace, l.Pod, l.Unit)
 		}
 	}
+}
+
+// resetsAtZero creates a workload's reset series at 0, by direction and known reason. m.mu is held.
+func (m *eventMetrics) resetsAtZero(l workloadLabels) {
+	if m.families&tracer.FamilyReset == 0 {
+		return
+	}
+	for _, r := range m.reasons {
+		m.resets.WithLabelValues("sent", r, l.Namespace, l.Pod, l.Unit)
+	}
+	m.resets.WithLabelValues("recv", "none", l.Namespace, l.Pod, l.Unit)
 }

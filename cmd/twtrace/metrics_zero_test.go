@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -59,32 +60,26 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 		want     map[string][]string // metric → its series, sorted
 	}{
 		{"all families", tracer.AllFamilies, map[string][]string{
-			"twtrace_tcp_resets_total": {
-				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
-			},
+			"twtrace_tcp_resets_total":                resetSeries(),
 			"twtrace_timewait_lifetime_seconds_count": lifetimeSeries(),
 			"twtrace_timewait_created_total": {
-				`twtrace_timewait_created_total{netns="7",substate="FIN_WAIT2"}`,
-				`twtrace_timewait_created_total{netns="7",substate="TIME_WAIT"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="FIN_WAIT2",unit="other"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="FIN_WAIT2",unit="unknown"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="TIME_WAIT",unit="other"}`,
+				`twtrace_timewait_created_total{namespace="",netns="7",pod="",substate="TIME_WAIT",unit="unknown"}`,
 			},
-			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+			"twtrace_timewait_overflow_total": overflowSeries("7"),
 		}},
 		{"resets only", tracer.FamilyReset, map[string][]string{
-			"twtrace_tcp_resets_total": {
-				`twtrace_tcp_resets_total{direction="recv",reason="none"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="no_socket"}`,
-				`twtrace_tcp_resets_total{direction="sent",reason="tcp_state"}`,
-			},
+			"twtrace_tcp_resets_total": resetSeries(),
 		}},
 		{"overflow only", tracer.FamilyOverflow, map[string][]string{
-			"twtrace_timewait_overflow_total": {`twtrace_timewait_overflow_total{netns="7"}`},
+			"twtrace_timewait_overflow_total": overflowSeries("7"),
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newEventMetrics(20)
+			m := newEventMetrics(defaultTopWorkloads, 20)
 			m.startAtZero(tt.families, []string{"no_socket", "tcp_state"}, []uint32{7})
 			got := gathered(t, m)
 			for _, name := range []string{"twtrace_tcp_resets_total", "twtrace_timewait_lifetime_seconds_count",
@@ -102,6 +97,26 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 	}
 }
 
+// resetSeries are the reset series of the other and unknown workloads, for the reasons
+// no_socket and tcp_state.
+func resetSeries() []string {
+	var out []string
+	for _, unit := range []string{"other", "unknown"} {
+		for _, dr := range [][2]string{{"recv", "none"}, {"sent", "no_socket"}, {"sent", "tcp_state"}} {
+			out = append(out, fmt.Sprintf(`twtrace_tcp_resets_total{direction=%q,namespace="",pod="",reason=%q,unit=%q}`, dr[0], dr[1], unit))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func overflowSeries(netns string) []string {
+	return []string{
+		fmt.Sprintf(`twtrace_timewait_overflow_total{namespace="",netns=%q,pod="",unit="other"}`, netns),
+		fmt.Sprintf(`twtrace_timewait_overflow_total{namespace="",netns=%q,pod="",unit="unknown"}`, netns),
+	}
+}
+
 func lifetimeSeries() []string {
 	var out []string
 	for _, s := range []string{"FIN_WAIT2", "TIME_WAIT"} {
@@ -114,18 +129,26 @@ func lifetimeSeries() []string {
 }
 
 // The first event from a namespace brings all of its series: a later overflow there is
-// an increase from 0.
+// an increase from 0. The counts come with the window's fold.
 func TestMetricsNamespaceSeriesStartWithItsFirstEvent(t *testing.T) {
-	m := newEventMetrics(20)
+	m := newEventMetrics(defaultTopWorkloads, 20)
 	m.startAtZero(tracer.AllFamilies, nil, []uint32{7})
+	win := window.New(time.Now(), nil)
 	a := netip.MustParseAddr("10.0.0.1")
-	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait})
+	e := tracer.Event{Time: time.Now(), Kind: tracer.KindTWEnter, Family: 4, SAddr: a, DAddr: a, NetNS: 9, Substate: tracer.StateTimeWait}
+	exporterSink(m, win)(&e)
 	got := gathered(t, m)
+	if v := got[`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="unknown"}`]; v != 0 {
+		t.Errorf("counted before the window folded: %v", v)
+	}
+	m.fold(win.Restart(time.Now(), nil), nil, time.Now())
+	got = gathered(t, m)
 	for k, want := range map[string]float64{
-		`twtrace_timewait_created_total{netns="9",substate="TIME_WAIT"}`: 1,
-		`twtrace_timewait_created_total{netns="9",substate="FIN_WAIT2"}`: 0,
-		`twtrace_timewait_overflow_total{netns="9"}`:                     0,
-		`twtrace_timewait_overflow_total{netns="7"}`:                     0,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="unknown"}`: 1,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="FIN_WAIT2",unit="unknown"}`: 0,
+		`twtrace_timewait_created_total{namespace="",netns="9",pod="",substate="TIME_WAIT",unit="other"}`:   0,
+		`twtrace_timewait_overflow_total{namespace="",netns="9",pod="",unit="other"}`:                       0,
+		`twtrace_timewait_overflow_total{namespace="",netns="7",pod="",unit="unknown"}`:                     0,
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
@@ -150,35 +173,43 @@ func TestMetricsLifetimeCausesComplete(t *testing.T) {
 	}
 }
 
-// A namespace's connect failures start at 0 for the usual errnos when the family is
-// traced, never when it is not; destinations past --top share daddr="other".
+// A namespace's connect failures start at 0 for the usual errnos (for the other and unknown
+// workloads) when the family is traced, never when it is not; they count by the workload that
+// called connect() at each fold; destinations past --top share daddr="other".
 func TestMetricsConnectFailures(t *testing.T) {
-	m := newEventMetrics(2)
+	m := newEventMetrics(defaultTopWorkloads, 2)
 	m.startAtZero(tracer.FamilyConnect, nil, []uint32{7})
 	got := gathered(t, m)
-	if series := seriesOf(got, "twtrace_connect_failures_total"); len(series) != len(connectErrnos) {
-		t.Errorf("series at 0: %q, want one per errno of %v", series, connectErrnos)
+	if series := seriesOf(got, "twtrace_connect_failures_total"); len(series) != 2*len(connectErrnos) {
+		t.Errorf("series at 0: %q, want one per errno of %v for other and unknown", series, connectErrnos)
 	}
-	none := newEventMetrics(2)
+	none := newEventMetrics(defaultTopWorkloads, 2)
 	none.startAtZero(tracer.FamilyTW, nil, []uint32{7})
 	if series := seriesOf(gathered(t, none), "twtrace_connect_failures_total"); len(series) != 0 {
 		t.Errorf("connect family not traced, yet series %q exist", series)
 	}
+	win := window.New(time.Now(), nil)
+	sink := exporterSink(m, win)
 	a := netip.MustParseAddr("10.0.0.1")
 	for port := uint16(1); port <= 3; port++ {
-		m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: port, NetNS: 7,
+		sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: port, NetNS: 7, Cgroup: 4,
 			Errno: syscall.EADDRNOTAVAIL, ErrnoOK: true})
 	}
-	m.add(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7})
+	sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7})
+	if v := gathered(t, m)[`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="unknown"}`]; v != 0 {
+		t.Errorf("counted before the window folded: %v", v)
+	}
+	m.fold(win.Restart(time.Now(), nil), fakeNames{4: {Cgroup: "/system.slice/demo.service", Unit: "demo.service"}}, time.Now())
 	got = gathered(t, m)
 	for k, want := range map[string]float64{
-		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",netns="7"}`:                                                            3,
-		`twtrace_connect_failures_total{errno="unknown",netns="7"}`:                                                                  1,
-		`twtrace_connect_failures_total{errno="ETIMEDOUT",netns="7"}`:                                                                0,
-		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
-		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="2",errno="EADDRNOTAVAIL",netns="7",saddr="10.0.0.1"}`: 1,
-		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",netns="7",saddr="other"}`:   1,
-		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="unknown",netns="7",saddr="10.0.0.1"}`:       1,
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="demo.service"}`:                                                0, // joined the top K now: its own series count from the next fold
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="other"}`:                                                       3,
+		`twtrace_connect_failures_total{errno="unknown",namespace="",netns="7",pod="",unit="unknown"}`:                                                           1,
+		`twtrace_connect_failures_total{errno="ETIMEDOUT",namespace="",netns="7",pod="",unit="unknown"}`:                                                         0,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="2",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="other",unit=""}`:   1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="unknown",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`:       1,
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
@@ -186,5 +217,11 @@ func TestMetricsConnectFailures(t *testing.T) {
 	}
 	if n := len(seriesOf(got, "twtrace_connect_failures_by_destination_total")); n != 4 {
 		t.Errorf("%d destination series, want 4 (2 destinations, other, and a second errno)", n)
+	}
+	sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7, Cgroup: 4,
+		Errno: syscall.EADDRNOTAVAIL, ErrnoOK: true})
+	m.fold(win.Restart(time.Now(), nil), fakeNames{4: {Cgroup: "/system.slice/demo.service", Unit: "demo.service"}}, time.Now())
+	if v := gathered(t, m)[`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="demo.service"}`]; v != 1 {
+		t.Errorf("demo.service's own series = %v after its next failure, want 1", v)
 	}
 }

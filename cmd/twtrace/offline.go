@@ -35,7 +35,7 @@ func tracingOnly(fs *flag.FlagSet, names ...string) error {
 
 // replayWindow folds a recording (a file, or standard input for "-") into a window, the
 // events the filter keeps only, and says what the recording said about itself.
-func replayWindow(name string, stdin io.Reader, filter tracer.Filter) (*window.Aggregate, recording, error) {
+func replayWindow(name string, stdin io.Reader, filter replayFilter) (*window.Aggregate, recording, error) {
 	r, err := openRecording(name, stdin)
 	if err != nil {
 		return nil, recording{}, err

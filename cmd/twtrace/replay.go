@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -27,6 +28,26 @@ type recording struct {
 	Lost, Missed       uint64
 	Events, Unreadable uint64
 	FirstError         string // the first unreadable line, and why
+	Names              recordedNames
+}
+
+// recordedNames are the workloads a recording names, by cgroup id: a replay names them as the
+// live run did, whatever runs on the machine that replays it.
+type recordedNames map[uint64]workload.Workload
+
+func (n recordedNames) cgroup(id uint64) (workload.Workload, bool) {
+	w, ok := n[id]
+	return w, ok
+}
+
+// netns: a recording does not say which pod held a namespace.
+func (recordedNames) netns(uint32) (workload.Workload, bool) { return workload.Workload{}, false }
+
+// replayFilter is what a replay keeps: the socket filter, and the workload filter (nil keeps
+// every workload), matched against the names the recording holds.
+type replayFilter struct {
+	tracer.Filter
+	Workload func(w workload.Workload, known bool) bool
 }
 
 // openRecording opens FILE, or standard input for "-".
@@ -44,7 +65,7 @@ func openRecording(name string, stdin io.Reader) (io.ReadCloser, error) {
 // replay reads a recording line by line and hands fn each event the filter keeps, as the
 // tracer would have delivered it. A line it cannot read is counted and skipped: only an
 // error reading the input itself stops it.
-func replay(r io.Reader, name string, filter tracer.Filter, fn func(*tracer.Event)) (recording, error) {
+func replay(r io.Reader, name string, filter replayFilter, fn func(*tracer.Event)) (recording, error) {
 	rec := recording{Name: name}
 	var seen tracer.Families
 	br := bufio.NewReaderSize(r, maxLine)
@@ -83,7 +104,7 @@ func replay(r io.Reader, name string, filter tracer.Filter, fn func(*tracer.Even
 }
 
 // add reads one line: an event for fn, or one of the stream's own records.
-func (rec *recording) add(line []byte, e *tracer.Event, filter tracer.Filter, seen *tracer.Families, fn func(*tracer.Event)) error {
+func (rec *recording) add(line []byte, e *tracer.Event, filter replayFilter, seen *tracer.Families, fn func(*tracer.Event)) error {
 	var w wireRecord
 	if err := json.Unmarshal(line, &w); err != nil {
 		return err
@@ -134,7 +155,13 @@ func (rec *recording) add(line []byte, e *tracer.Event, filter tracer.Filter, se
 	}
 	rec.Events++
 	*seen |= familyOf(e)
-	if filter.MatchesEvent(e) {
+	if e.Cgroup != 0 && w.CgroupPath != nil {
+		if rec.Names == nil {
+			rec.Names = recordedNames{}
+		}
+		rec.Names[e.Cgroup] = w.workload()
+	}
+	if filter.MatchesEvent(e) && (filter.Workload == nil || filter.Workload(rec.Names.cgroup(e.Cgroup))) {
 		fn(e)
 	}
 	return nil
@@ -168,6 +195,15 @@ type wireRecord struct {
 	PID    uint32 `json:"pid"`
 	Comm   string `json:"comm"`
 
+	CgroupID     *uint64 `json:"cgroup_id"`
+	CgroupPath   *string `json:"cgroup"`
+	Unit         string  `json:"unit"`
+	ContainerID  string  `json:"container_id"`
+	PodUID       string  `json:"pod_uid"`
+	PodNamespace string  `json:"pod_namespace"`
+	Pod          string  `json:"pod"`
+	Container    string  `json:"container"`
+
 	Old          string  `json:"old"`
 	New          string  `json:"new"`
 	InOldUs      *int64  `json:"in_old_us"`
@@ -196,6 +232,9 @@ type wireRecord struct {
 // event fills e from an event line, checking every value the way Decode checks a record.
 func (w *wireRecord) event(ts time.Time, e *tracer.Event) error {
 	*e = tracer.Event{Time: ts, Family: w.Family, SPort: w.SPort, DPort: w.DPort, NetNS: w.NetNS, PID: w.PID, OwnerOK: w.PID != 0}
+	if w.CgroupID != nil {
+		e.Cgroup = *w.CgroupID
+	}
 	var ok bool
 	if e.Kind, ok = parseKind(w.Kind); !ok {
 		return fmt.Errorf("unknown kind %q", w.Kind)
@@ -286,6 +325,15 @@ func (w *wireRecord) event(ts time.Time, e *tracer.Event) error {
 		return err
 	}
 	return w.reset(e)
+}
+
+// workload is the workload the line names; its runtime is not in the stream, but the cgroup
+// path it came from is.
+func (w *wireRecord) workload() workload.Workload {
+	named := workload.Parse(*w.CgroupPath)
+	named.Unit, named.ContainerID, named.PodUID = w.Unit, w.ContainerID, w.PodUID
+	named.PodNamespace, named.Pod, named.Container = w.PodNamespace, w.Pod, w.Container
+	return named
 }
 
 func (w *wireRecord) reset(e *tracer.Event) error {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/internal/window"
@@ -40,12 +41,14 @@ func TestReplayMatchesLiveRun(t *testing.T) {
 	src := snapshot.NewSource(snapshot.Options{})
 	inodes := []uint32{ns.Inode}
 	var recorded bytes.Buffer
-	p := newPrinter(&recorded, true)
+	names, _, err := (&workloadFlags{}).open(zerolog.Nop())
+	must(t, err)
+	p := newPrinter(&recorded, true, names)
 	p.record(appendStart(nil, time.Now(), tr.Families(), filter))
 	p.unavailable(tr.Unavailable())
 	win := window.New(time.Now(), src.Baselines(inodes))
 	doctor := newMeasurer(src, inodes, src.Baselines(inodes))
-	doctor.traced = tr.Families()
+	doctor.traced, doctor.names = tr.Families(), names
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -89,13 +92,14 @@ func TestReplayMatchesLiveRun(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the last records are read within 100 ms
 
 	var liveView, liveDoctor bytes.Buffer
-	must(t, writeViewJSON(&liveView, timewaitView(win, tr, src, ns.Inode, 10)))
+	must(t, writeViewJSON(&liveView, timewaitView(win, tr, src, names, ns.Inode, 10, defaultTopWorkloads)))
 	must(t, writeDoctor(&liveDoctor, doctor.report(kernelRelease()), true))
 	cancel()
 	must(t, <-done)
 	st, err := tr.Stats()
 	must(t, err)
 	p.record(appendEnd(nil, time.Now(), st))
+	p.stop()
 	p.flush()
 
 	file := filepath.Join(t.TempDir(), "recording.json")
@@ -122,15 +126,21 @@ func TestReplayMatchesLiveRun(t *testing.T) {
 		Overflows []map[string]any `json:"overflows"`
 		Resets    []map[string]any `json:"resets"`
 		ByProcess []map[string]any `json:"resets_by_process"`
+		Workloads []map[string]any `json:"workloads"`
 	}
 	var want, got tracedSections
 	must(t, json.Unmarshal(liveView.Bytes(), &want))
 	replayedView := replayed("timewait")
 	must(t, json.Unmarshal(replayedView, &got))
+	for _, w := range append(want.Workloads, got.Workloads...) {
+		dropNow(w)
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the replayed view's traced sections differ from the live run's:\nlive:     %s\nreplayed: %s", liveView.Bytes(), replayedView)
 	}
-	if len(want.Lifetimes) != 2 || len(want.Overflows) != 1 || len(want.Resets) == 0 || !want.Complete {
+	if len(want.Lifetimes) != 2 || len(want.Overflows) != 1 || len(want.Resets) == 0 || !want.Complete || len(want.Workloads) == 0 ||
+		want.Workloads[0]["workload"] == nil || len(want.Namespaces) != 1 || want.Namespaces[0].Created == nil ||
+		want.Workloads[0]["created"] != float64(*want.Namespaces[0].Created) || want.Workloads[0]["overflows"] != float64(*want.Namespaces[0].Overflows) {
 		t.Errorf("the live run should have measured an expiry, a kill, overflows and resets, completely:\n%s", liveView.Bytes())
 	}
 
@@ -147,6 +157,11 @@ func TestReplayMatchesLiveRun(t *testing.T) {
 	must(t, json.Unmarshal(liveDoctor.Bytes(), &wantDoctor))
 	replayedDoctor := replayed("doctor")
 	must(t, json.Unmarshal(replayedDoctor, &gotDoctor))
+	for _, d := range []*measured{&wantDoctor, &gotDoctor} {
+		for i := range d.Namespaces {
+			d.Namespaces[i].Traced = withoutNow(t, d.Namespaces[i].Traced)
+		}
+	}
 	found := func(d measured, id string) bool {
 		for _, f := range d.Namespaces[0].Findings {
 			if f.ID == id {
@@ -161,4 +176,26 @@ func TestReplayMatchesLiveRun(t *testing.T) {
 		!found(wantDoctor, "max_tw_buckets_reached") || !found(gotDoctor, "max_tw_buckets_reached") {
 		t.Errorf("doctor's measurements differ, or miss the overflows:\nlive:     %s\nreplayed: %s", liveDoctor.Bytes(), replayedDoctor)
 	}
+}
+
+// dropNow drops what a workload row reads of now: the timewait table's forecast (the kernel's
+// table, which a recording does not hold) and the rate (over the window until the view, or
+// until the recording's end).
+func dropNow(w map[string]any) {
+	delete(w, "timewait_table_forecast")
+	delete(w, "created_per_s")
+}
+
+// withoutNow drops what doctor's traced measurements read of now (dropNow).
+func withoutNow(t *testing.T, traced json.RawMessage) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	must(t, json.Unmarshal(traced, &m))
+	workloads, _ := m["workloads"].([]any)
+	for _, w := range workloads {
+		dropNow(w.(map[string]any))
+	}
+	b, err := json.Marshal(m)
+	must(t, err)
+	return b
 }

@@ -59,7 +59,7 @@ func unitRecording(tb testing.TB) ([]tracer.Event, []byte) {
 	}
 	b := appendStart(nil, start, tracer.AllFamilies, tracer.Filter{NetNS: 4026531840})
 	for i := range evs {
-		b = appendJSON(b, &evs[i])
+		b = appendJSON(b, &evs[i], nil)
 	}
 	b = appendEnd(b, unitTime.Add(time.Second), tracer.Stats{Decoded: 9, Emitted: 9, Lost: 3, Missed: 1})
 	return evs, b
@@ -70,7 +70,7 @@ func unitRecording(tb testing.TB) ([]tracer.Event, []byte) {
 func TestReplayRoundTrip(t *testing.T) {
 	want, b := unitRecording(t)
 	var got []tracer.Event
-	rec, err := replay(bytes.NewReader(b), "unit", tracer.Filter{}, func(e *tracer.Event) { got = append(got, *e) })
+	rec, err := replay(bytes.NewReader(b), "unit", replayFilter{}, func(e *tracer.Event) { got = append(got, *e) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestReplayCountsUnreadableLines(t *testing.T) {
 	}
 	in.WriteString(`{"ts":"2024-05-06T07:08:09Z","kind":"tw_enter"`) // the last line, cut: no newline
 	n := 0
-	rec, err := replay(strings.NewReader(in.String()), "unit", tracer.Filter{Port: 443, Family: 4}, func(*tracer.Event) { n++ })
+	rec, err := replay(strings.NewReader(in.String()), "unit", replayFilter{Filter: tracer.Filter{Port: 443, Family: 4}}, func(*tracer.Event) { n++ })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestReplayCountsUnreadableLines(t *testing.T) {
 // are unknown, never "none".
 func TestReplayWithoutStartRecord(t *testing.T) {
 	e := unitEvent(tracer.KindReset, func(e *tracer.Event) { e.Recv, e.OldState = true, tracer.StateEstablished })
-	rec, err := replay(bytes.NewReader(appendJSON(nil, &e)), "unit", tracer.Filter{}, func(*tracer.Event) {})
+	rec, err := replay(bytes.NewReader(appendJSON(nil, &e, nil)), "unit", replayFilter{}, func(*tracer.Event) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,16 +222,16 @@ func FuzzReplayLine(f *testing.F) {
 		var e tracer.Event
 		rec := recording{}
 		var seen tracer.Families
-		if err := rec.add(line, &e, tracer.Filter{}, &seen, func(*tracer.Event) {}); err != nil || rec.Events == 0 {
+		if err := rec.add(line, &e, replayFilter{}, &seen, func(*tracer.Event) {}); err != nil || rec.Events == 0 {
 			return
 		}
-		first := appendJSON(nil, &e)
+		first := appendJSON(nil, &e, nil)
 		var again tracer.Event
 		rec = recording{}
-		if err := rec.add(first, &again, tracer.Filter{}, &seen, func(*tracer.Event) {}); err != nil {
+		if err := rec.add(first, &again, replayFilter{}, &seen, func(*tracer.Event) {}); err != nil {
 			t.Fatalf("watch's own line %s does not read back: %v", first, err)
 		}
-		if second := appendJSON(nil, &again); !bytes.Equal(first, second) {
+		if second := appendJSON(nil, &again, nil); !bytes.Equal(first, second) {
 			t.Fatalf("a line read back is written differently:\n%s%s", first, second)
 		}
 	})

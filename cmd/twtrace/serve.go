@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"github.com/twtrace/twtrace/internal/netns"
 	"github.com/twtrace/twtrace/internal/snapshot"
@@ -45,22 +46,33 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	names, cgroupFilter, err := f.workload.open(log)
+	if err != nil {
+		return err
+	}
+	defer names.Close()
+	opts.Filter.Cgroup = cgroupFilter
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 
-	events := newEventMetrics(*topK)
+	events := newEventMetrics(f.workload.top, *topK)
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	win := window.New(time.Now(), nil)
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
+	scrapes.events, scrapes.names, scrapes.topWorkloads = events, names, f.workload.top
 	reg := exporterRegistry(events, scrapes)
 	go foldEvery(sess.ctx, scrapes, foldInterval)
 	var runErr atomic.Pointer[error]
 	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
-	srv := newExporterServer(exporterHandler(reg, &runErr))
+	srv := newExporterServer(exporterHandler(foldFirst(scrapes, reg), &runErr))
 	sess.log.Info().Str("listen", ln.Addr().String()).Msg("serving /metrics and /healthz")
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -116,6 +128,15 @@ func foldEvery(ctx context.Context, c *scrapeCollector, interval time.Duration) 
 	}
 }
 
+// foldFirst folds the window before each scrape gathers: the counters it adds to are then up to
+// date when read.
+func foldFirst(c *scrapeCollector, g prometheus.Gatherer) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		c.fold()
+		return g.Gather()
+	})
+}
+
 // exporterSink is serve's work per event: its counters, and the window the scrapes read.
 func exporterSink(events *eventMetrics, win *window.Window) func(*tracer.Event) {
 	return func(e *tracer.Event) {
@@ -166,7 +187,7 @@ func newExporterServer(h http.Handler) *http.Server {
 }
 
 // exporterHandler serves GET /metrics and GET /healthz and nothing else.
-func exporterHandler(reg *prometheus.Registry, runErr *atomic.Pointer[error]) http.Handler {
+func exporterHandler(reg prometheus.Gatherer, runErr *atomic.Pointer[error]) http.Handler {
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 8, Timeout: 20 * time.Second})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

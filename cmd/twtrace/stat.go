@@ -35,9 +35,14 @@ func stat(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
+	names, err := f.workload.openNamespaces()
+	if err != nil {
+		return err
+	}
+	defer names.Close()
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	for {
-		if err := statOnce(stdout, src, opts.Filter.NetNS, f.output == "json"); err != nil {
+		if err := statOnce(stdout, src, names, opts.Filter.NetNS, f.output == "json"); err != nil {
 			return err
 		}
 		if *interval == 0 {
@@ -51,7 +56,7 @@ func stat(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-func statOnce(w io.Writer, src *snapshot.Source, only uint32, asJSON bool) error {
+func statOnce(w io.Writer, src *snapshot.Source, names namer, only uint32, asJSON bool) error {
 	var inodes []uint32
 	if only != 0 {
 		if _, err := src.Index().Find(only); err != nil {
@@ -67,22 +72,28 @@ func statOnce(w io.Writer, src *snapshot.Source, only uint32, asJSON bool) error
 			inodes = append(inodes, ns.Inode)
 		}
 	}
+	heldBy := namespaceWorkloads(names, inodes)
 	for _, inode := range inodes {
 		n, err := src.Take(inode)
 		if err != nil {
 			return fmt.Errorf("netns %d: %w", inode, err)
 		}
 		if asJSON {
-			writeStatJSON(w, n)
+			writeStatJSON(w, n, namespaceNames(heldBy, inode))
 		} else {
-			writeStatText(w, n)
+			writeStatText(w, n, namespaceNames(heldBy, inode))
 		}
 	}
 	return nil
 }
 
-func writeStatText(w io.Writer, n *snapshot.Namespace) {
-	fmt.Fprintf(w, "netns %d: %d TCP sockets\n", n.NetNS, n.Total)
+// writeStatText prints a namespace's counts, and the pod that holds it (nil: none does).
+func writeStatText(w io.Writer, n *snapshot.Namespace, pod *workloadNames) {
+	fmt.Fprintf(w, "netns %d", n.NetNS)
+	if pod != nil {
+		fmt.Fprintf(w, " (held by %s)", pod.Name)
+	}
+	fmt.Fprintf(w, ": %d TCP sockets\n", n.Total)
 	for s := tracer.StateEstablished; s <= tracer.StateNewSynRecv; s++ {
 		if c := n.ByState[s]; c > 0 {
 			fmt.Fprintf(w, "  %-12s %8d\n", s, c)
@@ -103,7 +114,7 @@ func share(n uint64, of int64) string {
 	return fmt.Sprintf("%d of %d (%.1f%%)", n, of, 100*float64(n)/float64(of))
 }
 
-func writeStatJSON(w io.Writer, n *snapshot.Namespace) {
+func writeStatJSON(w io.Writer, n *snapshot.Namespace, pod *workloadNames) {
 	states := map[string]uint64{}
 	for s := tracer.StateEstablished; s <= tracer.StateNewSynRecv; s++ {
 		states[s.String()] = n.ByState[s]
@@ -118,7 +129,7 @@ func writeStatJSON(w io.Writer, n *snapshot.Namespace) {
 	b, _ := json.Marshal(map[string]any{
 		"ts": n.Time.UTC().Format(time.RFC3339Nano), "netns": n.NetNS, "total": n.Total, "states": states,
 		"time_wait": n.ByState[tracer.StateTimeWait], "max_tw_buckets": maxTW,
-		"ephemeral_ports_in_use": n.EphemeralPorts, "ephemeral_port_range": portRange,
+		"ephemeral_ports_in_use": n.EphemeralPorts, "ephemeral_port_range": portRange, "workload": pod,
 	})
 	fmt.Fprintf(w, "%s\n", b)
 }

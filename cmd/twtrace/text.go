@@ -7,20 +7,38 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
-const textHeader = "TIME         PID     COMM             NETNS       LOCAL                   REMOTE                  EVENT\n"
+const textHeader = "TIME         PID     COMM             NETNS       WORKLOAD                 LOCAL                   REMOTE                  EVENT\n"
 
-// appendText appends one event as an aligned line, like bcc's tcpstates.
-func appendText(b []byte, e *tracer.Event) []byte {
+// workloadWidth keeps the WORKLOAD column narrow; JSON has the whole names.
+const workloadWidth = 24
+
+// appendText appends one event as an aligned line, like bcc's tcpstates, with its workload
+// (nil when unknown).
+func appendText(b []byte, e *tracer.Event, w *workload.Workload) []byte {
 	comm := e.CommString()
 	if !e.OwnerOK {
 		comm = "?"
 	}
-	return fmt.Appendf(b, "%-12s %-7d %-16s %-11d %-23s %-23s %s\n",
-		e.Time.Local().Format("15:04:05.000"), e.PID, comm, e.NetNS,
+	return fmt.Appendf(b, "%-12s %-7d %-16s %-11d %-24s %-23s %-23s %s\n",
+		e.Time.Local().Format("15:04:05.000"), e.PID, comm, e.NetNS, workloadColumn(w),
 		endpoint(e.SAddr, e.SPort), endpoint(e.DAddr, e.DPort), describe(e))
+}
+
+// workloadColumn is the workload's short name cut to the column from the left, so that a pod's
+// container name (the end) stays; "?" when unknown.
+func workloadColumn(w *workload.Workload) string {
+	if w == nil || w.Name() == "" {
+		return "?"
+	}
+	name := []rune(w.Name())
+	if len(name) > workloadWidth {
+		return "…" + string(name[len(name)-workloadWidth+1:])
+	}
+	return string(name)
 }
 
 func endpoint(a netip.Addr, port uint16) string {

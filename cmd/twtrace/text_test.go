@@ -6,7 +6,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -26,7 +28,7 @@ func TestTextLine(t *testing.T) {
 				e.OldState, e.NewState = tracer.StateEstablished, tracer.StateFinWait1
 				e.Duration, e.DurationOK = 12345*time.Microsecond, true
 			}),
-			want: "12:34:56.789 4242    curl             4026531840  10.0.0.1:8080           10.0.0.2:443            ESTABLISHED -> FIN_WAIT1 (12.345ms in ESTABLISHED)\n",
+			want: "12:34:56.789 4242    curl             4026531840  ?                        10.0.0.1:8080           10.0.0.2:443            ESTABLISHED -> FIN_WAIT1 (12.345ms in ESTABLISHED)\n",
 		},
 		{
 			name: "unknown owner ipv6",
@@ -36,21 +38,21 @@ func TestTextLine(t *testing.T) {
 				e.Family, e.SAddr, e.DAddr = 6, netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::2")
 				e.NoSocket, e.Reason, e.ReasonKernel = true, "no_socket", true
 			}),
-			want: "12:34:56.789 0       ?                4026531840  [::1]:8080              [2001:db8::2]:443       RST sent: no socket for the packet (port closed)\n",
+			want: "12:34:56.789 0       ?                4026531840  ?                        [::1]:8080              [2001:db8::2]:443       RST sent: no socket for the packet (port closed)\n",
 		},
 		{
 			name: "connect failed for want of a port",
 			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
 				e.Time, e.SPort, e.Errno, e.ErrnoOK = unitLocal, 0, syscall.EADDRNOTAVAIL, true
 			}),
-			want: "12:34:56.789 4242    curl             4026531840  10.0.0.1:0              10.0.0.2:443            connect_fail EADDRNOTAVAIL: no free local port towards this destination\n",
+			want: "12:34:56.789 4242    curl             4026531840  ?                        10.0.0.1:0              10.0.0.2:443            connect_fail EADDRNOTAVAIL: no free local port towards this destination\n",
 		},
 		{
 			name: "connect refused",
 			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
 				e.Time, e.Errno, e.ErrnoOK, e.Duration, e.DurationOK = unitLocal, syscall.ECONNREFUSED, true, 120*time.Microsecond, true
 			}),
-			want: "12:34:56.789 4242    curl             4026531840  10.0.0.1:8080           10.0.0.2:443            connect_fail ECONNREFUSED (connection refused) after 120.0µs in SYN_SENT\n",
+			want: "12:34:56.789 4242    curl             4026531840  ?                        10.0.0.1:8080           10.0.0.2:443            connect_fail ECONNREFUSED (connection refused) after 120.0µs in SYN_SENT\n",
 		},
 		{
 			name: "long comm and endpoints keep one space between columns",
@@ -63,12 +65,12 @@ func TestTextLine(t *testing.T) {
 				e.SPort, e.DPort, e.NetNS = 65535, 1, 4294967295
 				e.Substate, e.MaxBuckets = tracer.StateTimeWait, 5
 			}),
-			want: "12:34:56.789 4194303 abcdefghijklmno  4294967295  [2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535 [2001:db8::1]:1         tw_overflow: closed without TIME_WAIT, table full (tcp_max_tw_buckets 5)\n",
+			want: "12:34:56.789 4194303 abcdefghijklmno  4294967295  ?                        [2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535 [2001:db8::1]:1         tw_overflow: closed without TIME_WAIT, table full (tcp_max_tw_buckets 5)\n",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := string(appendText(nil, &tt.e)); got != tt.want {
+			if got := string(appendText(nil, &tt.e, nil)); got != tt.want {
 				t.Errorf("appendText:\n got %q\nwant %q", got, tt.want)
 			}
 		})
@@ -77,8 +79,8 @@ func TestTextLine(t *testing.T) {
 
 func TestTextHeaderAligned(t *testing.T) {
 	e := unitEvent(tracer.KindState, func(e *tracer.Event) { e.Time = unitLocal })
-	line := string(appendText(nil, &e))
-	for _, col := range []string{"PID", "COMM", "NETNS", "LOCAL", "REMOTE", "EVENT"} {
+	line := string(appendText(nil, &e, nil))
+	for _, col := range []string{"PID", "COMM", "NETNS", "WORKLOAD", "LOCAL", "REMOTE", "EVENT"} {
 		i := strings.Index(textHeader, col)
 		if i <= 0 || line[i-1] != ' ' || line[i] == ' ' {
 			t.Errorf("column %s at %d does not line up with %q", col, i, line)
@@ -279,6 +281,24 @@ func TestTextDuration(t *testing.T) {
 	for _, tt := range tests {
 		if got := duration(tt.d, tt.ok); got != tt.want {
 			t.Errorf("duration(%v, %v) = %q, want %q", tt.d, tt.ok, got, tt.want)
+		}
+	}
+}
+
+func TestTextWorkloadColumn(t *testing.T) {
+	for _, tt := range []struct {
+		w    *workload.Workload
+		want string
+	}{
+		{nil, "?"},
+		{&workload.Workload{Cgroup: "/"}, "/"},
+		{&workload.Workload{Unit: "nginx.service"}, "nginx.service"},
+		{&workload.Workload{PodNamespace: "shop", Pod: "cart", Container: "web"}, "shop/cart/web"},
+		{&workload.Workload{PodNamespace: "payments", Pod: "checkout-7d9f5b6c4-x2x9z", Container: "envoy"}, "…t-7d9f5b6c4-x2x9z/envoy"},
+	} {
+		got := workloadColumn(tt.w)
+		if got != tt.want || utf8.RuneCountInString(got) > workloadWidth {
+			t.Errorf("%+v: %q, want %q", tt.w, got, tt.want)
 		}
 	}
 }

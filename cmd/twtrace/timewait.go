@@ -30,11 +30,22 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usagef("--top %d: list at least one destination", *top)
 	}
 	if *input != "" {
-		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval"); err != nil {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval", "cri-socket"); err != nil {
 			return err
 		}
-		return timewaitReplay(*input, opts.Filter, *top, f.output == "json", stdin, stdout, stderr)
+		filter := replayFilter{Filter: opts.Filter, Workload: f.workload.recorded()}
+		return timewaitReplay(*input, filter, *top, f.workload.top, f.output == "json", stdin, stdout, stderr)
 	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	names, cgroupFilter, err := f.workload.open(log)
+	if err != nil {
+		return err
+	}
+	defer names.Close()
+	opts.Filter.Cgroup = cgroupFilter
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	var only []uint32
 	if opts.Filter.NetNS != 0 {
@@ -51,7 +62,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	done := make(chan error, 1)
 	go func() { done <- sess.t.Run(sess.ctx, win.Add, nil) }()
 	print := func() error {
-		v := timewaitView(win, sess.t, src, opts.Filter.NetNS, *top)
+		v := timewaitView(win, sess.t, src, names, opts.Filter.NetNS, *top, f.workload.top)
 		if f.output == "json" {
 			return writeViewJSON(stdout, v)
 		}
@@ -83,18 +94,18 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 
 // timewaitView is one print of the live view: a copy of the window, then the kernel's
 // state read outside its lock.
-func timewaitView(win *window.Window, t *tracer.Tracer, src snapshotter, only uint32, top int) view {
-	return buildView(win.Copy(), liveStatus(t), src, only, top, time.Now())
+func timewaitView(win *window.Window, t *tracer.Tracer, src snapshotter, names namer, only uint32, top, topWorkloads int) view {
+	return buildView(win.Copy(), liveStatus(t), src, names, only, top, topWorkloads, time.Now())
 }
 
 // timewaitReplay prints the view of a recording: the traced sections as the live run
 // printed them, the live ones marked not available offline.
-func timewaitReplay(name string, filter tracer.Filter, top int, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
+func timewaitReplay(name string, filter replayFilter, top, topWorkloads int, asJSON bool, stdin io.Reader, stdout, stderr io.Writer) error {
 	a, rec, err := replayWindow(name, stdin, filter)
 	if err != nil {
 		return err
 	}
-	v := buildView(a, recordingStatus(rec), offlineSource{}, recordingNamespace(filter, rec), top, rec.Until)
+	v := buildView(a, recordingStatus(rec), offlineSource{}, rec.Names, recordingNamespace(filter.Filter, rec), top, topWorkloads, rec.Until)
 	reportReplay(stderr, rec)
 	if asJSON {
 		return writeViewJSON(stdout, v)

@@ -12,6 +12,7 @@ import (
 	"github.com/twtrace/twtrace/internal/netns"
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -26,6 +27,11 @@ type view struct {
 	Overflows  []countRow
 	Resets     []resetRow
 	ByProcess  []processRow
+	// Workloads are the busiest workloads (--top-workloads), MoreWorkloads how many others the
+	// window holds; NamespaceWorkloads names the pod that holds a namespace of its own.
+	Workloads          []workloadRow
+	MoreWorkloads      int
+	NamespaceWorkloads map[uint32]workload.Workload
 }
 
 type lifetimeRow struct {
@@ -98,22 +104,31 @@ func liveStatus(t *tracer.Tracer) traceStatus {
 }
 
 // buildView joins a copy of the window, ending now, with the namespaces' live state read
-// now: the window's lock is not held here.
-func buildView(a *window.Aggregate, st traceStatus, src snapshotter, only uint32, top int, now time.Time) view {
+// now, and names its workloads (names may be nil): the window's lock is not held here.
+func buildView(a *window.Aggregate, st traceStatus, src snapshotter, names namer, only uint32, top, topWorkloads int, now time.Time) view {
 	v := view{traceStatus: st, Since: a.Since, Elapsed: now.Sub(a.Since)}
 	for k, h := range a.Lifetimes {
 		v.Lifetimes = append(v.Lifetimes, lifetimeRow{k, h})
 	}
 	sort.Slice(v.Lifetimes, func(i, j int) bool { return lessLifetime(v.Lifetimes[i].Key, v.Lifetimes[j].Key) })
-	for _, inode := range namespacesOf(a, only, st.Offline) {
+	inodes := namespacesOf(a, only, st.Offline)
+	snaps := map[uint32]*snapshot.Namespace{}
+	for _, inode := range inodes {
 		n, err := src.Take(inode)
 		if err != nil {
 			n = nil // gone since, or not ours to read: its live figures are unknown
 		}
 		v.Namespaces = append(v.Namespaces, a.Occupancy(inode, n))
 		if n != nil {
+			snaps[inode] = n
 			v.Dests = append(v.Dests, a.Destinations(n, now)...)
 		}
+	}
+	v.NamespaceWorkloads = namespaceWorkloads(names, inodes)
+	v.Workloads = workloadRows(a, names, snaps, now)
+	if len(v.Workloads) > topWorkloads {
+		v.MoreWorkloads = len(v.Workloads) - topWorkloads
+		v.Workloads = v.Workloads[:topWorkloads]
 	}
 	// busiest first; ties in a fixed order, so that a replay prints what the live run did
 	slices.SortStableFunc(v.Dests, func(x, y window.Destination) int {

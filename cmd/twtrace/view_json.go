@@ -34,6 +34,8 @@ func writeViewJSON(w io.Writer, v view) error {
 		Created      *uint64 `json:"created"`
 		Overflows    *uint64 `json:"overflows"`
 		CounterDelta *int64  `json:"overflow_counter_delta"`
+		// the pod (or container) holding the namespace; null when none does
+		Workload *workloadNames `json:"workload"`
 	}
 	type dest struct {
 		NetNS       uint32   `json:"netns"`
@@ -50,6 +52,7 @@ func writeViewJSON(w io.Writer, v view) error {
 		ConnectFailures map[string]uint64 `json:"connect_failures"`
 		Reused          *uint64           `json:"reused"`
 		Count           uint64            `json:"count,omitempty"`
+		Workload        *workloadNames    `json:"workload"` // the namespace's
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -79,12 +82,14 @@ func writeViewJSON(w io.Writer, v view) error {
 		Overflows  []dest            `json:"overflows"`
 		Resets     []reset           `json:"resets"`
 		ByProcess  []process         `json:"resets_by_process"`
+		Workloads  []workloadJSON    `json:"workloads"`
+		More       int               `json:"more_workloads"`
 	}{
 		TS: time.Now().UTC().Format(time.RFC3339Nano), Since: v.Since.UTC().Format(time.RFC3339Nano),
 		Seconds: v.Elapsed.Seconds(), Complete: v.complete(), Lost: v.Lost, Missed: v.Missed,
 		Offline: v.Offline, Unreadable: v.Unreadable,
 		Families: []string{}, NotTraced: map[string]string{},
-		Namespaces: []netns{}, Dests: []dest{},
+		Namespaces: []netns{}, Dests: []dest{}, Workloads: []workloadJSON{}, More: v.MoreWorkloads,
 	}
 	if v.Offline {
 		out.Input = &v.Input
@@ -140,11 +145,12 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, n := range v.Namespaces {
 		out.Namespaces = append(out.Namespaces, netns{n.NetNS, known(n.Live), known(n.MaxTWBuckets),
-			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta)})
+			counted(tracer.FamilyTW, n.Created), counted(tracer.FamilyOverflow, n.Overflows), known(n.CounterDelta),
+			namespaceNames(v.NamespaceWorkloads, n.NetNS)})
 	}
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
-			Live: d.Live, Share: d.Share}
+			Live: d.Live, Share: d.Share, Workload: namespaceNames(v.NamespaceWorkloads, d.NetNS)}
 		if v.has(tracer.FamilyConnect) {
 			row.ConnectFailures = d.Failures
 		}
@@ -160,7 +166,8 @@ func writeViewJSON(w io.Writer, v view) error {
 		out.Dests = append(out.Dests, row)
 	}
 	for _, o := range v.Overflows {
-		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count})
+		out.Overflows = append(out.Overflows, dest{NetNS: o.Dest.NetNS, SAddr: o.Dest.SAddr.String(), DAddr: o.Dest.DAddr.String(), DPort: o.Dest.DPort, Count: o.Count,
+			Workload: namespaceNames(v.NamespaceWorkloads, o.Dest.NetNS)})
 	}
 	for _, r := range v.Resets {
 		row := reset{Direction: "sent", Count: r.Count}
@@ -174,6 +181,9 @@ func writeViewJSON(w io.Writer, v view) error {
 	}
 	for _, p := range v.ByProcess {
 		out.ByProcess = append(out.ByProcess, process{p.Key.PID, commString(p.Key.Comm), p.Count})
+	}
+	for _, r := range v.Workloads {
+		out.Workloads = append(out.Workloads, workloadRowJSON(r, v.Traced))
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

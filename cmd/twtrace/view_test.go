@@ -10,6 +10,7 @@ import (
 
 	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -25,6 +26,9 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 			Failures: map[string]uint64{"EADDRNOTAVAIL": 4, "ECONNREFUSED": 1}, Reused: 2}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
+	v.NamespaceWorkloads = map[uint32]workload.Workload{7: {PodUID: "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10", PodNamespace: "shop", Pod: "cart"}}
+	v.Workloads = []workloadRow{{W: workload.Workload{Cgroup: "/system.slice/demo.service", Unit: "demo.service"}, Known: true, NetNS: 7,
+		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, ConnectFails: map[string]uint64{"EADDRNOTAVAIL": 4, "ECONNREFUSED": 1}, Rate: 0.3, Forecast: window.ForecastPorts(3, 0.3, time.Minute, 4), ForecastKnown: true}}
 	if v.has(tracer.FamilyOverflow) {
 		v.Overflows = []countRow{{d, 2}}
 	}
@@ -68,9 +72,10 @@ type unitViewJSON struct {
 		Failures *map[string]uint64 `json:"connect_failures"`
 		Reused   *uint64            `json:"reused"`
 	} `json:"destinations"`
-	Overflows *[]any `json:"overflows"`
-	Resets    *[]any `json:"resets"`
-	ByProcess *[]any `json:"resets_by_process"`
+	Overflows *[]any         `json:"overflows"`
+	Resets    *[]any         `json:"resets"`
+	ByProcess *[]any         `json:"resets_by_process"`
+	Workloads []workloadJSON `json:"workloads"`
 }
 
 // A family that is not traced is null in the JSON view and "unknown" in the text one,
@@ -88,7 +93,9 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 	}{
 		{name: "everything", traced: tracer.AllFamilies, notTraced: map[string]string{},
 			text: []string{"TIME_WAIT since 03:04:05 (10s)", "Resets by reason", "Overflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)",
-				"7                  3                4   75.0%        3          2          2",
+				"7                  3                4   75.0%        3          2          2  shop/cart",
+				"demo.service             7                  3        3      0.3          2         1         0          5  fills the table in ~3s",
+				"connect() failures: EADDRNOTAVAIL 4, ECONNREFUSED 1",
 				"connect(): reused 2, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"unknown:", "NOT TRACED", "INCOMPLETE"}},
 		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW | tracer.FamilyConnect,
@@ -98,14 +105,16 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 				"NOT TRACED: overflow events, " + unavailable, "NOT TRACED: reset events, " + unavailable,
 				"Overflows by destination: unknown: overflow events " + unavailable,
 				"Resets: unknown: reset events " + unavailable,
-				"7                  3                4   75.0%        3    unknown          2"},
+				"7                  3                4   75.0%        3    unknown          2  shop/cart",
+				"demo.service             7                  3        3      0.3    unknown   unknown   unknown          5  fills the table in ~3s"},
 			notText: []string{"Resets by reason", "tcp_abort_on_close"}},
 		{name: "timewait hook missing", traced: tracer.FamilyReset | tracer.FamilyConnect,
 			missing:   missingFor(tracer.HookTimewait, tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow),
 			notTraced: map[string]string{"state": unavailable, "tw": unavailable, "overflow": unavailable},
 			text: []string{"unknown: tw events " + unavailable, "NOT TRACED: tw events, " + unavailable,
-				"7                  3                4   75.0%  unknown    unknown          2",
-				"7           127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
+				"7                  3                4   75.0%  unknown    unknown          2  shop/cart",
+				"7           shop/cart                127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
+				"demo.service             7            unknown  unknown  unknown    unknown         1         0          5  unknown: tw events not traced",
 				"Resets by reason", "connect(): reused unknown, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"none yet", "INCOMPLETE"}},
 		{name: "not selected", traced: tracer.FamilyReset,
@@ -113,7 +122,7 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 				"connect": "not selected (--events)"},
 			text: []string{"unknown: tw events not selected (--events)", "Overflows by destination: unknown: overflow events not selected (--events)",
 				"connect() failures: unknown: connect events not selected (--events)"},
-			notText: []string{"NOT TRACED", "connect(): reused"}},
+			notText: []string{"NOT TRACED", "connect(): reused", "connect() failures: EADDRNOTAVAIL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +164,14 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 			if (d.Failures != nil) != has(tracer.FamilyConnect) || (d.Reused != nil) != has(tracer.FamilyTW) ||
 				(d.Failures != nil && (*d.Failures)["EADDRNOTAVAIL"] != 4) || (d.Reused != nil && *d.Reused != 2) {
 				t.Errorf("connect failures need connect events, reuses tw events: %s", b.String())
+			}
+			w := got.Workloads[0]
+			if (w.TimeWaitNow != nil) != has(tracer.FamilyTW) || (w.Created != nil) != has(tracer.FamilyTW) || (w.Rate != nil) != has(tracer.FamilyTW) ||
+				(w.Forecast != nil) != has(tracer.FamilyTW) || (w.Overflows != nil) != has(tracer.FamilyOverflow) ||
+				(w.ResetsSent != nil) != has(tracer.FamilyReset) || (w.ResetsRecv != nil) != has(tracer.FamilyReset) ||
+				(w.ConnectFailures != nil) != has(tracer.FamilyConnect) || (w.ConnectFailures != nil && w.ConnectFailures["EADDRNOTAVAIL"] != 4) ||
+				w.Workload == nil || w.Workload.Unit != "demo.service" || w.NetNS != 7 {
+				t.Errorf("workload counts must be null exactly when their family is not traced: %s", b.String())
 			}
 
 			b.Reset()

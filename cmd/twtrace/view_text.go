@@ -51,15 +51,17 @@ func writeViewText(w io.Writer, v view) {
 	} else {
 		fmt.Fprintf(w, "\nLive TIME_WAIT per namespace (sock_diag, now)\n")
 	}
-	fmt.Fprintf(w, "  %-11s %8s %16s %7s %8s %10s %10s\n", "NETNS", "LIVE", "MAX_TW_BUCKETS", "USE", "CREATED", "OVERFLOWS", "KERNEL_CTR")
+	fmt.Fprintf(w, "  %-11s %8s %16s %7s %8s %10s %10s  %s\n", "NETNS", "LIVE", "MAX_TW_BUCKETS", "USE", "CREATED", "OVERFLOWS", "KERNEL_CTR", "HELD BY")
 	for _, n := range v.Namespaces {
 		live, maxTW, use, ctr := orUnknown(n.Live), orUnknown(n.MaxTWBuckets), percent(n.Live, n.MaxTWBuckets), orUnknown(n.CounterDelta)
 		if v.Offline {
 			live, maxTW, use, ctr = "offline", "offline", "offline", "offline"
 		}
-		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s\n", n.NetNS, live, maxTW, use,
-			v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows), ctr)
+		fmt.Fprintf(w, "  %-11d %8s %16s %7s %8s %10s %10s  %s\n", n.NetNS, live, maxTW, use,
+			v.count(tracer.FamilyTW, n.Created), v.count(tracer.FamilyOverflow, n.Overflows), ctr, v.heldBy(n.NetNS))
 	}
+
+	writeWorkloadsText(w, v)
 
 	if v.Offline {
 		fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT: not available offline (they are the kernel's sockets now)\n")
@@ -74,13 +76,13 @@ func writeDestinationsText(w io.Writer, v view) {
 	if !v.has(tracer.FamilyConnect) {
 		fmt.Fprintf(w, "  connect() failures: unknown: connect events %s\n", v.NotTraced[tracer.FamilyConnect])
 	}
-	fmt.Fprintf(w, "  %-11s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
+	fmt.Fprintf(w, "  %-11s %-24s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "HELD BY", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
 	for _, d := range v.Dests {
 		rate, forecast := fmt.Sprintf("%.1f", d.Rate), forecastText(d.Forecast)
 		if !v.has(tracer.FamilyTW) {
 			rate, forecast = "unknown", "unknown: tw events not traced"
 		}
-		fmt.Fprintf(w, "  %-11d %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, d.SAddr, addrPort(d.DAddr, d.DPort),
+		fmt.Fprintf(w, "  %-11d %-24s %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, v.heldBy(d.NetNS), d.SAddr, addrPort(d.DAddr, d.DPort),
 			d.Live, 100*d.Share, rate, forecast)
 		if line := connectLine(v, d); line != "" {
 			fmt.Fprintf(w, "  %-11s %s\n", "", line)
@@ -141,6 +143,57 @@ func writeTracedText(w io.Writer, v view) {
 			fmt.Fprintf(w, "  %-7d %-16s %d\n", p.Key.PID, comm, p.Count)
 		}
 	}
+}
+
+// heldBy names the pod that holds namespace inode, "-" when none does (the host's, one
+// shared by several, or offline).
+func (v *view) heldBy(inode uint32) string {
+	w, ok := v.NamespaceWorkloads[inode]
+	if !ok {
+		return "-"
+	}
+	return workloadColumn(&w)
+}
+
+func writeWorkloadsText(w io.Writer, v view) {
+	fmt.Fprintf(w, "\nPer workload (the cgroup that created each socket; TW_NOW: its timewait sockets born while tracing, alive now)\n")
+	fmt.Fprintf(w, "  %-24s %-11s %8s %8s %8s %10s %9s %9s %10s  %s\n", "WORKLOAD", "NETNS", "TW_NOW", "CREATED", "NEW/S", "OVERFLOWS", "RST_SENT", "RST_RECV", "CONN_FAIL", "TIMEWAIT TABLE FORECAST")
+	if len(v.Workloads) == 0 {
+		fmt.Fprintf(w, "  no timewait, overflow, reset or connect event yet\n")
+	}
+	for _, r := range v.Workloads {
+		name := "unknown"
+		if r.Known {
+			name = workloadColumn(&r.W)
+		}
+		now, rate, forecast := v.count(tracer.FamilyTW, r.TimeWaitNow), fmt.Sprintf("%.1f", r.Rate), tableForecastText(r)
+		if !v.has(tracer.FamilyTW) {
+			rate, forecast = "unknown", "unknown: tw events not traced"
+		}
+		fmt.Fprintf(w, "  %-24s %-11d %8s %8s %8s %10s %9s %9s %10s  %s\n", name, r.NetNS, now, v.count(tracer.FamilyTW, r.Created), rate,
+			v.count(tracer.FamilyOverflow, r.Overflows), v.count(tracer.FamilyReset, r.ResetsSent), v.count(tracer.FamilyReset, r.ResetsRecv),
+			v.count(tracer.FamilyConnect, r.connectFailures()), forecast)
+		if v.has(tracer.FamilyConnect) && len(r.ConnectFails) > 0 {
+			fmt.Fprintf(w, "  %-24s connect() failures: %s\n", "", errnoCounts(r.ConnectFails))
+		}
+	}
+	if v.MoreWorkloads > 0 {
+		fmt.Fprintf(w, "  and %d more (--top-workloads)\n", v.MoreWorkloads)
+	}
+}
+
+// tableForecastText says whether the workload alone would fill its namespace's timewait table.
+func tableForecastText(r workloadRow) string {
+	f := r.Forecast
+	switch {
+	case !r.ForecastKnown:
+		return "unknown: the namespace's table was not read"
+	case !f.AtRisk:
+		return fmt.Sprintf("not at risk (settles near %.0f sockets)", f.SteadyState)
+	case f.Exhaustion == 0:
+		return "table full now"
+	}
+	return fmt.Sprintf("fills the table in ~%s", f.Exhaustion.Round(time.Second))
 }
 
 func causeName(k window.LifetimeKey) string {
@@ -212,3 +265,12 @@ func percent(n, of int64) string {
 }
 
 func commString(c [16]byte) string { return unix.ByteSliceToString(c[:]) }
+
+// errnoCounts lists failures by errno name, in name order: "EADDRNOTAVAIL 5, ECONNREFUSED 1".
+func errnoCounts(m map[string]uint64) string {
+	parts := make([]string, 0, len(m))
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", name, m[name]))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
 
@@ -23,6 +24,16 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	names, cgroupFilter, err := f.workload.open(log)
+	if err != nil {
+		return err
+	}
+	defer names.Close()
+	opts.Filter.Cgroup = cgroupFilter
 	sess, err := startSession(f, opts, stderr)
 	if err != nil {
 		return err
@@ -30,7 +41,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	defer sess.Close()
 	t, ctx := sess.t, sess.ctx
 
-	p := newPrinter(stdout, f.output == "json")
+	p := newPrinter(stdout, f.output == "json", names)
 	if f.output == "text" {
 		p.header()
 	} else {
@@ -43,6 +54,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 		reportLost(ctx, t, p)
 	}()
 	runErr := t.Run(ctx, p.event, p.flush)
+	p.stop()
 	sess.cancel()
 	<-lostDone
 	p.reportLost(t)
@@ -56,17 +68,53 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	return runErr
 }
 
-// printer serialises output from the event loop and the loss reporter.
+// printer serialises output from the event loop and the loss reporter. With workloads to name,
+// events go through a queue to a goroutine of their own: naming a new cgroup may walk the cgroup
+// tree or ask the container runtime, which the event reader must never wait for.
 type printer struct {
 	mu       sync.Mutex
 	w        *bufio.Writer
 	json     bool
 	buf      []byte
 	lastLost uint64
+	names    *workloads
+	queue    chan queued
+	done     chan struct{}
 }
 
-func newPrinter(w io.Writer, json bool) *printer {
-	return &printer{w: bufio.NewWriterSize(w, 64<<10), json: json}
+// queued is an event to print, or a flush.
+type queued struct {
+	e     tracer.Event
+	flush bool
+}
+
+func newPrinter(w io.Writer, json bool, names *workloads) *printer {
+	p := &printer{w: bufio.NewWriterSize(w, 64<<10), json: json, names: names}
+	if names != nil && names.cgroups {
+		p.queue, p.done = make(chan queued, 4096), make(chan struct{})
+		go p.drain()
+	}
+	return p
+}
+
+func (p *printer) drain() {
+	defer close(p.done)
+	for q := range p.queue {
+		if q.flush {
+			p.flushNow()
+		} else {
+			p.print(&q.e)
+		}
+	}
+}
+
+// stop prints what is queued; the event loop has returned.
+func (p *printer) stop() {
+	if p.queue != nil {
+		close(p.queue)
+		<-p.done
+		p.queue = nil
+	}
 }
 
 func (p *printer) header() {
@@ -77,12 +125,24 @@ func (p *printer) header() {
 }
 
 func (p *printer) event(e *tracer.Event) {
+	if p.queue != nil {
+		p.queue <- queued{e: *e}
+		return
+	}
+	p.print(e)
+}
+
+func (p *printer) print(e *tracer.Event) {
+	var w *workload.Workload
+	if named, ok := p.names.cgroup(e.Cgroup); ok {
+		w = &named
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.json {
-		p.buf = appendJSON(p.buf[:0], e)
+		p.buf = appendJSON(p.buf[:0], e, w)
 	} else {
-		p.buf = appendText(p.buf[:0], e)
+		p.buf = appendText(p.buf[:0], e, w)
 	}
 	p.w.Write(p.buf)
 }
@@ -96,6 +156,14 @@ func (p *printer) record(b []byte) {
 }
 
 func (p *printer) flush() {
+	if p.queue != nil {
+		p.queue <- queued{flush: true}
+		return
+	}
+	p.flushNow()
+}
+
+func (p *printer) flushNow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.w.Flush()

@@ -62,7 +62,7 @@ func TestReadersNeverBlockTheEventReader(t *testing.T) {
 		name string
 		read func(src snapshotter)
 	}{
-		{"timewait", func(src snapshotter) { timewaitView(win, tr, src, ns.Inode, 10) }},
+		{"timewait", func(src snapshotter) { timewaitView(win, tr, src, nil, ns.Inode, 10, defaultTopWorkloads) }},
 		{"doctor", func(src snapshotter) {
 			m := &measurer{src: src, inodes: []uint32{ns.Inode}, win: win, peak: map[uint32]int64{}}
 			m.report("test")

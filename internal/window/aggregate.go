@@ -48,8 +48,12 @@ type Aggregate struct {
 	ConnectFails     map[ConnectKey]uint64
 	// Reused counts, per destination, the timewait sockets a connect() took over
 	// (tcp_tw_reuse): each a connection that did not need a free port.
-	Reused map[snapshot.Destination]uint64
-	Netns  map[uint32]bool // every namespace a timewait, overflow, reset or connect event came from
+	Reused   map[snapshot.Destination]uint64
+	Netns    map[uint32]bool // every namespace a timewait, overflow, reset or connect event came from
+	ByCgroup map[CgroupKey]*CgroupCounts
+	// TimeWaitNow counts, per cgroup, the timewait sockets born while tracing that are alive
+	// now: unlike the rest, it carries over from one window to the next (Window.Restart).
+	TimeWaitNow map[CgroupKey]uint64
 	// Baseline holds the kernel's counters per namespace at Since, for deltas (a namespace
 	// without one was born since: its counters started at 0); nil when unknown.
 	Baseline map[uint32]snapshot.Counters
@@ -69,6 +73,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		ConnectFails:     map[ConnectKey]uint64{},
 		Reused:           map[snapshot.Destination]uint64{},
 		Netns:            map[uint32]bool{},
+		ByCgroup:         map[CgroupKey]*CgroupCounts{},
+		TimeWaitNow:      map[CgroupKey]uint64{},
 	}
 }
 
@@ -84,6 +90,7 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		return
 	}
 	a.Netns[e.NetNS] = true
+	a.addWorkload(e)
 	switch e.Kind {
 	case tracer.KindTWEnter:
 		a.Created[destinationOf(e)]++
@@ -146,7 +153,12 @@ func (a *Aggregate) Clone() *Aggregate {
 		ConnectFails:     maps.Clone(a.ConnectFails),
 		Reused:           maps.Clone(a.Reused),
 		Netns:            maps.Clone(a.Netns),
+		ByCgroup:         make(map[CgroupKey]*CgroupCounts, len(a.ByCgroup)),
+		TimeWaitNow:      maps.Clone(a.TimeWaitNow),
 		Baseline:         a.Baseline, // never written after the start
+	}
+	for k, cc := range a.ByCgroup {
+		c.ByCgroup[k] = cc.clone()
 	}
 	for k, h := range a.Lifetimes {
 		c.Lifetimes[k] = h.Clone()

@@ -4,6 +4,7 @@
 package window
 
 import (
+	"maps"
 	"sync"
 	"time"
 
@@ -42,13 +43,14 @@ func (w *Window) Copy() *Aggregate {
 }
 
 // Restart ends the window and starts the next one at now with its baseline; it returns
-// the window that ended.
+// the window that ended. The timewait sockets each cgroup holds carry over.
 func (w *Window) Restart(now time.Time, baseline map[uint32]snapshot.Counters) *Aggregate {
 	next := NewAggregate(now)
 	next.Baseline = baseline
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ended := w.agg
+	next.TimeWaitNow = maps.Clone(ended.TimeWaitNow)
 	w.agg = next
 	return ended
 }
