@@ -279,6 +279,7 @@ func (m *measurer) report(kernel string) doctorReport {
 		}
 		me := measurement(a, inode, n, m.traced, now)
 		me.PeakLive = peak[inode]
+		me.PortFailuresBy = portFailuresBy(rows, inode)
 		traced := tracedOf(me, m.traced)
 		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, m.topWorkloads, m.traced)
 		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, HeldBy: namespaceNames(heldBy, inode), Sysctls: n.Sysctls,
@@ -315,6 +316,7 @@ func doctorReplay(name string, filter replayFilter, topWorkloads int, asJSON boo
 	rows := workloadRows(a, rec.Names, nil, rec.Until)
 	for _, inode := range namespacesOf(a, recordingNamespace(filter.Filter, rec), true) {
 		me := measurement(a, inode, nil, st.Traced, rec.Until)
+		me.PortFailuresBy = portFailuresBy(rows, inode)
 		traced := tracedOf(me, st.Traced)
 		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, topWorkloads, st.Traced)
 		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: traced,
@@ -381,6 +383,21 @@ func portFailures(a *window.Aggregate, inode uint32, n *snapshot.Namespace) []do
 	}
 	slices.SortFunc(out, func(x, y doctor.PortFailure) int {
 		return cmp.Or(cmp.Compare(y.Failed, x.Failed), compareDestinations(x.Dest, y.Dest))
+	})
+	return out
+}
+
+// portFailuresBy names the workloads of namespace inode whose connect() found no free
+// local port, most failures first.
+func portFailuresBy(rows []workloadRow, inode uint32) []doctor.WorkloadFailures {
+	var out []doctor.WorkloadFailures
+	for _, r := range rows {
+		if n := r.ConnectFails["EADDRNOTAVAIL"]; r.NetNS == inode && n > 0 {
+			out = append(out, doctor.WorkloadFailures{Name: r.Name(), Failed: n})
+		}
+	}
+	slices.SortFunc(out, func(x, y doctor.WorkloadFailures) int {
+		return cmp.Or(cmp.Compare(y.Failed, x.Failed), cmp.Compare(x.Name, y.Name))
 	})
 	return out
 }

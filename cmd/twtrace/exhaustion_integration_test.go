@@ -44,19 +44,23 @@ func exhaustPorts(t *testing.T, tries int) int {
 	return failed
 }
 
+// demoUnit is the systemd unit the connect tests' failures come from.
+const demoUnit = "/system.slice/demo.service"
+
 // doctor --duration in a namespace whose ports ran out reports ephemeral_ports_exhausted,
-// critical, with the failures it counted, the TIME_WAIT sockets holding the ports and the
-// settings that decide what frees them.
+// critical, with the failures it counted, the workload that called connect(), the TIME_WAIT
+// sockets holding the ports and the settings that decide what frees them.
 func TestDoctorPortsExhausted(t *testing.T) {
 	if twtraceBin == "" {
 		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
 	}
+	cg := newTestCgroups(t, demoUnit)
 	var stdout *bytes.Buffer
 	var failed int
 	inNetns(t, func(inode uint64) {
 		cmd, out, stderr := startTwtrace(t, "doctor", "-o", "json", "--duration", "3s", "--backend", *testBackend, "--netns", fmt.Sprint(inode))
 		stdout = out
-		failed = exhaustPorts(t, 5)
+		cg.in(t, demoUnit, func() { failed = exhaustPorts(t, 5) })
 		<-stderr.eof
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("twtrace doctor: %v\n%s", err, stderr.String())
@@ -67,6 +71,7 @@ func TestDoctorPortsExhausted(t *testing.T) {
 			Traced struct {
 				ConnectFailures map[string]uint64 `json:"connect_failures"`
 				Reused          *uint64           `json:"reused"`
+				Workloads       []workloadJSON    `json:"workloads"`
 			} `json:"traced"`
 			Findings []struct {
 				ID       string `json:"id"`
@@ -83,6 +88,10 @@ func TestDoctorPortsExhausted(t *testing.T) {
 	if f := n.Traced.ConnectFailures; len(f) != 1 || f["EADDRNOTAVAIL"] != uint64(failed) || n.Traced.Reused == nil || *n.Traced.Reused != 0 {
 		t.Errorf("traced: connect failures %v, reused %v; want EADDRNOTAVAIL %d, reused 0", f, n.Traced.Reused, failed)
 	}
+	if w := n.Traced.Workloads; len(w) != 1 || w[0].Workload == nil || w[0].Workload.Name != "demo.service" ||
+		len(w[0].ConnectFailures) != 1 || w[0].ConnectFailures["EADDRNOTAVAIL"] != uint64(failed) {
+		t.Errorf("workloads %+v, want demo.service alone with its %d EADDRNOTAVAIL:\n%s", w, failed, stdout.String())
+	}
 	for _, f := range n.Findings {
 		if f.ID != "ephemeral_ports_exhausted" {
 			continue
@@ -92,7 +101,8 @@ func TestDoctorPortsExhausted(t *testing.T) {
 		}
 		for _, want := range []string{fmt.Sprintf("%d connect() calls failed with EADDRNOTAVAIL", failed),
 			fmt.Sprintf("%d towards 127.0.0.1:5000 from 127.0.0.1", failed), "10 sockets in TIME_WAIT towards it now",
-			fmt.Sprintf("reused 0, failed %d", failed), "ip_local_port_range 40000-40009, 10 ports", "tcp_tw_reuse = 0", "tcp_timestamps = 1"} {
+			fmt.Sprintf("reused 0, failed %d", failed), "ip_local_port_range 40000-40009, 10 ports", "tcp_tw_reuse = 0", "tcp_timestamps = 1",
+			fmt.Sprintf("called by demo.service %d", failed)} {
 			if !strings.Contains(f.Evidence, want) {
 				t.Errorf("evidence %q lacks %q", f.Evidence, want)
 			}
@@ -156,11 +166,14 @@ func TestTimewaitViewReusedAndFailed(t *testing.T) {
 	}
 }
 
-// serve counts the failures by namespace and errno, and by destination.
+// serve counts the failures by namespace, errno and the workload that called connect()
+// (a new workload's own series from the fold after it joins the top K: until then in
+// other), and by destination.
 func TestServeConnectFailures(t *testing.T) {
 	if twtraceBin == "" {
 		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
 	}
+	cg := newTestCgroups(t, demoUnit)
 	inNetns(t, func(inode uint64) {
 		holder := exec.Command("sleep", "600") // the namespace stays reachable through /proc
 		must(t, holder.Start())
@@ -184,26 +197,50 @@ func TestServeConnectFailures(t *testing.T) {
 			t.Fatalf("no listen address in:\n%s", s.stderr.String())
 		}
 		ns := fmt.Sprintf(`netns="%d"`, inode)
+		series := func(errno, unit string) string {
+			return `twtrace_connect_failures_total{errno="` + errno + `",namespace="",` + ns + `,pod="",unit="` + unit + `"}`
+		}
 		before, body := scrape(t, addr[1])
-		if v, ok := before[`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",`+ns+`}`]; !ok || v != 0 {
-			t.Fatalf("the EADDRNOTAVAIL series must exist at 0 before any failure:\n%s", body)
+		for _, unit := range []string{"other", "unknown"} {
+			if v, ok := before[series("EADDRNOTAVAIL", unit)]; !ok || v != 0 {
+				t.Fatalf("the EADDRNOTAVAIL series of %s must exist at 0 before any failure:\n%s", unit, body)
+			}
 		}
-		failed := exhaustPorts(t, 4)
-		total := `twtrace_connect_failures_total{errno="EADDRNOTAVAIL",` + ns + `}`
-		dest := `twtrace_connect_failures_by_destination_total{daddr="127.0.0.1",dport="5000",errno="EADDRNOTAVAIL",` + ns + `,saddr="127.0.0.1"}`
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			m, body := scrape(t, addr[1])
-			if m[total] == float64(failed) && m[dest] == float64(failed) {
-				if n, _ := sum(m, "twtrace_connect_failures_total{"); n != float64(failed) {
-					t.Errorf("%v failures in all, want only the %d EADDRNOTAVAIL:\n%s", n, failed, body)
+		var failed int
+		cg.in(t, demoUnit, func() { failed = exhaustPorts(t, 4) })
+		other, own := series("EADDRNOTAVAIL", "other"), series("EADDRNOTAVAIL", "demo.service")
+		dest := `twtrace_connect_failures_by_destination_total{daddr="127.0.0.1",dport="5000",errno="EADDRNOTAVAIL",namespace="",` + ns + `,pod="",saddr="127.0.0.1",unit=""}`
+		wait := func(what string, done func(m map[string]float64) bool) map[string]float64 {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				m, body := scrape(t, addr[1])
+				if done(m) {
+					return m
 				}
-				return
+				if time.Now().After(deadline) {
+					t.Fatalf("want %s:\n%s", what, body)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("want %s and %s = %d:\n%s", total, dest, failed, body)
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
+		m := wait(fmt.Sprintf("%s and %s = %d", other, dest, failed), func(m map[string]float64) bool {
+			return m[other] == float64(failed) && m[dest] == float64(failed)
+		})
+		if n, _ := sum(m, "twtrace_connect_failures_total{"); n != float64(failed) {
+			t.Errorf("%v failures in all, want only the %d EADDRNOTAVAIL", n, failed)
+		}
+		// demo.service joined the top K with that fold: its next failure counts in its own series
+		cg.in(t, demoUnit, func() {
+			c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			must(t, err)
+			defer unix.Close(c)
+			if err := unix.Connect(c, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: 5000}); !errors.Is(err, unix.EADDRNOTAVAIL) {
+				t.Fatalf("connect with every port in TIME_WAIT: %v, want EADDRNOTAVAIL", err)
+			}
+		})
+		wait(own+" = 1", func(m map[string]float64) bool {
+			return m[own] == 1 && m[other] == float64(failed) && m[dest] == float64(failed+1)
+		})
 	})
 }

@@ -50,7 +50,9 @@ type Measurement struct {
 	// PortFailures lists the destinations connect() found no free local port towards,
 	// most failures first. ConnectUntraced: the connect family was not traced, so they are
 	// unknown; ReuseUntraced: the tw family was not, so the reuses are.
-	PortFailures    []PortFailure
+	PortFailures []PortFailure
+	// PortFailuresBy names the workloads whose connect() found no port, most failures first.
+	PortFailuresBy  []WorkloadFailures
 	ConnectUntraced bool
 	ReuseUntraced   bool
 	// ConnectFailures counts every failed connect() by errno name; Reused the timewait

@@ -17,6 +17,12 @@ type PortFailure struct {
 	Live   int    // TIME_WAIT sockets towards it now; -1 unknown (offline)
 }
 
+// WorkloadFailures is a workload whose connect() calls failed with EADDRNOTAVAIL.
+type WorkloadFailures struct {
+	Name   string // as the views name it; "unknown" for a socket of no known cgroup
+	Failed uint64
+}
+
 // exhaustionFinding reports connect() calls that failed for want of a local port, with
 // what holds the ports and the advice that holds on this kernel; nil when none failed.
 // sysctls is nil offline.
@@ -44,6 +50,17 @@ func exhaustionFinding(sysctls map[string]string, m *Measurement) []Finding {
 		towards = append(towards, s)
 	}
 	ev := fmt.Sprintf("%d connect() calls failed with EADDRNOTAVAIL in %s: %s", failed, m.Window.Round(time.Second), strings.Join(towards, "; "))
+	if len(m.PortFailuresBy) > 0 {
+		var by []string
+		for i, w := range m.PortFailuresBy {
+			if i == 3 {
+				by = append(by, fmt.Sprintf("and %d more", len(m.PortFailuresBy)-3))
+				break
+			}
+			by = append(by, fmt.Sprintf("%s %d", w.Name, w.Failed))
+		}
+		ev += "; called by " + strings.Join(by, ", ")
+	}
 	if sysctls == nil {
 		ev += "; the namespace's settings are not available offline"
 		return []Finding{{ID: "ephemeral_ports_exhausted", Severity: SeverityCritical, Title: exhaustedTitle, Evidence: ev,

@@ -38,7 +38,8 @@ func TestDiagnosePortsExhausted(t *testing.T) {
 		{"no timestamps", with("tcp_tw_reuse", "1", "tcp_timestamps", "0"), remote, "tcp_timestamps = 0 rules out tcp_tw_reuse"},
 	}
 	for _, c := range cases {
-		m := &Measurement{Window: 3 * time.Second, PortFailures: []PortFailure{{Dest: c.dest, Failed: 7, Reused: 2, Live: 10}}}
+		m := &Measurement{Window: 3 * time.Second, PortFailures: []PortFailure{{Dest: c.dest, Failed: 7, Reused: 2, Live: 10}},
+			PortFailuresBy: []WorkloadFailures{{"shop/cart-7d9f/web", 5}, {"demo.service", 1}, {"unknown", 1}}}
 		var got *Finding
 		for _, f := range Diagnose("6.18.0", c.sysctls, m) {
 			if f.ID == "ephemeral_ports_exhausted" {
@@ -50,7 +51,7 @@ func TestDiagnosePortsExhausted(t *testing.T) {
 		}
 		for _, want := range []string{"7 connect() calls failed with EADDRNOTAVAIL in 3s", "10 sockets in TIME_WAIT towards it now",
 			"reused 2, failed 7", "ip_local_port_range 40000-40009, 10 ports", "tcp_tw_reuse = " + c.sysctls["tcp_tw_reuse"],
-			"tcp_timestamps = " + c.sysctls["tcp_timestamps"], "tcp_tw_reuse_delay = 1000 ms"} {
+			"tcp_timestamps = " + c.sysctls["tcp_timestamps"], "tcp_tw_reuse_delay = 1000 ms", "called by shop/cart-7d9f/web 5, demo.service 1, unknown 1"} {
 			if !strings.Contains(got.Evidence, want) {
 				t.Errorf("%s: evidence %q lacks %q", c.name, got.Evidence, want)
 			}
