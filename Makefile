@@ -55,7 +55,7 @@ tools-clang:
 # Everything that proves twtrace works. Integration tests need root (they skip without it);
 # promtool checks the alert rules and fires each from synthetic series here, and lints the
 # exported metrics in the serve test; a real Prometheus server scrapes serve in another; the
-# workload tests run real pods on a private containerd (.ci/containerd/start.sh). Then the arm64 build.
+# workload tests run real pods on a private containerd (.ci/containerd/containerd.sh). Then the arm64 build.
 test: build tools-promtool tools-containerd
 	$(GO) vet ./...
 	promtool check rules deploy/prometheus/alerts.yaml

@@ -17,7 +17,7 @@ command -v jq >/dev/null && command -v capsh >/dev/null ||
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q jq libcap2-bin; } >&2
 
 TMP=$(mktemp -d /tmp/twtrace-image-test.XXXXXX)
-cleanup() { bash "$HERE/../containerd/containerd.sh" stop "$TMP/containerd"; rm -rf "$TMP"; }
+cleanup() { "$HERE/../containerd/containerd.sh" stop "$TMP/containerd"; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 # --- the archive: one index, both platforms, labels, user, binaries --------------------------------
@@ -43,7 +43,7 @@ for arch in amd64 arm64; do
 done
 
 # --- run it in containerd ----------------------------------------------------------------------------
-addr=$(bash "$HERE/../containerd/containerd.sh" start "$TMP/containerd")
+addr=$("$HERE/../containerd/containerd.sh" start "$TMP/containerd")
 ctr=(ctr -a "$addr" -n twtrace-image-test)
 "${ctr[@]}" images import --platform "linux/$(go env GOARCH 2>/dev/null || dpkg --print-architecture)" "$archive" >/dev/null
 # ctr run replaces the image's whole command line (entrypoint included) with the arguments it is given.

@@ -31,8 +31,8 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts containerd")
 	}
-	if _, err := exec.LookPath("containerd"); err != nil {
-		t.Skip("containerd is not installed (make test installs it with runc and the CNI plugins; the VM matrix has none)")
+	if why := containertest.Missing(); why != "" {
+		t.Skip(why)
 	}
 	h, err := cgroup2.Find()
 	if err != nil {
@@ -85,19 +85,27 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 	addr := regexp.MustCompile(`listen=(\S+)`).FindStringSubmatch(serveErr.String())[1]
 
 	const web, api = 10, 4
-	churn := func(name string, n int) {
+	ids := map[string]string{} // container name -> id
+	// churned waits until container name has churned n connections times times
+	churned := func(name string, n, times int) {
 		t.Helper()
-		if _, err := ctd.RunContainer(ctx, podID, pod, name, "churn", fmt.Sprint(n)); err != nil {
-			t.Fatal(err)
-		}
 		logFile := filepath.Join(ctd.Dir, "pods", uid, name+".log")
 		deadline := time.Now().Add(30 * time.Second)
-		for b, _ := os.ReadFile(logFile); !strings.Contains(string(b), fmt.Sprintf(" churned %d\n", n)); b, _ = os.ReadFile(logFile) {
+		for b, _ := os.ReadFile(logFile); strings.Count(string(b), fmt.Sprintf(" churned %d\n", n)) < times; b, _ = os.ReadFile(logFile) {
 			if time.Now().After(deadline) {
-				t.Fatalf("container %s never churned: %q", name, b)
+				t.Fatalf("container %s never churned %d times: %q", name, times, b)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	churn := func(name string, n int) {
+		t.Helper()
+		id, err := ctd.RunContainer(ctx, podID, pod, name, "churn", fmt.Sprint(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+		churned(name, n, 1)
 	}
 	podSeries := []string{`namespace="shop"`, fmt.Sprintf(`pod=%q`, pod.Name)}
 	inPodNetns := fmt.Sprintf(`netns=%q`, podNetns)
@@ -151,6 +159,37 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 		t.Errorf("stat: %s", out)
 	}
 
+	// as the DaemonSet runs it: user 65532 with its six capabilities reaches the CRI socket
+	// (root:root, 0660) only through the supplementary group 0 the DaemonSet adds
+	t.Run("DaemonSetUser", func(t *testing.T) {
+		bin := nobodyBinary(t)
+		daemonSetCaps := []string{"bpf", "perfmon", "syslog", "sys_admin", "sys_ptrace", "dac_read_search"}
+		manifest, err := os.ReadFile("../../deploy/kubernetes/daemonset.yaml")
+		must(t, err)
+		for _, line := range []string{"runAsUser: 65532", "supplementalGroups: [0]",
+			"add: [" + strings.ToUpper(strings.Join(daemonSetCaps, ", ")) + "]"} {
+			if !strings.Contains(string(manifest), line) {
+				t.Errorf("deploy/kubernetes/daemonset.yaml does not say %q, as this test runs twtrace", line)
+			}
+		}
+		for _, groups := range []string{"0", ""} {
+			out, err := asUser(ctx, 65532, groups, bin, daemonSetCaps,
+				"stat", "-o", "json", "--netns", podNetns, "--cri-socket", ctd.Socket).CombinedOutput()
+			if groups == "" {
+				if err == nil || !strings.Contains(string(out), "connect: permission denied") {
+					t.Errorf("stat as 65532 without group 0 reached the CRI socket: %v %s", err, out)
+				}
+				continue
+			}
+			must(t, err)
+			stat.Workload = nil
+			must(t, json.Unmarshal(out, &stat))
+			if stat.Workload == nil || stat.Workload.Pod != pod.Name || stat.Workload.PodNamespace != "shop" {
+				t.Errorf("stat as 65532 with group 0 did not name the pod: %s", out)
+			}
+		}
+	})
+
 	stopTwtrace(t, watch, watchErr)
 	perContainer := map[string]int{}
 	for _, e := range jsonLines(t, watchOut.Bytes()) {
@@ -189,6 +228,31 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 		if !ok || *r.Created != n || *r.TimeWaitNow != n || r.Workload.Container != ctr || r.NetNS != uint32(st.Ino) {
 			t.Errorf("timewait: no row of %s/%s with %d created and held: %s", named, ctr, n, viewOut)
 		}
+	}
+	// watch --container, started once the containers exist: the kernel keeps one container's sockets,
+	// though both churn again in the same namespace
+	one, oneOut, oneErr := startTwtrace(t, "watch", "-o", "json", "--events", "tw", "--backend", *testBackend,
+		"--cri-socket", ctd.Socket, "--container", ids["web"][:12])
+	for name, n := range map[string]int{"web": web, "api": api} {
+		procs, err := h.Procs(pod.CgroupParent + "/" + ids[name])
+		if err != nil || len(procs) != 1 {
+			t.Fatalf("container %s's processes: %v %v", name, procs, err)
+		}
+		must(t, unix.Kill(procs[0], unix.SIGUSR1))
+		churned(name, n, 2)
+	}
+	stopTwtrace(t, one, oneErr)
+	entered := 0
+	for _, e := range jsonLines(t, oneOut.Bytes()) {
+		if e["container_id"] != ids["web"] || e["container"] != "web" || e["pod"] != pod.Name {
+			t.Errorf("watch --container: an event of another workload: %v", e)
+		}
+		if e["kind"] == "tw_enter" {
+			entered++
+		}
+	}
+	if entered != web || strings.Contains(oneErr.String(), " 0 filtered in the kernel") {
+		t.Errorf("watch --container: %d tw_enter, want %d, and api's events filtered in the kernel:\n%s", entered, web, oneErr.String())
 	}
 }
 

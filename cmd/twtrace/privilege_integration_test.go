@@ -47,12 +47,24 @@ func nobodyBinary(t *testing.T) string {
 // asNobody runs twtrace as user nobody holding exactly caps (effective, inheritable,
 // ambient and bounding), and nothing else.
 func asNobody(ctx context.Context, bin string, caps []string, args ...string) *exec.Cmd {
+	return asUser(ctx, 65534, "", bin, caps, args...)
+}
+
+// asUser runs twtrace as uid (its group the same number) with the supplementary groups
+// (comma-separated, "" for none) holding exactly caps.
+func asUser(ctx context.Context, uid int, groups, bin string, caps []string, args ...string) *exec.Cmd {
 	set := "-all"
 	for _, c := range caps {
 		set += ",+" + c
 	}
-	cmd := exec.CommandContext(ctx, "setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups",
-		"--inh-caps", set, "--ambient-caps", set, "--bounding-set", set, "--", bin}, args...)...)
+	id := strconv.Itoa(uid)
+	groupArgs := []string{"--clear-groups"}
+	if groups != "" {
+		groupArgs = []string{"--groups", groups}
+	}
+	setpriv := append(append([]string{"--reuid", id, "--regid", id}, groupArgs...),
+		"--inh-caps", set, "--ambient-caps", set, "--bounding-set", set, "--", bin)
+	cmd := exec.CommandContext(ctx, "setpriv", append(setpriv, args...)...)
 	cmd.Dir = "/"
 	return cmd
 }

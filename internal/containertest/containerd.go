@@ -1,5 +1,5 @@
 // Package containertest runs a real containerd with its CRI plugin for tests: it starts the daemon
-// under a temporary directory (.ci/containerd/start.sh), imports images built locally from a static
+// under a temporary directory (.ci/containerd/containerd.sh), imports images built locally from a static
 // binary (no registry), and creates pods and containers through the CRI API as the kubelet would.
 package containertest
 
@@ -17,8 +17,9 @@ import (
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// SandboxImage is the image containerd's CRI plugin runs as every pod's sandbox by default.
-const SandboxImage = "registry.k8s.io/pause:3.6"
+// SandboxImage is the image containerd's CRI plugin runs as every pod's sandbox (containerd.sh's
+// SANDBOX_IMAGE), built here and imported: a name no registry serves, so nothing is ever pulled.
+const SandboxImage = "twtrace.test/pause:1"
 
 // AppImage is the image of the test containers: testapp (see testapp/main.go) as entrypoint.
 const AppImage = "twtrace.test/app:1"
@@ -29,6 +30,24 @@ type Containerd struct {
 	Socket string // its gRPC (and CRI) socket
 	CRI    cri.RuntimeServiceClient
 	conn   *grpc.ClientConn
+}
+
+// Missing says what this machine lacks to run StartContainerd, "" when nothing: the test VMs of
+// make vmtest hold neither containerd nor the repository; make test installs what the host needs.
+func Missing() string {
+	for _, cmd := range []string{"containerd", "ctr", "runc", "go"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return "needs " + cmd + " (make test installs containerd, runc and the CNI plugins as root)"
+		}
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err.Error()
+	}
+	if _, err := os.Stat(filepath.Join(root, ".ci/containerd/containerd.sh")); err != nil {
+		return "needs the repository's .ci/containerd/containerd.sh: " + err.Error()
+	}
+	return ""
 }
 
 // StartContainerd starts containerd under a new temporary directory and imports the sandbox and
@@ -43,7 +62,9 @@ func StartContainerd(ctx context.Context) (*Containerd, error) {
 		return nil, err
 	}
 	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "containerd.sock")}
-	out, err := exec.CommandContext(ctx, filepath.Join(root, ".ci/containerd/start.sh"), dir).CombinedOutput()
+	start := exec.CommandContext(ctx, filepath.Join(root, ".ci/containerd/containerd.sh"), "start", dir)
+	start.Env = append(os.Environ(), "SANDBOX_IMAGE="+SandboxImage)
+	out, err := start.CombinedOutput()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start containerd: %w: %s", err, strings.TrimSpace(string(out)))
@@ -104,7 +125,7 @@ func (c *Containerd) Stop() error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command(filepath.Join(root, ".ci/containerd/stop.sh"), c.Dir).CombinedOutput()
+	out, err := exec.Command(filepath.Join(root, ".ci/containerd/containerd.sh"), "stop", c.Dir).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("stop containerd: %w: %s", err, out)
 	}

@@ -29,7 +29,7 @@ type descriptor struct {
 
 // WriteImageArchive writes an OCI image archive (the layout `ctr images import` reads) holding one
 // layer with the static binary at binPath as /app, run as entrypoint; the image is named name
-// (e.g. "registry.k8s.io/pause:3.6"), so no registry is involved.
+// (e.g. SandboxImage), so no registry is involved.
 func WriteImageArchive(archivePath, binPath, name string, entrypoint []string) error {
 	bin, err := os.ReadFile(binPath)
 	if err != nil {

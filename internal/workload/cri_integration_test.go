@@ -27,6 +27,9 @@ func TestRealContainerdPod(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts containerd")
 	}
+	if why := containertest.Missing(); why != "" {
+		t.Skip(why)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ctd, err := containertest.StartContainerd(ctx)

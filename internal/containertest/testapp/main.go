@@ -1,7 +1,8 @@
 // Command testapp is the one binary of the images the container runtime tests build: `testapp pause`
 // is a pod's sandbox (it waits for a signal), `testapp churn N` opens and closes N TCP connections on
 // the container's loopback, the client closing first (so each leaves a TIME_WAIT socket), then waits
-// with its listener still open.
+// with its listener still open, churning N more at each SIGUSR1 (a test that starts once the
+// container exists, knowing its id).
 package main
 
 import (
@@ -31,10 +32,20 @@ func main() {
 		}
 		defer ln.Close()
 		go serve(ln)
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGUSR1)
 		if err := churn(ln.Addr().String(), n); err != nil {
 			fail(err)
 		}
 		fmt.Println("churned", n)
+		go func() {
+			for range again {
+				if err := churn(ln.Addr().String(), n); err != nil {
+					fail(err)
+				}
+				fmt.Println("churned", n)
+			}
+		}()
 	default:
 		fail(fmt.Errorf("unknown mode %q", os.Args[1]))
 	}
