@@ -87,7 +87,7 @@ static __always_inline int on_reset(struct sock *sk, struct sk_buff *skb, __u32 
 
 	if (!c)
 		return 0;
-	pending_settle(c, 0, false);
+	pending_settle(c, 0);
 	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = EV_RESET;
 	if (recv)

@@ -18,6 +18,15 @@ static __always_inline bool in_owner_context(struct sock *sk, int old, int new)
 	       BPF_CORE_READ_BITFIELD(sk, sk_shutdown) == SHUTDOWN_MASK;
 }
 
+/* What a transition needs from sk's record. Streaming, every event carries the time in
+ * the old state and the owner. Counting (the views and metrics), no transition is sent:
+ * only the owner matters, for the timewait socket or reset that may follow, so the record
+ * is written where the owner is learnt and read where the socket closes. */
+static __always_inline bool needs_record(bool owner_ctx, int new)
+{
+	return !cfg_count_state || owner_ctx || new == S_CLOSE;
+}
+
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
@@ -25,6 +34,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	struct owner owner = {};
 	struct event e = {};
 	__u64 key = (__u64)sk;
+	bool owner_ctx;
 
 	if (cfg_empty)
 		return 0;
@@ -36,7 +46,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	c = this_cpu();
 	if (!c)
 		return 0;
-	pending_settle(c, 0, false);
+	pending_settle(c, 0);
 	/* a reset this socket sent counts for its next transition only */
 	bool reset_sent = c->reset_sk == key;
 	if (reset_sent)
@@ -49,20 +59,25 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		return 0;
 	}
 
-	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = EV_STATE;
 	e.old_state = old;
 	e.new_state = new;
-
+	owner_ctx = in_owner_context(sk, old, new);
+	if (!needs_record(owner_ctx, new)) {
+		emit_state(&e);
+		return 0;
+	}
+	e.ts_ns = bpf_ktime_get_ns();
 	si = bpf_map_lookup_elem(&socks, &key);
 	if (si) {
 		e.duration_ns = e.ts_ns - si->since_ns;
 		e.flags |= F_DURATION_KNOWN;
 		owner = si->owner;
-	} else if (old != S_CLOSE && old != S_LISTEN) {
+	} else if (!cfg_count_state && old != S_CLOSE && old != S_LISTEN) {
+		/* counting, a record is written only where the owner is learnt (needs_record) */
 		count(STAT_SOCK_UNTRACKED);
 	}
-	if (in_owner_context(sk, old, new))
+	if (owner_ctx)
 		current_owner(&owner);
 	set_owner(&e, &owner);
 

@@ -10,7 +10,10 @@
 #ifndef TWTRACE_TIMEWAIT_H
 #define TWTRACE_TIMEWAIT_H
 
-#define PENDING_MAX_AGE_NS (20 * 1000 * 1000ULL)
+/* How long a due cancel waits for its callback when it can only be settled from an
+ * interrupt (settle_pending run remotely): an expiry's cancel and callback are
+ * microseconds apart unless the CPU is taken away between them. */
+#define PENDING_MAX_AGE_NS (1000 * 1000 * 1000ULL)
 #define HANDOFF_MAX_AGE_NS (10 * 1000 * 1000ULL)
 
 static __always_inline struct inet_timewait_sock *tw_of(struct timer_list *t)
@@ -99,14 +102,13 @@ static __always_inline void pending_flush_killed(struct cpu_scratch *c)
 	tw_exit_send(&c->pending_ev, tw, CAUSE_KILLED);
 }
 
-/* Any other event on this CPU proves a held timer_cancel was neither a re-arm nor an
- * expiry, except that a hardirq may run between an expiring timer's cancel and its
- * callback: a due timer is only settled by timewait timers, transitions, or age. */
-static __always_inline void pending_settle(struct cpu_scratch *c, __u64 tw, bool is_tw)
+/* Any other event on this CPU proves a held timer_cancel was neither a re-arm (cancel and
+ * start run with interrupts off) nor an expiry (cancel and callback run in one timer softirq,
+ * interruptible only by hardirqs): every caller runs in a softirq or a task, never in a
+ * hardirq. tw is the timewait socket the caller is about to report, 0 for none. */
+static __always_inline void pending_settle(struct cpu_scratch *c, __u64 tw)
 {
-	if (!c->pending_tw || (is_tw && c->pending_tw == tw))
-		return;
-	if (is_tw || !c->pending_due)
+	if (c->pending_tw && c->pending_tw != tw)
 		pending_flush_killed(c);
 }
 
@@ -171,18 +173,17 @@ enum timer_op { TIMER_START, TIMER_CANCEL, TIMER_EXPIRE };
 
 static __always_inline int on_timer(struct timer_list *timer, enum timer_op op)
 {
-	if (cfg_empty)
+	/* nearly every timer is some other subsystem's: the filter alone, before any map
+	 * work, and nothing settled, since these may run in a hardirq */
+	if (cfg_empty || (__u64)timer->function != cfg_tw_timer_handler)
 		return 0;
-	bool is_tw = (__u64)timer->function == cfg_tw_timer_handler;
 	struct cpu_scratch *c = this_cpu();
 	struct inet_timewait_sock *tw = tw_of(timer);
 	__u64 now;
 
 	if (!c)
 		return 0;
-	pending_settle(c, (__u64)tw, is_tw);
-	if (!is_tw)
-		return 0;
+	pending_settle(c, (__u64)tw);
 	now = bpf_ktime_get_ns();
 	switch (op) {
 	case TIMER_START:

@@ -166,13 +166,18 @@ int BPF_PROG(tp_receive_reset, struct sock *sk)
 }
 
 /* Run from Go on each CPU (BPF_F_TEST_RUN_ON_CPU): settles a held timer_cancel on an
- * otherwise idle CPU. An expiry's cancel and callback are microseconds apart. */
+ * otherwise idle CPU. ctx[0] is 1 when run by a thread pinned to that CPU, in a task, where
+ * no timer softirq can be half-way: then whatever is held was a kill. Run from an
+ * interrupt (0), it may have come between an expiring timer's cancel and its callback:
+ * a due cancel is left to its callback, unless far too old for one. */
 SEC("raw_tp/twtrace_settle")
-int settle_pending(void *ctx)
+int settle_pending(__u64 *ctx)
 {
 	struct cpu_scratch *c = this_cpu();
 
-	if (c && c->pending_tw && bpf_ktime_get_ns() - c->pending_ts > PENDING_MAX_AGE_NS)
+	if (!c || !c->pending_tw)
+		return 0;
+	if (ctx[0] || !c->pending_due || bpf_ktime_get_ns() - c->pending_ts > PENDING_MAX_AGE_NS)
 		pending_flush_killed(c);
 	return 0;
 }
@@ -201,9 +206,18 @@ int test_filter(__u64 *ctx)
 	return wanted(&e);
 }
 
-/* Run from Go twice to measure the kernel's HZ, which timeouts in jiffies need. */
+/* Read from Go (struct hz_sample): jiffies and the monotonic clock together. */
+struct jiffies_sample {
+	__u64 jiffies;
+	__u64 ns;
+} jiffies_now;
+
+/* Run from Go a few times to measure the kernel's HZ where its configuration is not
+ * readable: timeouts in jiffies need it. */
 SEC("raw_tp/twtrace_jiffies")
 int read_jiffies(void *ctx)
 {
-	return (__u32)bpf_jiffies64();
+	jiffies_now.jiffies = bpf_jiffies64();
+	jiffies_now.ns = bpf_ktime_get_ns();
+	return 0;
 }

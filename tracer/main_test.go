@@ -51,7 +51,7 @@ func integration() bool {
 	return os.Geteuid() == 0 && os.Getenv("TWTRACE_UNIT_ONLY") == ""
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Getenv("TWTRACE_UNIT_ONLY") != "" {
 		t.Skip("TWTRACE_UNIT_ONLY is set (make test-unit): kernel tests skipped")

@@ -27,8 +27,11 @@ type Report struct {
 	Choices  []Choice
 	Families Families        // event families this kernel delivers
 	Missing  []MissingFamily // event families this kernel cannot deliver
-	HZ       uint32
-	Err      error // why the tracer could not start, if it could not
+	HZ       TickRate
+	// HZMeasured is the tick rate measured here, a cross-check of a configured HZ (0 if
+	// the measurement failed, or if HZ was measured itself)
+	HZMeasured uint32
+	Err        error // why the tracer could not start, if it could not
 }
 
 // Probe tries each attach method on this kernel and then starts the tracer with
@@ -53,6 +56,9 @@ func Probe(backend Backend) Report {
 	}
 	defer t.Close()
 	r.Choices, r.Families, r.Missing, r.HZ = t.Choices(), t.Families(), t.Unavailable(), t.HZ()
+	if r.HZ.Source != "measured" {
+		r.HZMeasured, _ = t.measureHZ()
+	}
 	return r
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,7 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	dec     Decoder
 	choices []Choice
+	hz      TickRate
 	missing []MissingFamily
 	hidden  map[string]bool // kernel targets treated as missing (testHideEnv)
 	cpus    int
@@ -99,9 +101,10 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 	if err := t.load(kernel); err != nil {
 		return nil, err
 	}
-	if t.dec.HZ, err = measureHZ(t.coll.Programs[twtraceProgReadJiffies]); err != nil {
+	if t.hz, err = kernelHZ(t.coll.Programs[twtraceProgReadJiffies], t.coll.Variables[twtraceVarJiffiesNow]); err != nil {
 		return nil, err
 	}
+	t.dec.HZ = t.hz.HZ
 	if t.reader, err = ringbuf.NewReader(t.coll.Maps[twtraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
@@ -283,8 +286,13 @@ func (t *Tracer) Families() Families { return t.opts.Families }
 // Unavailable reports the families that were asked for and cannot be traced here, and why.
 func (t *Tracer) Unavailable() []MissingFamily { return t.missing }
 
-// HZ reports the kernel tick rate measured at start.
-func (t *Tracer) HZ() uint32 { return t.dec.HZ }
+// measureHZ measures the tick rate, whatever the configuration says.
+func (t *Tracer) measureHZ() (uint32, error) {
+	return measureHZ(t.coll.Programs[twtraceProgReadJiffies], t.coll.Variables[twtraceVarJiffiesNow])
+}
+
+// HZ reports the kernel's tick rate and how it was found.
+func (t *Tracer) HZ() TickRate { return t.hz }
 
 // Run delivers events to fn until ctx is done, then drains what the kernel already
 // wrote. fn must not keep the *Event it is given. idle, if not nil, is called whenever
@@ -357,12 +365,28 @@ func (t *Tracer) startSettler() {
 	}
 }
 
-// settle resolves, on every CPU, a timewait timer cancel that nothing followed.
+// settle resolves, on every CPU, a timewait timer cancel that nothing followed. Run by a
+// thread pinned to that CPU, the program runs in a task there, where no timer callback can
+// be half-way, so whatever it finds held was a kill (see settle_pending); where pinning is
+// refused (a CPU outside this process's cpuset), it runs from an interrupt instead.
 func (t *Tracer) settle() {
 	p := t.coll.Programs[twtraceProgSettlePending]
+	runtime.LockOSThread()
+	var orig unix.CPUSet
+	canPin := unix.SchedGetaffinity(0, &orig) == nil
 	for cpu := 0; cpu < t.cpus; cpu++ {
+		var one unix.CPUSet
+		one.Set(cpu)
+		local := uint64(0)
+		if canPin && unix.SchedSetaffinity(0, &one) == nil {
+			local = 1
+		}
 		// a CPU that is offline refuses; its scratch is settled when it returns
-		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: unix.BPF_F_TEST_RUN_ON_CPU})
+		_, _ = p.Run(&ebpf.RunOptions{CPU: uint32(cpu), Flags: unix.BPF_F_TEST_RUN_ON_CPU, Context: []uint64{local}})
+	}
+	// a thread whose affinity could not be restored is left locked: it ends with its goroutine
+	if !canPin || unix.SchedSetaffinity(0, &orig) == nil {
+		runtime.UnlockOSThread()
 	}
 }
 

@@ -132,6 +132,12 @@ const (
 	twtraceInferredReasonINFERRED_TCP_STATE      twtraceInferredReason = 65282
 )
 
+type twtraceJiffiesSample struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type twtraceSockInfo struct {
 	_       structs.HostLayout
 	SinceNs uint64
@@ -260,6 +266,7 @@ const (
 	twtraceVarCfgTwProbes         = "cfg_tw_probes"
 	twtraceVarCfgTwTimerHandler   = "cfg_tw_timer_handler"
 	twtraceVarCfgWakeupShift      = "cfg_wakeup_shift"
+	twtraceVarJiffiesNow          = "jiffies_now"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -368,6 +375,7 @@ type twtraceVariableSpecs struct {
 	CfgTwProbes       *ebpf.VariableSpec `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.VariableSpec `ebpf:"cfg_tw_timer_handler"`
 	CfgWakeupShift    *ebpf.VariableSpec `ebpf:"cfg_wakeup_shift"`
+	JiffiesNow        *ebpf.VariableSpec `ebpf:"jiffies_now"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -439,6 +447,7 @@ type twtraceVariables struct {
 	CfgTwProbes       *ebpf.Variable `ebpf:"cfg_tw_probes"`
 	CfgTwTimerHandler *ebpf.Variable `ebpf:"cfg_tw_timer_handler"`
 	CfgWakeupShift    *ebpf.Variable `ebpf:"cfg_wakeup_shift"`
+	JiffiesNow        *ebpf.Variable `ebpf:"jiffies_now"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.

@@ -19,6 +19,7 @@ type config struct {
 	duration                  time.Duration
 	soak                      time.Duration
 	sampleEvery               time.Duration
+	cpus                      string // taskset CPU list for churn, "" for any
 }
 
 func main() {
@@ -29,8 +30,11 @@ func main() {
 }
 
 func run(args []string) error {
-	if len(args) == 0 || (args[0] != "overhead" && args[0] != "soak") {
-		return fmt.Errorf("usage: twbench overhead|soak [flags]")
+	if len(args) == 0 || (args[0] != "overhead" && args[0] != "soak" && args[0] != "compare") {
+		return fmt.Errorf("usage: twbench overhead|soak|compare [flags]")
+	}
+	if args[0] == "compare" {
+		return compare(args[1:])
 	}
 	fs := flag.NewFlagSet("twbench "+args[0], flag.ContinueOnError)
 	var cfg config

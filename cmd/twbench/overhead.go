@@ -14,27 +14,39 @@ import (
 
 // churnResult is what cmd/churn -json prints.
 type churnResult struct {
-	PerSecond float64        `json:"connections_per_second"`
-	Errors    map[string]int `json:"errors"`
+	PerSecond   float64        `json:"connections_per_second"`
+	Connections uint64         `json:"connections"`
+	Errors      map[string]int `json:"errors"`
+	// cpu is the time churn spent on the CPUs, in user and kernel mode: most softirq work
+	// of loopback runs in its context, and so does the tracer's program time
+	cpu time.Duration
 }
 
-func runChurn(bin, closeFirst string, clients int, d time.Duration) (churnResult, error) {
+func runChurn(bin, closeFirst string, clients int, d time.Duration, cpus string) (churnResult, error) {
 	var r churnResult
-	out, err := exec.Command(bin, "-json", "-close", closeFirst, "-clients", fmt.Sprint(clients), "-duration", d.String()).Output()
+	argv := []string{bin, "-json", "-close", closeFirst, "-clients", fmt.Sprint(clients), "-duration", d.String()}
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	out, err := cmd.Output()
 	if err != nil {
 		return r, fmt.Errorf("churn: %w", err)
 	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, json.Unmarshal(out, &r)
 }
 
 // sample is one tool's run under one churn.
 type sample struct {
 	perSecond float64
-	lost      uint64
-	lostKnown bool
-	rssKiB    uint64
-	mapBytes  uint64
-	progs     []progCost
+	// CPU time per connection, of churn and of the tool
+	churnCPU, toolCPU time.Duration
+	lost              uint64
+	lostKnown         bool
+	rssKiB            uint64
+	mapBytes          uint64
+	progs             []progCost
 }
 
 // progCost is one program's runs and total run time, from the kernel's statistics.
@@ -59,10 +71,14 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 		return s, err
 	}
 	var before map[uint32]progCost
+	var toolCPU0 time.Duration
+	if r != nil {
+		toolCPU0 = cpuTime(r.cmd.Process.Pid)
+	}
 	if r != nil && withStats {
 		before = progCosts(objectsOf(r.cmd.Process.Pid).Progs)
 	}
-	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration)
+	res, err := runChurn(cfg.churn, closeFirst, cfg.clients, cfg.duration, cfg.cpus)
 	if err != nil {
 		if r != nil {
 			r.stop()
@@ -70,8 +86,14 @@ func measure(cfg config, t tool, closeFirst string, withStats bool) (sample, err
 		return s, err
 	}
 	s.perSecond = res.PerSecond
+	if res.Connections > 0 {
+		s.churnCPU = res.cpu / time.Duration(res.Connections)
+	}
 	if r == nil {
 		return s, nil
+	}
+	if res.Connections > 0 { // while churn ran: not loading, not the final view
+		s.toolCPU = (cpuTime(r.cmd.Process.Pid) - toolCPU0) / time.Duration(res.Connections)
 	}
 	objs := objectsOf(r.cmd.Process.Pid)
 	s.mapBytes = objs.MapMemlock

@@ -28,6 +28,7 @@ const (
 	groupWorkloadFilters                       // --cgroup, --pod, --container: in the kernel, by the socket's cgroup
 	groupNames                                 // --cri-socket: names pods and containers
 	groupTopWorkloads                          // --top-workloads
+	groupCost                                  // --bpf-stats: the kernel's count of twtrace's own cost
 
 	// workloadGroups are what commands that trace and count per workload take.
 	workloadGroups = groupWorkloadFilters | groupNames | groupTopWorkloads
@@ -38,10 +39,10 @@ const (
 
 // sharedFlags says which shared flags each command takes (probe has its own two).
 var sharedFlags = map[string]flagGroup{
-	"watch":    groupOutput | tracingGroups | groupWorkloadFilters | groupNames,
-	"timewait": groupOutput | tracingGroups | workloadGroups,
+	"watch":    groupOutput | tracingGroups | groupWorkloadFilters | groupNames | groupCost,
+	"timewait": groupOutput | tracingGroups | workloadGroups | groupCost,
 	"doctor":   groupOutput | tracingGroups | workloadGroups,
-	"serve":    tracingGroups | workloadGroups, // its output is /metrics
+	"serve":    tracingGroups | workloadGroups | groupCost, // its output is /metrics
 	"stat":     groupOutput | groupDuration | groupFilters | groupNames,
 }
 
@@ -63,6 +64,7 @@ type traceFlags struct {
 	ipv6      bool
 	logLevel  string
 	logFormat string
+	bpfStats  bool
 	workload  workloadFlags
 }
 
@@ -96,6 +98,10 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 	}
 	if groups&groupOwner != 0 {
 		fs.IntVar(&f.pid, "pid", 0, "only sockets owned by this process ID")
+	}
+	if groups&groupCost != 0 {
+		fs.BoolVar(&f.bpfStats, "bpf-stats", false, "count twtrace's own kernel cost per program (the kernel's BPF statistics, on for twtrace's lifetime; "+
+			"meanwhile every BPF program on the machine pays two clock reads per run: 84 ns on the machine of BENCHMARKS.md)")
 	}
 	f.workload.register(fs, groups)
 	if groups&groupLog != 0 {

@@ -68,6 +68,7 @@ func TestBadFlagsEveryCommand(t *testing.T) {
 		{[]string{"stat"}, []string{"--log-format=json"}, "--log-format: stat writes no diagnostics"},
 		{[]string{"serve"}, []string{"-o", "json"}, "-o: serve prints no events"},
 		{[]string{"serve"}, []string{"--top-destinations", "5"}, "--top-destinations: renamed --top"},
+		{[]string{"doctor", "stat", "probe"}, []string{"--bpf-stats"}, "-bpf-stats"},
 		{[]string{"watch", "doctor", "stat"}, []string{"--top", "5"}, "-top"},
 		{[]string{"watch", "serve"}, []string{"--interval", "1s"}, "-interval"},
 		{[]string{"probe"}, []string{"--port", "80"}, "-port"},

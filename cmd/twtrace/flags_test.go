@@ -270,10 +270,10 @@ func TestCommandFlagsListed(t *testing.T) {
 		cmd   string
 		flags []string
 	}{
-		{"watch", slices.Concat([]string{"o"}, tracing, workloadFilters)},
-		{"timewait", slices.Concat([]string{"o", "interval", "top", "input"}, tracing, workloads)},
+		{"watch", slices.Concat([]string{"o", "bpf-stats"}, tracing, workloadFilters)},
+		{"timewait", slices.Concat([]string{"o", "interval", "top", "input", "bpf-stats"}, tracing, workloads)},
 		{"doctor", slices.Concat([]string{"o", "interval", "input"}, tracing, workloads)},
-		{"serve", slices.Concat([]string{"listen", "top"}, tracing, workloads)},
+		{"serve", slices.Concat([]string{"listen", "top", "bpf-stats"}, tracing, workloads)},
 		{"stat", slices.Concat([]string{"o", "duration", "interval", "cri-socket"}, filters)},
 		{"probe", []string{"o", "backend"}},
 		{"version", nil},

@@ -67,8 +67,16 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	} else {
 		fmt.Fprintf(w, "BTF:     no: twtrace needs Linux 5.10+ with CONFIG_DEBUG_INFO_BTF=y\n")
 	}
-	if r.HZ != 0 {
-		fmt.Fprintf(w, "HZ:      %d (measured)\n", r.HZ)
+	switch {
+	case r.HZ.HZ == 0:
+	case r.HZ.Source == "measured":
+		fmt.Fprintf(w, "HZ:      %d (measured: no kernel configuration readable)\n", r.HZ.HZ)
+	case r.HZMeasured != 0 && r.HZMeasured != r.HZ.HZ:
+		fmt.Fprintf(w, "HZ:      %d (from %s; measured %d, disturbed: a stalled CPU delays the tick)\n", r.HZ.HZ, r.HZ.Source, r.HZMeasured)
+	case r.HZMeasured != 0:
+		fmt.Fprintf(w, "HZ:      %d (from %s; measured the same)\n", r.HZ.HZ, r.HZ.Source)
+	default:
+		fmt.Fprintf(w, "HZ:      %d (from %s)\n", r.HZ.HZ, r.HZ.Source)
 	}
 	fmt.Fprintf(w, "\nattach methods:\n")
 	for _, f := range r.Features {
@@ -115,15 +123,19 @@ func writeProbeJSON(w io.Writer, r tracer.Report) error {
 		Unavailable map[string]string `json:"unavailable"`
 	}
 	out := struct {
-		Kernel   string            `json:"kernel"`
-		BTF      bool              `json:"btf"`
-		HZ       uint32            `json:"hz,omitempty"`
-		Features []tracer.Feature  `json:"features"`
-		Hooks    []hook            `json:"hooks"`
-		Families []string          `json:"families"`
-		Missing  map[string]string `json:"unavailable_families"`
-		Error    *string           `json:"error"`
-	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ, Features: r.Features, Families: []string{}, Missing: map[string]string{}}
+		Kernel   string `json:"kernel"`
+		BTF      bool   `json:"btf"`
+		HZ       uint32 `json:"hz,omitempty"`
+		HZSource string `json:"hz_source,omitempty"`
+		// HZMeasured cross-checks a configured HZ
+		HZMeasured uint32            `json:"hz_measured,omitempty"`
+		Features   []tracer.Feature  `json:"features"`
+		Hooks      []hook            `json:"hooks"`
+		Families   []string          `json:"families"`
+		Missing    map[string]string `json:"unavailable_families"`
+		Error      *string           `json:"error"`
+	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Families: []string{},
+		Missing: map[string]string{}}
 	for _, f := range families {
 		if r.Families&f != 0 {
 			out.Families = append(out.Families, f.String())

@@ -178,7 +178,7 @@ func TestTimewaitInputFromStdin(t *testing.T) {
 			t.Errorf("text view lacks %q:\n%s", want, stdout.String())
 		}
 	}
-	for _, args := range [][]string{{"--backend", "tracepoint"}, {"--duration", "1s"}, {"--interval", "1s"}, {"--events", "tw"}} {
+	for _, args := range [][]string{{"--backend", "tracepoint"}, {"--duration", "1s"}, {"--interval", "1s"}, {"--events", "tw"}, {"--bpf-stats"}} {
 		err := timewait(append([]string{"--input", "-"}, args...), strings.NewReader(""), &stdout, &stderr)
 		if _, ok := err.(usageError); !ok || !strings.Contains(err.Error(), "does not trace") {
 			t.Errorf("timewait --input - %v: %v, want a usage error", args, err)

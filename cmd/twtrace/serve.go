@@ -68,7 +68,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})
 	scrapes := newScrapeCollector(sess.t, win, src, opts.Filter.NetNS, *topK)
 	scrapes.events, scrapes.names, scrapes.topWorkloads = events, names, f.workload.top
-	reg := exporterRegistry(events, scrapes)
+	collectors := []prometheus.Collector{scrapes}
+	if sess.stats != nil {
+		collectors = append(collectors, newProgramCollector(sess.t))
+	}
+	reg := exporterRegistry(events, collectors...)
 	go foldEvery(sess.ctx, scrapes, foldInterval)
 	var runErr atomic.Pointer[error]
 	running := readEvents(sess.ctx, sess.t.Run, exporterSink(events, win), &runErr, sess.log)
@@ -87,6 +91,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	srv.Shutdown(shutdown)
 	summary(stderr, sess.t)
+	sess.costSummary(stderr)
 	if p := runErr.Load(); p != nil && sess.ctx.Err() == nil {
 		return *p
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twtrace/twtrace/tracer"
@@ -17,6 +18,9 @@ type session struct {
 	ctx    context.Context
 	cancel func()
 	log    zerolog.Logger
+	// stats holds the kernel's run-time statistics on (--bpf-stats), nil when off
+	stats   io.Closer
+	started time.Time
 }
 
 // startSession checks privileges, installs the signal handlers before loading (so an
@@ -31,13 +35,24 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	cancel := stop
+	var stats io.Closer
+	if f.bpfStats { // before loading: a program's first runs are counted too
+		if stats, err = tracer.EnableRunTimeStats(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	t, err := tracer.New(opts)
-	if errors.Is(err, tracer.ErrUnavailable) || errors.Is(err, tracer.ErrNotImplemented) {
+	if err != nil {
 		cancel()
+		if stats != nil {
+			stats.Close()
+		}
+	}
+	if errors.Is(err, tracer.ErrUnavailable) || errors.Is(err, tracer.ErrNotImplemented) {
 		return nil, errUnavailable{err} // exit 3 (4): this kernel (twtrace) cannot do what was asked
 	}
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	if f.duration > 0 { // the window starts once tracing does, however long loading took
@@ -53,13 +68,17 @@ func startSession(f *traceFlags, opts tracer.Options, stderr io.Writer) (*sessio
 		ready = ready.Str(string(c.Hook), backendName(c.Backend))
 	}
 	ready.Msg("tracing")
-	return &session{t: t, ctx: ctx, cancel: cancel, log: log}, nil
+	return &session{t: t, ctx: ctx, cancel: cancel, log: log, stats: stats, started: time.Now()}, nil
 }
 
-// Close detaches everything and releases the signal handlers.
+// Close detaches everything, releases the signal handlers and turns the kernel's
+// statistics off again (unless something else holds them on).
 func (s *session) Close() {
 	s.t.Close()
 	s.cancel()
+	if s.stats != nil {
+		s.stats.Close()
+	}
 }
 
 // backendName is a hook's backend, "none" when no backend could serve it.

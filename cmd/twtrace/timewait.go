@@ -30,7 +30,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return usagef("--top %d: list at least one destination", *top)
 	}
 	if *input != "" {
-		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval", "cri-socket"); err != nil {
+		if err := tracingOnly(fs, "backend", "ringbuf-size", "events", "duration", "interval", "cri-socket", "bpf-stats"); err != nil {
 			return err
 		}
 		filter := replayFilter{Filter: opts.Filter, Workload: f.workload.recorded()}
@@ -87,6 +87,7 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			}
 			err = print()
 			summary(stderr, sess.t)
+			sess.costSummary(stderr)
 			return err
 		}
 	}

@@ -65,6 +65,7 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	}
 	p.flush()
 	summary(stderr, t)
+	sess.costSummary(stderr)
 	return runErr
 }
 
