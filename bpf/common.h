@@ -32,10 +32,11 @@ enum event_family {
 	FAM_TW = 1 << 1,
 	FAM_OVERFLOW = 1 << 2,
 	FAM_RESET = 1 << 3,
+	FAM_CONNECT = 1 << 4,
 };
 
 /* Set from Go before load; the verifier prunes what they switch off. */
-volatile const __u32 cfg_events = FAM_STATE | FAM_TW | FAM_OVERFLOW | FAM_RESET;
+volatile const __u32 cfg_events = FAM_STATE | FAM_TW | FAM_OVERFLOW | FAM_RESET | FAM_CONNECT;
 volatile const __u16 cfg_port;
 volatile const __u16 cfg_sport;
 volatile const __u16 cfg_dport;

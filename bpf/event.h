@@ -12,6 +12,7 @@ enum event_kind {
 	EV_TW_EXIT = 4,     /* a timewait socket died: also the TIME_WAIT->CLOSE transition */
 	EV_TW_OVERFLOW = 5,
 	EV_RESET = 6,
+	EV_CONNECT_FAIL = 7, /* a connect() failed: value holds its errno when known */
 };
 
 enum event_flag {

@@ -36,6 +36,10 @@ struct owner {
 struct sock_info {
 	__u64 since_ns;
 	struct owner owner;
+	/* sk_txhash when connect() moved the socket to SYN_SENT: connect() draws a new one
+	 * once it has a local port, so an unchanged one at SYN_SENT->CLOSE means it found none */
+	__u32 connect_txhash;
+	__u32 connect_txhash_known;
 };
 
 struct {
@@ -130,12 +134,10 @@ struct cpu_scratch {
 	__u8 _pad2[7];
 	/* the timewait socket whose timer handler is running here */
 	__u64 expiring_tw;
-	/* the last segment a timewait socket processed here, and the last connect() here:
-	 * a kill right after them was caused by them */
+	/* the last segment a timewait socket processed here: a kill right after it was
+	 * caused by it */
 	__u64 segment_tw;
 	__u64 segment_ts;
-	__u64 connect_task;
-	__u64 connect_ts;
 	__u8 segment_detail;
 	__u8 pcpu_off_known;
 	__u8 _pad3[6];

@@ -97,14 +97,20 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 		if (si) {
 			si->since_ns = e.ts_ns;
 			si->owner = owner;
+			if (old == S_CLOSE && new == S_SYN_SENT)
+				connect_started(sk, si);
 		} else {
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
+			if (old == S_CLOSE && new == S_SYN_SENT)
+				connect_started(sk, &n);
 			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
 		}
 		emit_state(&e);
 		return 0;
 	}
 
+	if (old == S_SYN_SENT && (cfg_events & FAM_CONNECT))
+		check_connect_fail(sk, &e, si);
 	bpf_map_delete_elem(&socks, &key);
 	c->closed_sk = key;
 	c->closed_owner = owner;

@@ -35,6 +35,16 @@ static __always_inline __u32 netns_refs(struct net *net)
 	return BPF_CORE_READ((struct net___count *)net, count.refs.counter);
 }
 
+/* tw_taken_over says whether a connect() took the timewait socket's tuple over
+ * (tcp_tw_reuse, or a port bound by hand): __inet_check_established unhashes it before
+ * descheduling it, while every other end (expiry, SYN, RST, namespace exit) finds it
+ * still hashed and unhashes it in inet_twsk_kill. Read at the timer's cancel or at
+ * inet_twsk_kill's entry, it costs the connections that reuse nothing nothing. */
+static __always_inline bool tw_taken_over(struct inet_timewait_sock *tw)
+{
+	return !BPF_CORE_READ(tw, __tw_common.skc_nulls_node.pprev);
+}
+
 /* set_tw_info stamps what a timewait socket carried over from its full socket. */
 static __always_inline void set_tw_info(struct event *e, const struct tw_info *ti)
 {
@@ -67,7 +77,9 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 		e->flags |= F_DURATION_KNOWN;
 		set_tw_info(e, taken);
 	}
-	if (netns_refs(BPF_CORE_READ(tw, __tw_common.skc_net.net)) == 0)
+	if (tw_taken_over(tw))
+		e->detail = DETAIL_REUSE;
+	else if (netns_refs(BPF_CORE_READ(tw, __tw_common.skc_net.net)) == 0)
 		e->detail = DETAIL_NETNS_EXIT;
 	return true;
 }
@@ -441,25 +453,12 @@ static __always_inline void on_tw_segment(struct inet_timewait_sock *tw, const s
 	c->segment_detail = syn && !BPF_CORE_READ_BITFIELD_PROBED(th, rst) ? DETAIL_SYN : DETAIL_RST;
 }
 
-/* on_hash_connect: __inet_hash_connect() may take over a timewait socket (tcp_tw_reuse). */
-static __always_inline void on_hash_connect(void)
-{
-	struct cpu_scratch *c = this_cpu();
-
-	if (!c)
-		return;
-	c->connect_task = bpf_get_current_pid_tgid();
-	c->connect_ts = bpf_ktime_get_ns();
-}
-
 static __always_inline __u8 kill_detail(struct cpu_scratch *c, struct inet_timewait_sock *tw, __u64 now)
 {
 	if (c->segment_tw == (__u64)tw && now - c->segment_ts < CAUSE_WINDOW_NS) {
 		c->segment_tw = 0;
 		return c->segment_detail;
 	}
-	if (c->connect_task == bpf_get_current_pid_tgid() && now - c->connect_ts < CAUSE_WINDOW_NS)
-		return DETAIL_REUSE;
 	return DETAIL_NONE;
 }
 

@@ -14,6 +14,7 @@
 #include "cgroup.h"
 #include "timewait.h"
 #include "overflow.h"
+#include "connect.h"
 #include "state.h"
 #include "reset.h"
 
@@ -94,13 +95,6 @@ int BPF_PROG(fe_tw_segment, struct inet_timewait_sock *tw, struct sk_buff *skb, 
 	return 0;
 }
 
-SEC("fentry/__inet_hash_connect")
-int BPF_PROG(fe_hash_connect)
-{
-	on_hash_connect();
-	return 0;
-}
-
 /* timewait hook, kprobe backend */
 
 SEC("kprobe/inet_twsk_alloc")
@@ -150,13 +144,6 @@ SEC("kprobe/tcp_timewait_state_process")
 int BPF_KPROBE(kp_tw_segment, struct inet_timewait_sock *tw, struct sk_buff *skb, const struct tcphdr *th)
 {
 	on_tw_segment(tw, th);
-	return 0;
-}
-
-SEC("kprobe/__inet_hash_connect")
-int BPF_KPROBE(kp_hash_connect)
-{
-	on_hash_connect();
 	return 0;
 }
 

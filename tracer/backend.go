@@ -68,10 +68,10 @@ var implementations = map[Hook][]implementation{
 	HookTimewait: {
 		{BackendFentry, []string{twtraceProgFxTwskAlloc, twtraceProgFeTwskSchedule, twtraceProgFeTwTimerHandler, twtraceProgFeTwskKill},
 			"fexit/inet_twsk_alloc, fentry/__inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
-			[]string{twtraceProgFeTwSegment, twtraceProgFeHashConnect}},
+			[]string{twtraceProgFeTwSegment}},
 		{BackendKprobe, []string{twtraceProgKpTwskAlloc, twtraceProgKrpTwskAlloc, twtraceProgKpTwskSchedule, twtraceProgKpTwTimerHandler, twtraceProgKpTwskKill},
 			"kprobes on inet_twsk_alloc (and its return), __inet_twsk_schedule, tw_timer_handler, inet_twsk_kill",
-			[]string{twtraceProgKpTwSegment, twtraceProgKpHashConnect}},
+			[]string{twtraceProgKpTwSegment}},
 		{BackendTracepoint, []string{twtraceProgTpTimerStart, twtraceProgTpTimerCancel, twtraceProgTpTimerExpireEntry}, "tp_btf/timer_start, timer_cancel, timer_expire_entry", nil},
 	},
 	HookReset: {
@@ -80,7 +80,8 @@ var implementations = map[Hook][]implementation{
 }
 
 // hooksFor returns the hooks the selected families need. Every family needs the
-// state hook: it learns socket owners and joins the others.
+// state hook: it learns socket owners and joins the others. The connect family needs
+// nothing else: a failed connect() is a SYN_SENT->CLOSE transition.
 func hooksFor(fs Families) []Hook {
 	hooks := []Hook{HookState}
 	if fs&(FamilyState|FamilyTW|FamilyOverflow) != 0 {

@@ -1,7 +1,9 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -131,9 +133,17 @@ func TestCgroupOnEveryEvent(t *testing.T) {
 	})
 	unix.Close(cfd[2])
 	unix.Close(lfd)
+	// a connect() the closed port refuses: its failure is the client's
+	cg.in(t, cg.client, func() {
+		fd := ns.SocketIn(t, unix.AF_INET)
+		defer unix.Close(fd) // before the namespace's end: a socket holds its namespace
+		if err := unix.Connect(fd, sockaddr(netip.MustParseAddr("127.0.0.1"), port)); !errors.Is(err, unix.ECONNREFUSED) {
+			t.Fatalf("connect() to the closed port: %v, want ECONNREFUSED", err)
+		}
+	})
 	ns.Destroy() // the timewait socket dies with its namespace
-	evs := c.waitFor(t, 10*time.Second, "the timewait socket's death", func(evs []Event) bool {
-		return len(filter(evs, ofKind(KindTWExit))) == 1
+	evs := c.waitFor(t, 10*time.Second, "the timewait socket's death and the refused connect", func(evs []Event) bool {
+		return len(filter(evs, ofKind(KindTWExit))) == 1 && len(filter(evs, ofKind(KindConnectFail))) == 1
 	})
 
 	acceptedUnowned := 0
@@ -146,6 +156,8 @@ func TestCgroupOnEveryEvent(t *testing.T) {
 			want = cg.serverID // the listener and the accepted sockets
 		case e.SPort == cport[0] || e.SPort == cport[1] || e.SPort == cport[2] || e.Kind == KindState && e.OldState == StateClose:
 			want = cg.clientID // connect's CLOSE->SYN_SENT has local port 0
+		case e.DPort == port:
+			want = cg.clientID // the refused connect: SYN_SENT->CLOSE, the reset it received, its connect_fail
 		}
 		if e.Cgroup != want {
 			t.Errorf("cgroup %d, want %d: %s", e.Cgroup, want, e)
@@ -154,7 +166,7 @@ func TestCgroupOnEveryEvent(t *testing.T) {
 			acceptedUnowned++
 		}
 	}
-	for _, k := range []Kind{KindTWEnter, KindTWExit, KindTWOverflow} {
+	for _, k := range []Kind{KindTWEnter, KindTWExit, KindTWOverflow, KindConnectFail} {
 		if n := len(filter(evs, ofKind(k))); n != 1 {
 			t.Errorf("%d %v events, want 1:\n%s", n, k, dump(evs))
 		}

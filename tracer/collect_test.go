@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // collector runs a tracer and keeps a copy of every event it delivers.
@@ -114,9 +117,9 @@ func dump(evs []Event) string {
 }
 
 func (e Event) String() string {
-	return fmt.Sprintf("%-11s %s:%d -> %s:%d %s->%s ns=%d pid=%d(%v) dur=%v(%v) sub=%s timeout=%v cause=%s detail=%q reason=%q unread=%d",
+	return fmt.Sprintf("%-11s %s:%d -> %s:%d %s->%s ns=%d pid=%d(%v) dur=%v(%v) sub=%s timeout=%v cause=%s detail=%q reason=%q unread=%d errno=%v(%v)",
 		e.Kind, e.SAddr, e.SPort, e.DAddr, e.DPort, e.OldState, e.NewState, e.NetNS, e.PID, e.OwnerOK,
-		e.Duration, e.DurationOK, e.Substate, e.Timeout, e.Cause, e.Detail, e.Reason, e.Unread)
+		e.Duration, e.DurationOK, e.Substate, e.Timeout, e.Cause, e.Detail, e.Reason, e.Unread, unixErrnoName(e.Errno), e.ErrnoOK)
 }
 
 func filter(evs []Event, keep func(*Event) bool) []Event {
@@ -156,4 +159,11 @@ func acceptedSocket(port, peer uint16) func(*Event) bool {
 	return func(e *Event) bool {
 		return e.SPort == port && (e.DPort == peer || (e.DPort == 0 && e.OldState == StateListen && e.NewState == StateSynRecv))
 	}
+}
+
+func unixErrnoName(e syscall.Errno) string {
+	if e == 0 {
+		return "-"
+	}
+	return unix.ErrnoName(e)
 }

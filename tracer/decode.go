@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -55,7 +56,7 @@ func (d *Decoder) Decode(raw []byte, e *Event) error {
 	le := binary.LittleEndian
 	kind := Kind(raw[offKind])
 	family := raw[offFamily]
-	if kind < KindState || kind > KindReset || (family != 4 && family != 6) {
+	if kind < KindState || kind > KindConnectFail || (family != 4 && family != 6) {
 		return ErrCorruptRecord
 	}
 	flags := twtraceEventFlag(raw[offFlags])
@@ -107,6 +108,10 @@ func (d *Decoder) Decode(raw []byte, e *Event) error {
 			e.ReasonKernel = flags&twtraceEventFlagF_REASON_KERNEL != 0
 			e.Reason = d.reasons.name(le.Uint16(raw[offReason:]), e.ReasonKernel)
 		}
+	case KindConnectFail:
+		if valueOK {
+			e.Errno, e.ErrnoOK = syscall.Errno(value), true
+		}
 	}
 	return nil
 }
@@ -140,6 +145,10 @@ func Dispatch(e *Event, fs Families, fn func(*Event)) {
 		}
 	case KindReset:
 		if fs&FamilyReset != 0 {
+			fn(e)
+		}
+	case KindConnectFail:
+		if fs&FamilyConnect != 0 {
 			fn(e)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -375,6 +376,22 @@ func TestDecode(t *testing.T) {
 				e.NoSocket, e.Reason, e.ReasonKernel = true, "no_socket", true
 			}),
 		},
+		{
+			name: "connect failed with a known errno",
+			ev: unitWith(unitBase(KindConnectFail), func(ev *twtraceEvent) {
+				ev.OldState, ev.NewState, ev.Value, ev.Flags = uint8(StateSynSent), uint8(StateClose), 99, unitFlagValue
+			}),
+			want: unitWant(KindConnectFail, func(e *Event) {
+				e.OldState, e.NewState, e.Errno, e.ErrnoOK = StateSynSent, StateClose, syscall.EADDRNOTAVAIL, true
+			}),
+		},
+		{
+			name: "connect failed with an unknown errno",
+			ev: unitWith(unitBase(KindConnectFail), func(ev *twtraceEvent) {
+				ev.OldState, ev.NewState, ev.Value = uint8(StateSynSent), uint8(StateClose), 111
+			}),
+			want: unitWant(KindConnectFail, func(e *Event) { e.OldState, e.NewState = StateSynSent, StateClose }),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -437,7 +454,7 @@ func TestDecodeBadKindOrFamily(t *testing.T) {
 		family uint8
 	}{
 		{"kind 0", 0, 4},
-		{"kind 7", 7, 4},
+		{"kind 8", 8, 4},
 		{"kind 255", 255, 6},
 		{"family 0", uint8(KindState), 0},
 		{"family 5", uint8(KindReset), 5},

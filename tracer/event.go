@@ -2,28 +2,36 @@ package tracer
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is what an Event reports: enum event_kind in bpf/event.h.
 type Kind uint8
 
 const (
-	KindState      = Kind(twtraceEventKindEV_STATE)
-	KindTWEnter    = Kind(twtraceEventKindEV_TW_ENTER)
-	KindTWRearm    = Kind(twtraceEventKindEV_TW_REARM)
-	KindTWExit     = Kind(twtraceEventKindEV_TW_EXIT)
-	KindTWOverflow = Kind(twtraceEventKindEV_TW_OVERFLOW)
-	KindReset      = Kind(twtraceEventKindEV_RESET)
+	KindState       = Kind(twtraceEventKindEV_STATE)
+	KindTWEnter     = Kind(twtraceEventKindEV_TW_ENTER)
+	KindTWRearm     = Kind(twtraceEventKindEV_TW_REARM)
+	KindTWExit      = Kind(twtraceEventKindEV_TW_EXIT)
+	KindTWOverflow  = Kind(twtraceEventKindEV_TW_OVERFLOW)
+	KindReset       = Kind(twtraceEventKindEV_RESET)
+	KindConnectFail = Kind(twtraceEventKindEV_CONNECT_FAIL)
 )
 
 var kindNames = [...]string{
-	KindState:      "state",
-	KindTWEnter:    "tw_enter",
-	KindTWRearm:    "tw_rearm",
-	KindTWExit:     "tw_exit",
-	KindTWOverflow: "tw_overflow",
-	KindReset:      "reset",
+	KindState:       "state",
+	KindTWEnter:     "tw_enter",
+	KindTWRearm:     "tw_rearm",
+	KindTWExit:      "tw_exit",
+	KindTWOverflow:  "tw_overflow",
+	KindReset:       "reset",
+	KindConnectFail: "connect_fail",
 }
 
 func (k Kind) String() string {
@@ -119,7 +127,47 @@ type Event struct {
 	ReasonKernel bool
 	Unread       uint32 // unread bytes at a sent reset
 	UnreadOK     bool
+
+	// Errno is why a connect() failed (connect_fail); ErrnoOK is false when the kernel
+	// left no trace of it (a failure inside connect() after a local port was found).
+	Errno   syscall.Errno
+	ErrnoOK bool
 }
+
+// ErrnoName names a connect_fail's errno as the kernel's headers do (EADDRNOTAVAIL), or
+// "unknown" when the kernel left no trace of it.
+func (e *Event) ErrnoName() string {
+	if !e.ErrnoOK {
+		return "unknown"
+	}
+	if name := unix.ErrnoName(e.Errno); name != "" {
+		return name
+	}
+	return "errno " + strconv.Itoa(int(e.Errno))
+}
+
+// ParseErrno reads back a name ErrnoName gave; ok is false for one it never gives.
+func ParseErrno(name string) (errno syscall.Errno, known, ok bool) {
+	if name == "unknown" {
+		return 0, false, true
+	}
+	if n, found := strings.CutPrefix(name, "errno "); found {
+		v, err := strconv.Atoi(n)
+		return syscall.Errno(v), true, err == nil && v > 0 && v < 1<<16
+	}
+	v, ok := errnoByName()[name]
+	return v, ok, ok
+}
+
+var errnoByName = sync.OnceValue(func() map[string]syscall.Errno {
+	m := map[string]syscall.Errno{}
+	for v := syscall.Errno(1); v < 1<<12; v++ {
+		if name := unix.ErrnoName(v); name != "" {
+			m[name] = v
+		}
+	}
+	return m
+})
 
 // CommString returns the owner's command name.
 func (e *Event) CommString() string {

@@ -14,14 +14,15 @@ const (
 	FamilyTW       = Families(twtraceEventFamilyFAM_TW)
 	FamilyOverflow = Families(twtraceEventFamilyFAM_OVERFLOW)
 	FamilyReset    = Families(twtraceEventFamilyFAM_RESET)
+	FamilyConnect  = Families(twtraceEventFamilyFAM_CONNECT)
 
-	AllFamilies = FamilyState | FamilyTW | FamilyOverflow | FamilyReset
+	AllFamilies = FamilyState | FamilyTW | FamilyOverflow | FamilyReset | FamilyConnect
 )
 
 var familyNames = []struct {
 	name string
 	f    Families
-}{{"state", FamilyState}, {"tw", FamilyTW}, {"overflow", FamilyOverflow}, {"reset", FamilyReset}}
+}{{"state", FamilyState}, {"tw", FamilyTW}, {"overflow", FamilyOverflow}, {"reset", FamilyReset}, {"connect", FamilyConnect}}
 
 // ParseFamilies parses a comma-separated list such as "state,tw"; "all" selects every family.
 func ParseFamilies(s string) (Families, error) {
@@ -40,7 +41,7 @@ func ParseFamilies(s string) (Families, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown event family %q (want state, tw, overflow, reset or all)", part)
+			return 0, fmt.Errorf("unknown event family %q (want state, tw, overflow, reset, connect or all)", part)
 		}
 	}
 	return fs, nil

@@ -14,12 +14,13 @@ func TestParseFamilies(t *testing.T) {
 		{"tw", FamilyTW},
 		{"overflow", FamilyOverflow},
 		{"reset", FamilyReset},
+		{"connect", FamilyConnect},
 		{"tw,reset", FamilyTW | FamilyReset},
 		{"all", AllFamilies},
 		{" state , tw ", FamilyState | FamilyTW},
 		{"state,state", FamilyState},
 		{"reset,all", AllFamilies},
-		{"state,tw,overflow,reset", AllFamilies},
+		{"state,tw,overflow,reset,connect", AllFamilies},
 	}
 	for _, tt := range tests {
 		got, err := ParseFamilies(tt.in)
@@ -68,8 +69,8 @@ func TestParseFamiliesString(t *testing.T) {
 		{0, ""},
 		{FamilyState, "state"},
 		{FamilyReset | FamilyTW, "tw,reset"},
-		{AllFamilies, "state,tw,overflow,reset"},
-		{AllFamilies | 1<<8, "state,tw,overflow,reset"},
+		{AllFamilies, "state,tw,overflow,reset,connect"},
+		{AllFamilies | 1<<8, "state,tw,overflow,reset,connect"},
 	}
 	for _, tt := range tests {
 		if got := tt.fs.String(); got != tt.want {

@@ -25,6 +25,7 @@ type Report struct {
 	BTF      bool
 	Features []Feature
 	Choices  []Choice
+	Families Families        // event families this kernel delivers
 	Missing  []MissingFamily // event families this kernel cannot deliver
 	HZ       TickRate
 	// HZMeasured is the tick rate measured here, a cross-check of a configured HZ (0 if
@@ -54,7 +55,7 @@ func Probe(backend Backend) Report {
 		return r
 	}
 	defer t.Close()
-	r.Choices, r.Missing, r.HZ = t.Choices(), t.Unavailable(), t.HZ()
+	r.Choices, r.Families, r.Missing, r.HZ = t.Choices(), t.Families(), t.Unavailable(), t.HZ()
 	if r.HZ.Source != "measured" {
 		r.HZMeasured, _ = t.measureHZ()
 	}

@@ -56,8 +56,6 @@ type twtraceCpuScratch struct {
 	ExpiringTw    uint64
 	SegmentTw     uint64
 	SegmentTs     uint64
-	ConnectTask   uint64
-	ConnectTs     uint64
 	SegmentDetail uint8
 	PcpuOffKnown  uint8
 	Pad3          [6]uint8
@@ -96,6 +94,7 @@ const (
 	twtraceEventFamilyFAM_TW       twtraceEventFamily = 2
 	twtraceEventFamilyFAM_OVERFLOW twtraceEventFamily = 4
 	twtraceEventFamilyFAM_RESET    twtraceEventFamily = 8
+	twtraceEventFamilyFAM_CONNECT  twtraceEventFamily = 16
 )
 
 type twtraceEventFlag uint32
@@ -113,12 +112,13 @@ const (
 type twtraceEventKind uint32
 
 const (
-	twtraceEventKindEV_STATE       twtraceEventKind = 1
-	twtraceEventKindEV_TW_ENTER    twtraceEventKind = 2
-	twtraceEventKindEV_TW_REARM    twtraceEventKind = 3
-	twtraceEventKindEV_TW_EXIT     twtraceEventKind = 4
-	twtraceEventKindEV_TW_OVERFLOW twtraceEventKind = 5
-	twtraceEventKindEV_RESET       twtraceEventKind = 6
+	twtraceEventKindEV_STATE        twtraceEventKind = 1
+	twtraceEventKindEV_TW_ENTER     twtraceEventKind = 2
+	twtraceEventKindEV_TW_REARM     twtraceEventKind = 3
+	twtraceEventKindEV_TW_EXIT      twtraceEventKind = 4
+	twtraceEventKindEV_TW_OVERFLOW  twtraceEventKind = 5
+	twtraceEventKindEV_RESET        twtraceEventKind = 6
+	twtraceEventKindEV_CONNECT_FAIL twtraceEventKind = 7
 )
 
 type twtraceFilterCase struct {
@@ -163,6 +163,8 @@ type twtraceSockInfo struct {
 		Known uint32
 		Comm  [16]int8
 	}
+	ConnectTxhash      uint32
+	ConnectTxhashKnown uint32
 }
 
 type twtraceStatIndex uint32
@@ -238,13 +240,11 @@ const (
 	twtraceMapStats               = "stats"
 	twtraceMapTransitions         = "transitions"
 	twtraceMapTws                 = "tws"
-	twtraceProgFeHashConnect      = "fe_hash_connect"
 	twtraceProgFeTwSegment        = "fe_tw_segment"
 	twtraceProgFeTwTimerHandler   = "fe_tw_timer_handler"
 	twtraceProgFeTwskKill         = "fe_twsk_kill"
 	twtraceProgFeTwskSchedule     = "fe_twsk_schedule"
 	twtraceProgFxTwskAlloc        = "fx_twsk_alloc"
-	twtraceProgKpHashConnect      = "kp_hash_connect"
 	twtraceProgKpTwSegment        = "kp_tw_segment"
 	twtraceProgKpTwTimerHandler   = "kp_tw_timer_handler"
 	twtraceProgKpTwskAlloc        = "kp_twsk_alloc"
@@ -332,13 +332,11 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
-	FeHashConnect      *ebpf.ProgramSpec `ebpf:"fe_hash_connect"`
 	FeTwSegment        *ebpf.ProgramSpec `ebpf:"fe_tw_segment"`
 	FeTwTimerHandler   *ebpf.ProgramSpec `ebpf:"fe_tw_timer_handler"`
 	FeTwskKill         *ebpf.ProgramSpec `ebpf:"fe_twsk_kill"`
 	FeTwskSchedule     *ebpf.ProgramSpec `ebpf:"fe_twsk_schedule"`
 	FxTwskAlloc        *ebpf.ProgramSpec `ebpf:"fx_twsk_alloc"`
-	KpHashConnect      *ebpf.ProgramSpec `ebpf:"kp_hash_connect"`
 	KpTwSegment        *ebpf.ProgramSpec `ebpf:"kp_tw_segment"`
 	KpTwTimerHandler   *ebpf.ProgramSpec `ebpf:"kp_tw_timer_handler"`
 	KpTwskAlloc        *ebpf.ProgramSpec `ebpf:"kp_twsk_alloc"`
@@ -482,13 +480,11 @@ type twtraceVariables struct {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
-	FeHashConnect      *ebpf.Program `ebpf:"fe_hash_connect"`
 	FeTwSegment        *ebpf.Program `ebpf:"fe_tw_segment"`
 	FeTwTimerHandler   *ebpf.Program `ebpf:"fe_tw_timer_handler"`
 	FeTwskKill         *ebpf.Program `ebpf:"fe_twsk_kill"`
 	FeTwskSchedule     *ebpf.Program `ebpf:"fe_twsk_schedule"`
 	FxTwskAlloc        *ebpf.Program `ebpf:"fx_twsk_alloc"`
-	KpHashConnect      *ebpf.Program `ebpf:"kp_hash_connect"`
 	KpTwSegment        *ebpf.Program `ebpf:"kp_tw_segment"`
 	KpTwTimerHandler   *ebpf.Program `ebpf:"kp_tw_timer_handler"`
 	KpTwskAlloc        *ebpf.Program `ebpf:"kp_twsk_alloc"`
@@ -508,13 +504,11 @@ type twtracePrograms struct {
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
-		p.FeHashConnect,
 		p.FeTwSegment,
 		p.FeTwTimerHandler,
 		p.FeTwskKill,
 		p.FeTwskSchedule,
 		p.FxTwskAlloc,
-		p.KpHashConnect,
 		p.KpTwSegment,
 		p.KpTwTimerHandler,
 		p.KpTwskAlloc,

@@ -52,8 +52,8 @@ func TestUnavailableResetHookTracesTheRest(t *testing.T) {
 	ns := newNetns(t)
 	// auto whatever -backend says: falling back is what auto does; a forced backend stays strict (TestUnavailableEverything)
 	c := startTracerHiding(t, Options{Backend: BackendAuto, Filter: Filter{NetNS: ns.inode}}, hiddenResets)
-	if got := c.tr.Families(); got != FamilyState|FamilyTW {
-		t.Errorf("families delivered %q, want state,tw", got)
+	if got := c.tr.Families(); got != FamilyState|FamilyTW|FamilyConnect {
+		t.Errorf("families delivered %q, want state,tw,connect", got)
 	}
 	checkMissing(t, c.tr, FamilyReset|FamilyOverflow, HookReset, hiddenResets)
 
@@ -146,8 +146,8 @@ func TestUnavailableTimewaitFunctionFallsBack(t *testing.T) {
 	}
 	t.Logf("hiding %s: no backend after %s; the timewait families go", target, first.backend)
 	c := startTracerHiding(t, Options{Backend: BackendAuto, Filter: Filter{NetNS: ns.inode}}, hidden)
-	if got := c.tr.Families(); got != FamilyReset {
-		t.Errorf("families delivered %q, want reset", got)
+	if got := c.tr.Families(); got != FamilyReset|FamilyConnect { // connect needs the state hook alone
+		t.Errorf("families delivered %q, want reset,connect", got)
 	}
 	checkMissing(t, c.tr, FamilyState|FamilyTW|FamilyOverflow, HookTimewait, hidden)
 	lfd, port := listenIn(t, ns, unix.AF_INET)

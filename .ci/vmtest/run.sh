@@ -20,9 +20,10 @@ CACHE=$HERE/cache
 OUT=$HERE/out
 BACKENDS=(fentry kprobe tracepoint)
 BINARIES=(tracer.test twtrace-cmd.test snapshot.test twtrace)
-# sock_diag for TCP (twtrace stat, the timewait view, doctor); on arm64 also the results channel, a virtio
-# console (qemu's virt machine has one UART): Debian builds some of them as modules, with their dependencies.
-declare -A MODULES=([amd64]="tcp_diag" [arm64]="tcp_diag virtio_pci virtio_console")
+# sock_diag for TCP (twtrace stat, the timewait view, doctor), veth (the connect tests' routed namespaces);
+# on arm64 also the results channel, a virtio console (qemu's virt machine has one UART): Debian builds some
+# of them as modules, with their dependencies.
+declare -A MODULES=([amd64]="tcp_diag veth" [arm64]="tcp_diag veth virtio_pci virtio_console")
 CACHE_FORMAT=3 # bump when fetch_kernel keeps more of a package
 declare -A VCPUS
 LONG_KERNELS=${LONG_KERNELS:-amd64/6.1 arm64/6.12}
@@ -80,10 +81,12 @@ ensure_tools() { # arches...
 # shellcheck source=../lib/debian.sh
 . "$HERE/../lib/debian.sh"
 
-# cache/<arch>/<name>/{vmlinuz,config,spec,package,modules/}; re-fetched only when the kernels line changes.
+# cache/<arch>/<name>/{vmlinuz,config,spec,package,modules/,modules.list}; re-fetched only when the kernels
+# line changes or MODULES names one the cache never looked for (a module added needs no CACHE_FORMAT bump).
 fetch_kernel() { # arch name suite package-or-glob
   local dir=$CACHE/$1/$2 tmp=$TMP/$1-$2 deb
-  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$3 $4 $CACHE_FORMAT" ]] && return 0
+  [[ -s $dir/vmlinuz && $(cat "$dir/spec" 2>/dev/null) == "$3 $4 $CACHE_FORMAT" ]] &&
+    modules_looked_for "$dir" "${MODULES[$1]}" && return 0
   log "$1/$2: downloading $4 ($3)"
   deb=$(debian_fetch "$3" "$1" "$4" "$tmp")
   dpkg -x "$deb" "$tmp/root"
@@ -119,6 +122,14 @@ keep_modules() { # unpacked-package-root dest-dir "module..."
     n=$((n + 1))
   }
   for m in $3; do keep "$m"; done
+  printf '%s\n' $3 >"$(dirname "$dest")/modules.list"
+}
+
+modules_looked_for() { # cache-dir "module..."
+  local m
+  for m in $2; do
+    grep -qx "$m" "$1/modules.list" 2>/dev/null || return 1
+  done
 }
 
 # Debian's static busybox for the guest's architecture, from the machine's own suite.

@@ -11,12 +11,13 @@ import (
 // exportedNames lists every metric name serve exports, from the collectors themselves.
 func exportedNames() map[string]bool {
 	reg := prometheus.NewRegistry()
-	newEventMetrics(defaultTopWorkloads).register(reg)
+	newEventMetrics(defaultTopWorkloads, 20).register(reg)
 	reg.MustRegister(newScrapeCollector(nil, nil, nil, 0, 1))
 	descs := make(chan *prometheus.Desc, 64)
 	go func() {
-		for _, c := range []prometheus.Collector{newEventMetrics(defaultTopWorkloads).created, newEventMetrics(defaultTopWorkloads).lifetime,
-			newEventMetrics(defaultTopWorkloads).overflow, newEventMetrics(defaultTopWorkloads).resets, newScrapeCollector(nil, nil, nil, 0, 1)} {
+		for _, c := range []prometheus.Collector{newEventMetrics(defaultTopWorkloads, 20).created, newEventMetrics(defaultTopWorkloads, 20).lifetime,
+			newEventMetrics(defaultTopWorkloads, 20).overflow, newEventMetrics(defaultTopWorkloads, 20).resets, newEventMetrics(defaultTopWorkloads, 20).connect,
+			newEventMetrics(defaultTopWorkloads, 20).connectD, newScrapeCollector(nil, nil, nil, 0, 1)} {
 			c.Describe(descs)
 		}
 		close(descs)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +41,9 @@ type doctorTraced struct {
 	TimeWait    *lifetimeSummary `json:"time_wait_lifetimes"` // expired in TIME_WAIT
 	FinWait2    *lifetimeSummary `json:"fin_wait2_lifetimes"` // expired in FIN_WAIT2
 	KilledByRST *uint64          `json:"killed_by_rst"`
+	// connect() calls that failed, by errno name, and timewait sockets connect() took over
+	ConnectFailures map[string]uint64 `json:"connect_failures"`
+	Reused          *uint64           `json:"reused"`
 	// the namespace's busiest workloads (--top-workloads), and how many others it has
 	Workloads     []workloadJSON `json:"workloads"`
 	MoreWorkloads int            `json:"more_workloads"`
@@ -65,6 +70,10 @@ func tracedOf(me *doctor.Measurement, traced tracer.Families) *doctorTraced {
 		}
 		t.TimeWait, t.FinWait2 = summary(me.TimeWaitCount, me.TimeWaitP50), summary(me.FinWait2Count, me.FinWait2P50)
 		t.KilledByRST = &me.KilledByRST
+		t.Reused = &me.Reused
+	}
+	if traced&tracer.FamilyConnect != 0 {
+		t.ConnectFailures = me.ConnectFailures
 	}
 	return t
 }
@@ -270,6 +279,7 @@ func (m *measurer) report(kernel string) doctorReport {
 		}
 		me := measurement(a, inode, n, m.traced, now)
 		me.PeakLive = peak[inode]
+		me.PortFailuresBy = portFailuresBy(rows, inode)
 		traced := tracedOf(me, m.traced)
 		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, m.topWorkloads, m.traced)
 		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, HeldBy: namespaceNames(heldBy, inode), Sysctls: n.Sysctls,
@@ -306,6 +316,7 @@ func doctorReplay(name string, filter replayFilter, topWorkloads int, asJSON boo
 	rows := workloadRows(a, rec.Names, nil, rec.Until)
 	for _, inode := range namespacesOf(a, recordingNamespace(filter.Filter, rec), true) {
 		me := measurement(a, inode, nil, st.Traced, rec.Until)
+		me.PortFailuresBy = portFailuresBy(rows, inode)
 		traced := tracedOf(me, st.Traced)
 		traced.Workloads, traced.MoreWorkloads = workloadsIn(rows, inode, topWorkloads, st.Traced)
 		r.Namespaces = append(r.Namespaces, doctorNetns{NetNS: inode, Traced: traced,
@@ -328,6 +339,19 @@ func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, trace
 			}
 		}
 	}
+	me.ConnectUntraced, me.ReuseUntraced = traced&tracer.FamilyConnect == 0, traced&tracer.FamilyTW == 0
+	me.PortFailures = portFailures(a, inode, n)
+	me.ConnectFailures = map[string]uint64{}
+	for k, c := range a.ConnectFails {
+		if k.Dest.NetNS == inode {
+			me.ConnectFailures[k.Errno] += c
+		}
+	}
+	for d, c := range a.Reused {
+		if d.NetNS == inode {
+			me.Reused += c
+		}
+	}
 	// lifetimes are not split by namespace: every namespace measured shares them
 	for k, h := range a.Lifetimes {
 		switch {
@@ -340,6 +364,42 @@ func measurement(a *window.Aggregate, inode uint32, n *snapshot.Namespace, trace
 		}
 	}
 	return me
+}
+
+// portFailures lists the destinations of namespace inode that connect() found no port
+// towards in the window, most failures first, next to their live TIME_WAIT sockets
+// (unknown without a snapshot).
+func portFailures(a *window.Aggregate, inode uint32, n *snapshot.Namespace) []doctor.PortFailure {
+	var out []doctor.PortFailure
+	for k, c := range a.ConnectFails {
+		if k.Dest.NetNS != inode || k.Errno != "EADDRNOTAVAIL" {
+			continue
+		}
+		p := doctor.PortFailure{Dest: k.Dest, Failed: c, Reused: a.Reused[k.Dest], Live: -1}
+		if n != nil {
+			p.Live = n.TimeWait[k.Dest]
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y doctor.PortFailure) int {
+		return cmp.Or(cmp.Compare(y.Failed, x.Failed), compareDestinations(x.Dest, y.Dest))
+	})
+	return out
+}
+
+// portFailuresBy names the workloads of namespace inode whose connect() found no free
+// local port, most failures first.
+func portFailuresBy(rows []workloadRow, inode uint32) []doctor.WorkloadFailures {
+	var out []doctor.WorkloadFailures
+	for _, r := range rows {
+		if n := r.ConnectFails["EADDRNOTAVAIL"]; r.NetNS == inode && n > 0 {
+			out = append(out, doctor.WorkloadFailures{Name: r.Name(), Failed: n})
+		}
+	}
+	slices.SortFunc(out, func(x, y doctor.WorkloadFailures) int {
+		return cmp.Or(cmp.Compare(y.Failed, x.Failed), cmp.Compare(x.Name, y.Name))
+	})
+	return out
 }
 
 func writeDoctorText(w io.Writer, r doctorReport) {
@@ -407,8 +467,17 @@ func writeTracedLine(w io.Writer, t *doctorTraced) {
 		}
 		return fmt.Sprintf("%d, median %.1fms", l.Count, *l.P50Ms)
 	}
-	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s\n",
-		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST))
+	failures := func(m map[string]uint64) string {
+		switch {
+		case m == nil:
+			return "unknown (not traced)"
+		case len(m) == 0:
+			return "none"
+		}
+		return errnoCounts(m)
+	}
+	fmt.Fprintf(w, "  traced: overflows %s; expired TIME_WAIT lifetimes %s; FIN_WAIT2 %s; killed by a reset %s; connect() failures %s; reused by connect() %s\n",
+		count(t.Overflows), lifetimes(t.TimeWait), lifetimes(t.FinWait2), count(t.KilledByRST), failures(t.ConnectFailures), count(t.Reused))
 	for _, wl := range t.Workloads {
 		name := "unknown workload"
 		if wl.Workload != nil {
@@ -418,7 +487,8 @@ func writeTracedLine(w io.Writer, t *doctorTraced) {
 		if wl.Rate != nil {
 			fmt.Fprintf(w, " (%.1f/s)", *wl.Rate)
 		}
-		fmt.Fprintf(w, ", overflows %s, resets sent %s, received %s", count(wl.Overflows), count(wl.ResetsSent), count(wl.ResetsRecv))
+		fmt.Fprintf(w, ", overflows %s, resets sent %s, received %s, connect() failures %s", count(wl.Overflows), count(wl.ResetsSent), count(wl.ResetsRecv),
+			failures(wl.ConnectFailures))
 		switch f := wl.Forecast; {
 		case f == nil:
 		case f.FullInS != nil && *f.FullInS == 0:

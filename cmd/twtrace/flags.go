@@ -76,7 +76,7 @@ func newTraceFlags(fs *flag.FlagSet) *traceFlags {
 		fs.StringVar(&f.output, "o", f.output, "output format: text or json (one object per line)")
 	}
 	if groups&groupTracing != 0 {
-		fs.StringVar(&f.events, "events", f.events, "event families, comma-separated: state, tw, overflow, reset, or all")
+		fs.StringVar(&f.events, "events", f.events, "event families, comma-separated: state, tw, overflow, reset, connect, or all")
 		fs.StringVar(&f.backend, "backend", f.backend, "attach with: auto, fentry, kprobe or tracepoint")
 		fs.StringVar(&f.ringbuf, "ringbuf-size", f.ringbuf, "kernel ring buffer size: a power of two, multiple of the page size (K and M suffixes)")
 	}

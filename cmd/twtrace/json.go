@@ -64,6 +64,14 @@ func appendJSON(b []byte, e *tracer.Event, w *workload.Workload) []byte {
 		b = strconv.AppendUint(b, uint64(e.MaxBuckets), 10)
 	case tracer.KindReset:
 		b = appendReset(b, e)
+	case tracer.KindConnectFail:
+		errno := ""
+		if e.ErrnoOK {
+			errno = e.ErrnoName()
+		}
+		b = appendOptional(b, "errno", errno)
+		b = append(b, `,"connecting_us":`...)
+		b = appendDuration(b, e.Duration, e.DurationOK, time.Microsecond)
 	}
 	return append(b, "}\n"...)
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,6 +229,21 @@ func TestJSONEvents(t *testing.T) {
 				"direction": "sent", "state": nil, "reason": "no_socket",
 				"reason_source": "kernel", "unread_bytes": nil,
 			}),
+		},
+		{
+			name: "connect_fail EADDRNOTAVAIL",
+			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+				e.OldState, e.NewState, e.SPort = tracer.StateSynSent, tracer.StateClose, 0
+				e.Errno, e.ErrnoOK, e.Duration, e.DurationOK = syscall.EADDRNOTAVAIL, true, 13*time.Microsecond, true
+			}),
+			want: unitCommon("connect_fail", map[string]any{"sport": 0.0, "errno": "EADDRNOTAVAIL", "connecting_us": 13.0}),
+		},
+		{
+			name: "connect_fail errno unknown",
+			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+				e.OldState, e.NewState = tracer.StateSynSent, tracer.StateClose
+			}),
+			want: unitCommon("connect_fail", map[string]any{"errno": nil, "connecting_us": nil}),
 		},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -30,6 +32,8 @@ type eventMetrics struct {
 	// reconciliation with the kernel (internal/reconcile)
 	unseen       *prometheus.CounterVec
 	unattributed *prometheus.CounterVec
+	connect      *prometheus.CounterVec // by namespace, errno and workload
+	connectD     *prometheus.CounterVec // by destination: the first topDests, then "other"
 
 	// limiter chooses the workloads with series of their own (--top-workloads)
 	limiter *topk.Limiter[string]
@@ -38,13 +42,24 @@ type eventMetrics struct {
 	zeroed   map[uint32]bool // namespaces whose series exist
 	families tracer.Families // delivered: their namespace series start at 0
 	reasons  []string        // a sent reset can carry here: their series start at 0
+	topDests int
+	dests    map[snapshot.Destination]bool // destinations with their own connectD series
 }
+
+// otherDestinations labels the connect failures towards destinations past the first topDests.
+const otherDestinations = "other"
 
 // workloadLabelNames are on every series of a workload's own (workloadLabels).
 var workloadLabelNames = []string{"namespace", "pod", "unit"}
 
-func newEventMetrics(topWorkloads int) *eventMetrics {
-	return &eventMetrics{
+func newEventMetrics(topWorkloads, topDests int) *eventMetrics {
+	return &eventMetrics{topDests: topDests, dests: map[snapshot.Destination]bool{},
+		connect: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_total",
+			Help: "connect() calls that failed, by namespace, errno (EADDRNOTAVAIL: no free local port; unknown: failed inside connect() once it had a port) and the workload that called connect()."},
+			append([]string{"netns", "errno"}, workloadLabelNames...)),
+		connectD: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_connect_failures_by_destination_total",
+			Help: "connect() calls that failed, by errno and destination: the first --top destinations seen, the others as daddr=\"other\"; namespace, pod and unit name the workload holding the network namespace."},
+			append([]string{"netns", "errno", "saddr", "daddr", "dport"}, workloadLabelNames...)),
 		created: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twtrace_timewait_created_total",
 			Help: "Timewait sockets created, by namespace, substate and the workload whose socket it was."},
 			append([]string{"netns", "substate"}, workloadLabelNames...)),
@@ -67,7 +82,7 @@ func newEventMetrics(topWorkloads int) *eventMetrics {
 }
 
 func (m *eventMetrics) register(r *prometheus.Registry) {
-	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.unseen, m.unattributed)
+	r.MustRegister(m.created, m.lifetime, m.overflow, m.resets, m.unseen, m.unattributed, m.connect, m.connectD)
 }
 
 // add is the per-event work: the namespace's series, and the lifetime. The counters with
@@ -90,6 +105,34 @@ func (m *eventMetrics) add(e *tracer.Event) {
 // addUnattributed counts what reconciliation found the kernel counted with no event.
 func (m *eventMetrics) addUnattributed(u reconcile.Unattributed) {
 	m.unattributed.WithLabelValues(u.Family.String(), strconv.FormatUint(uint64(u.NetNS), 10)).Add(float64(u.Count))
+}
+
+// foldDestinations adds a window's connect failures by destination: the first topDests
+// destinations failures went to (within a window, the most failed first) have series of
+// their own, every later one counts in "other"; the workload labels name the pod (or
+// container) holding the namespace, as on twtrace_timewait_destination_sockets.
+func (m *eventMetrics) foldDestinations(a *window.Aggregate, names namer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys := slices.SortedFunc(maps.Keys(a.ConnectFails), func(x, y window.ConnectKey) int {
+		return cmp.Or(cmp.Compare(a.ConnectFails[y], a.ConnectFails[x]), cmp.Compare(x.Dest.NetNS, y.Dest.NetNS),
+			x.Dest.SAddr.Compare(y.Dest.SAddr), x.Dest.DAddr.Compare(y.Dest.DAddr), cmp.Compare(x.Dest.DPort, y.Dest.DPort),
+			cmp.Compare(x.Errno, y.Errno))
+	})
+	for _, k := range keys {
+		d, n := k.Dest, a.ConnectFails[k]
+		own := m.dests[d]
+		if !own && len(m.dests) < m.topDests {
+			m.dests[d], own = true, true
+		}
+		l := heldByLabels(names, d.NetNS)
+		netns := strconv.FormatUint(uint64(d.NetNS), 10)
+		saddr, daddr, dport := otherDestinations, otherDestinations, otherDestinations
+		if own {
+			saddr, daddr, dport = d.SAddr.String(), d.DAddr.String(), strconv.Itoa(int(d.DPort))
+		}
+		m.connectD.WithLabelValues(netns, k.Errno, saddr, daddr, dport, l.Namespace, l.Pod, l.Unit).Add(float64(n))
+	}
 }
 
 // scrapeCollector reads what is true now, at each scrape: live timewait sockets and the

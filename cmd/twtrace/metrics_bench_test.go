@@ -11,7 +11,7 @@ import (
 // BenchmarkEventMetricsAdd is serve's per-event cost (its counters and its window): a
 // timewait birth, its death with a lifetime, and an overflow, in turn.
 func BenchmarkEventMetricsAdd(b *testing.B) {
-	add := exporterSink(newEventMetrics(defaultTopWorkloads), window.New(time.Now(), nil))
+	add := exporterSink(newEventMetrics(defaultTopWorkloads, 20), window.New(time.Now(), nil))
 	events := []tracer.Event{
 		{Kind: tracer.KindTWEnter, NetNS: 4026531840, Substate: tracer.StateTimeWait},
 		{Kind: tracer.KindTWExit, NetNS: 4026531840, Substate: tracer.StateTimeWait, Cause: tracer.CauseExpired,

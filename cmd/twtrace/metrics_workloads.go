@@ -87,7 +87,7 @@ func (m *eventMetrics) fold(a *window.Aggregate, names namer, now time.Time) {
 			l = labelsOf(names.cgroup(k.Cgroup))
 		}
 		labels[k] = l
-		activity[l] += c.Created() + c.Overflows + c.ResetsSent() + c.ResetsRecv()
+		activity[l] += c.Created() + c.Overflows + c.ResetsSent() + c.ResetsRecv() + c.ConnectFailures()
 		if netnsOf[l] == nil {
 			netnsOf[l] = map[uint32]bool{}
 		}
@@ -124,12 +124,17 @@ func (m *eventMetrics) fold(a *window.Aggregate, names namer, now time.Time) {
 			dir, reason := resetLabels(r.Recv, r.Reason)
 			m.resets.WithLabelValues(dir, reason, l.Namespace, l.Pod, l.Unit).Add(float64(n))
 		}
+		for errno, n := range c.ConnectFails {
+			m.connect.WithLabelValues(netns, errno, l.Namespace, l.Pod, l.Unit).Add(float64(n))
+		}
 	}
+	m.foldDestinations(a, names)
 	for _, k := range left {
 		l := labelsOfKey(k).prometheus()
 		m.created.DeletePartialMatch(l)
 		m.overflow.DeletePartialMatch(l)
 		m.resets.DeletePartialMatch(l)
+		m.connect.DeletePartialMatch(l)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

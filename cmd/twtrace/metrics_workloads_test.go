@@ -23,7 +23,7 @@ func TestWorkloadSeriesBoundedAndMonotonic(t *testing.T) {
 		4: {Cgroup: "/system.slice/demo.service", Unit: "demo.service"},
 	}
 	const k = 1
-	m := newEventMetrics(k)
+	m := newEventMetrics(k, 20)
 	m.startAtZero(tracer.AllFamilies, []string{"tcp_abort_on_close"}, []uint32{7})
 	win := window.New(time.Now(), nil)
 	sink := exporterSink(m, win)

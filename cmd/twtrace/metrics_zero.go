@@ -35,6 +35,10 @@ var lifetimeCauses = []string{
 	lifetimeCause(tracer.CauseKilled, tracer.DetailNetnsExit),
 }
 
+// connectErrnos are the errnos a failed connect() usually carries (the README's list),
+// whose namespace series start at 0; any other appears with its first failure.
+var connectErrnos = []string{"EADDRNOTAVAIL", "ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "unknown"}
+
 // startAtZero creates, at 0, the series of the families delivered (fs) whose labels are
 // known now: resets by direction and reason (reasons: those a sent reset can carry
 // here), lifetimes by substate and cause, and the namespace series of namespaces. A
@@ -81,6 +85,11 @@ func (m *eventMetrics) workloadAtZero(netns string, l workloadLabels) {
 	}
 	if m.families&tracer.FamilyOverflow != 0 {
 		m.overflow.WithLabelValues(netns, l.Namespace, l.Pod, l.Unit)
+	}
+	if m.families&tracer.FamilyConnect != 0 {
+		for _, errno := range connectErrnos {
+			m.connect.WithLabelValues(netns, errno, l.Namespace, l.Pod, l.Unit)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,7 +79,7 @@ func TestMetricsKnownSeriesStartAtZero(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newEventMetrics(defaultTopWorkloads)
+			m := newEventMetrics(defaultTopWorkloads, 20)
 			m.startAtZero(tt.families, []string{"no_socket", "tcp_state"}, []uint32{7})
 			got := gathered(t, m)
 			for _, name := range []string{"twtrace_tcp_resets_total", "twtrace_timewait_lifetime_seconds_count",
@@ -130,7 +131,7 @@ func lifetimeSeries() []string {
 // The first event from a namespace brings all of its series: a later overflow there is
 // an increase from 0. The counts come with the window's fold.
 func TestMetricsNamespaceSeriesStartWithItsFirstEvent(t *testing.T) {
-	m := newEventMetrics(defaultTopWorkloads)
+	m := newEventMetrics(defaultTopWorkloads, 20)
 	m.startAtZero(tracer.AllFamilies, nil, []uint32{7})
 	win := window.New(time.Now(), nil)
 	a := netip.MustParseAddr("10.0.0.1")
@@ -169,5 +170,58 @@ func TestMetricsLifetimeCausesComplete(t *testing.T) {
 				t.Errorf("cause %s, detail %d: label %q is not created in advance", c, d, cause)
 			}
 		}
+	}
+}
+
+// A namespace's connect failures start at 0 for the usual errnos (for the other and unknown
+// workloads) when the family is traced, never when it is not; they count by the workload that
+// called connect() at each fold; destinations past --top share daddr="other".
+func TestMetricsConnectFailures(t *testing.T) {
+	m := newEventMetrics(defaultTopWorkloads, 2)
+	m.startAtZero(tracer.FamilyConnect, nil, []uint32{7})
+	got := gathered(t, m)
+	if series := seriesOf(got, "twtrace_connect_failures_total"); len(series) != 2*len(connectErrnos) {
+		t.Errorf("series at 0: %q, want one per errno of %v for other and unknown", series, connectErrnos)
+	}
+	none := newEventMetrics(defaultTopWorkloads, 2)
+	none.startAtZero(tracer.FamilyTW, nil, []uint32{7})
+	if series := seriesOf(gathered(t, none), "twtrace_connect_failures_total"); len(series) != 0 {
+		t.Errorf("connect family not traced, yet series %q exist", series)
+	}
+	win := window.New(time.Now(), nil)
+	sink := exporterSink(m, win)
+	a := netip.MustParseAddr("10.0.0.1")
+	for port := uint16(1); port <= 3; port++ {
+		sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: port, NetNS: 7, Cgroup: 4,
+			Errno: syscall.EADDRNOTAVAIL, ErrnoOK: true})
+	}
+	sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7})
+	if v := gathered(t, m)[`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="unknown"}`]; v != 0 {
+		t.Errorf("counted before the window folded: %v", v)
+	}
+	m.fold(win.Restart(time.Now(), nil), fakeNames{4: {Cgroup: "/system.slice/demo.service", Unit: "demo.service"}}, time.Now())
+	got = gathered(t, m)
+	for k, want := range map[string]float64{
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="demo.service"}`:                                                0, // joined the top K now: its own series count from the next fold
+		`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="other"}`:                                                       3,
+		`twtrace_connect_failures_total{errno="unknown",namespace="",netns="7",pod="",unit="unknown"}`:                                                           1,
+		`twtrace_connect_failures_total{errno="ETIMEDOUT",namespace="",netns="7",pod="",unit="unknown"}`:                                                         0,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="2",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`: 1,
+		`twtrace_connect_failures_by_destination_total{daddr="other",dport="other",errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",saddr="other",unit=""}`:   1,
+		`twtrace_connect_failures_by_destination_total{daddr="10.0.0.1",dport="1",errno="unknown",namespace="",netns="7",pod="",saddr="10.0.0.1",unit=""}`:       1,
+	} {
+		if v, ok := got[k]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
+		}
+	}
+	if n := len(seriesOf(got, "twtrace_connect_failures_by_destination_total")); n != 4 {
+		t.Errorf("%d destination series, want 4 (2 destinations, other, and a second errno)", n)
+	}
+	sink(&tracer.Event{Time: time.Now(), Kind: tracer.KindConnectFail, Family: 4, SAddr: a, DAddr: a, DPort: 1, NetNS: 7, Cgroup: 4,
+		Errno: syscall.EADDRNOTAVAIL, ErrnoOK: true})
+	m.fold(win.Restart(time.Now(), nil), fakeNames{4: {Cgroup: "/system.slice/demo.service", Unit: "demo.service"}}, time.Now())
+	if v := gathered(t, m)[`twtrace_connect_failures_total{errno="EADDRNOTAVAIL",namespace="",netns="7",pod="",unit="demo.service"}`]; v != 1 {
+		t.Errorf("demo.service's own series = %v after its next failure, want 1", v)
 	}
 }

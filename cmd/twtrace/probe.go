@@ -93,6 +93,9 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 			fmt.Fprintf(w, "  %-9s    %s: %s\n", "", b, c.Unavailable[b])
 		}
 	}
+	if r.Err == nil {
+		fmt.Fprintf(w, "\nevent families traced here: %s\n", r.Families)
+	}
 	if len(r.Missing) > 0 {
 		fmt.Fprintf(w, "\nevent families unavailable here (the others are traced):\n")
 		for _, m := range r.Missing {
@@ -128,9 +131,16 @@ func writeProbeJSON(w io.Writer, r tracer.Report) error {
 		HZMeasured uint32            `json:"hz_measured,omitempty"`
 		Features   []tracer.Feature  `json:"features"`
 		Hooks      []hook            `json:"hooks"`
+		Families   []string          `json:"families"`
 		Missing    map[string]string `json:"unavailable_families"`
 		Error      *string           `json:"error"`
-	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Missing: map[string]string{}}
+	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Families: []string{},
+		Missing: map[string]string{}}
+	for _, f := range families {
+		if r.Families&f != 0 {
+			out.Families = append(out.Families, f.String())
+		}
+	}
 	for _, c := range r.Choices {
 		h := hook{Hook: string(c.Hook), Unavailable: map[string]string{}}
 		if c.Backend != "" {

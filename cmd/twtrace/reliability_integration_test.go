@@ -433,10 +433,10 @@ func TestUnavailableFamiliesEndToEnd(t *testing.T) {
 		if err := json.Unmarshal(r.stdout.Bytes(), &v); err != nil {
 			t.Fatalf("timewait -o json: %v\n%s", err, r.stdout.String())
 		}
-		if strings.Join(v.Families, ",") != "state,tw" || len(v.NotTraced) != 2 || v.Resets != nil || v.Overflows != nil || v.Lifetimes == nil ||
+		if strings.Join(v.Families, ",") != "state,tw,connect" || len(v.NotTraced) != 2 || v.Resets != nil || v.Overflows != nil || v.Lifetimes == nil ||
 			len(v.NS) != 1 || v.NS[0].Created == nil || *v.NS[0].Created != 2 || v.NS[0].Overflows != nil ||
 			!strings.HasPrefix(v.NotTraced["reset"], "unavailable on this kernel: no backend can serve hook reset here") {
-			t.Errorf("want state,tw traced (2 created), overflow and reset null and said unavailable:\n%s", r.stdout.String())
+			t.Errorf("want state,tw,connect traced (2 created), overflow and reset null and said unavailable:\n%s", r.stdout.String())
 		}
 	})
 	t.Run("serve", func(t *testing.T) {

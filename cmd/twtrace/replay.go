@@ -190,6 +190,8 @@ func familyOf(e *tracer.Event) tracer.Families {
 		return tracer.FamilyTW
 	case tracer.KindTWOverflow:
 		return tracer.FamilyOverflow
+	case tracer.KindConnectFail:
+		return tracer.FamilyConnect
 	}
 	return tracer.FamilyReset
 }
@@ -233,6 +235,8 @@ type wireRecord struct {
 	Reason       *string `json:"reason"`
 	ReasonSource *string `json:"reason_source"`
 	Unread       *uint32 `json:"unread_bytes"`
+	Errno        *string `json:"errno"`
+	ConnectingUs *int64  `json:"connecting_us"`
 
 	Events string       `json:"events"` // start, unavailable
 	Filter streamFilter `json:"filter"` // start
@@ -334,6 +338,15 @@ func (w *wireRecord) event(ts time.Time, e *tracer.Event) error {
 		}
 		e.MaxBuckets = w.MaxTW
 		return nil
+	case tracer.KindConnectFail:
+		e.OldState, e.NewState = tracer.StateSynSent, tracer.StateClose
+		if w.Errno != nil {
+			if e.Errno, e.ErrnoOK, ok = tracer.ParseErrno(*w.Errno); !ok || !e.ErrnoOK {
+				return fmt.Errorf("unknown errno %q", *w.Errno)
+			}
+		}
+		e.Duration, e.DurationOK, err = duration(w.ConnectingUs, time.Microsecond)
+		return err
 	}
 	return w.reset(e)
 }
@@ -389,7 +402,7 @@ func parseAddr(s string, family uint8) (netip.Addr, error) {
 }
 
 func parseKind(s string) (tracer.Kind, bool) {
-	for k := tracer.KindState; k <= tracer.KindReset; k++ {
+	for k := tracer.KindState; k <= tracer.KindConnectFail; k++ {
 		if k.String() == s {
 			return k, true
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +44,15 @@ func unitRecording(tb testing.TB) ([]tracer.Event, []byte) {
 		}),
 		unitEvent(tracer.KindReset, func(e *tracer.Event) { e.OldState, e.Recv = tracer.StateEstablished, true }),
 		unitEvent(tracer.KindReset, func(e *tracer.Event) { e.NoSocket, e.Reason = true, "no_socket" }),
+		unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+			e.OldState, e.NewState, e.SPort, e.Errno, e.ErrnoOK = tracer.StateSynSent, tracer.StateClose, 0, syscall.EADDRNOTAVAIL, true
+			e.Duration, e.DurationOK = 21*time.Microsecond, true
+		}),
+		unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+			e.OldState, e.NewState, e.Errno, e.ErrnoOK = tracer.StateSynSent, tracer.StateClose, syscall.ETIMEDOUT, true
+			e.Duration, e.DurationOK = 3012345*time.Microsecond, true
+		}),
+		unitEvent(tracer.KindConnectFail, func(e *tracer.Event) { e.OldState, e.NewState = tracer.StateSynSent, tracer.StateClose }),
 	}
 	for i := range evs {
 		evs[i].Time = evs[i].Time.UTC()
@@ -84,7 +94,7 @@ func TestReplayCountsUnreadableLines(t *testing.T) {
 	in.WriteString(lines[1][:len(lines[1])/2] + "\n") // cut mid-line
 	in.WriteString("not json\n")
 	in.WriteString(`{"ts":"2024-05-06T07:08:09Z","kind":"tw_exit","family":5}` + "\n")
-	in.WriteString(`{"ts":"2024-05-06T07:08:09Z","kind":"connect_fail","family":4}` + "\n")
+	in.WriteString(`{"ts":"2024-05-06T07:08:09Z","kind":"from_a_future_version","family":4}` + "\n")
 	in.WriteString(strings.Repeat("x", 2*maxLine) + "\n")
 	for _, l := range lines[2:] {
 		in.WriteString(l)
@@ -99,8 +109,8 @@ func TestReplayCountsUnreadableLines(t *testing.T) {
 		t.Errorf("%d unreadable lines, first %q; want 6, the first on line 2", rec.Unreadable, rec.FirstError)
 	}
 	// the IPv6 overflow does not pass -4; the rest of the readable events have port 443
-	if rec.Events != 8 || n != 7 {
-		t.Errorf("%d events read, %d kept by the filter; want 8 and 7", rec.Events, n)
+	if rec.Events != 11 || n != 10 {
+		t.Errorf("%d events read, %d kept by the filter; want 11 and 10", rec.Events, n)
 	}
 	st := recordingStatus(rec)
 	if st.complete() || !strings.Contains(st.incomplete(), "6 unreadable lines") {
@@ -155,7 +165,7 @@ func TestTimewaitInputFromStdin(t *testing.T) {
 	if len(v.Lifetimes) != 1 || v.Lifetimes[0].MaxMs != 60312.999123 { // the exact lifetime, from lifetime_ns
 		t.Errorf("lifetimes: %+v", v.Lifetimes)
 	}
-	if !strings.Contains(stderr.String(), "replayed 9 events from -") {
+	if !strings.Contains(stderr.String(), "replayed 12 events from -") {
 		t.Errorf("stderr: %s", stderr.String())
 	}
 	stdout.Reset()
@@ -192,8 +202,12 @@ func TestDoctorInput(t *testing.T) {
 	}
 	n := r.Namespaces[0]
 	if n.Sysctls != nil || n.Traced == nil || *n.Traced.Overflows != 1 || n.Traced.TimeWait.Count != 1 ||
-		*n.Traced.TimeWait.P50Ms != 60312.999123 || len(n.Findings) != 1 || n.Findings[0].ID != "max_tw_buckets_reached" {
+		*n.Traced.TimeWait.P50Ms != 60312.999123 || len(n.Findings) != 2 || n.Findings[0].ID != "ephemeral_ports_exhausted" ||
+		n.Findings[1].ID != "max_tw_buckets_reached" || !strings.Contains(n.Findings[0].Evidence, "not available offline") {
 		t.Errorf("namespace:\n%s", stdout.String())
+	}
+	if f := n.Traced.ConnectFailures; len(f) != 3 || f["EADDRNOTAVAIL"] != 1 || f["ETIMEDOUT"] != 1 || f["unknown"] != 1 {
+		t.Errorf("connect failures %v, want one EADDRNOTAVAIL, ETIMEDOUT and unknown each", f)
 	}
 }
 

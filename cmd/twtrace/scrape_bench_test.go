@@ -46,7 +46,7 @@ func BenchmarkScrape(b *testing.B) {
 	must(b, err)
 	defer tr.Close()
 	src := snapshot.NewSource(snapshot.Options{})
-	reg := exporterRegistry(newEventMetrics(defaultTopWorkloads), newScrapeCollector(tr, window.New(time.Now(), nil), src, ns.Inode, 20))
+	reg := exporterRegistry(newEventMetrics(defaultTopWorkloads, 20), newScrapeCollector(tr, window.New(time.Now(), nil), src, ns.Inode, 20))
 	var runErr atomic.Pointer[error]
 	handler := exporterHandler(reg, &runErr)
 	live := regexp.MustCompile(fmt.Sprintf(`(?m)^twtrace_timewait_sockets\{netns="%d"\} (\d+)$`, ns.Inode))

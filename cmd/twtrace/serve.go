@@ -65,7 +65,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer sess.Close()
 
-	events := newEventMetrics(f.workload.top)
+	events := newEventMetrics(f.workload.top, *topK)
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))
 	win := window.New(time.Now(), nil)
 	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter)})

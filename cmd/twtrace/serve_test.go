@@ -67,7 +67,7 @@ func TestServeListensOnLoopbackByDefault(t *testing.T) {
 // GET and HEAD of /metrics and /healthz, and nothing else.
 func TestExporterAnswersOnlyMetricsAndHealthz(t *testing.T) {
 	var runErr atomic.Pointer[error]
-	_, addr := startExporter(t, exporterRegistry(newEventMetrics(defaultTopWorkloads)), &runErr)
+	_, addr := startExporter(t, exporterRegistry(newEventMetrics(defaultTopWorkloads, 20)), &runErr)
 	cases := []struct {
 		method, path string
 		status       int
@@ -125,7 +125,7 @@ func TestHealthzFollowsTheReader(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var runErr atomic.Pointer[error]
-			_, addr := startExporter(t, exporterRegistry(newEventMetrics(defaultTopWorkloads)), &runErr)
+			_, addr := startExporter(t, exporterRegistry(newEventMetrics(defaultTopWorkloads, 20)), &runErr)
 			c := &http.Client{Transport: &http.Transport{}}
 			defer c.CloseIdleConnections()
 			ctx, cancel := context.WithCancel(context.Background())
@@ -158,7 +158,7 @@ func TestExporterWithstandsAbuse(t *testing.T) {
 	const slowConns, scrapes = 200, 1000
 	before := runtime.NumGoroutine()
 
-	events := newEventMetrics(defaultTopWorkloads)
+	events := newEventMetrics(defaultTopWorkloads, 20)
 	var more []prometheus.Collector
 	var stopReader func()
 	if os.Geteuid() == 0 && os.Getenv("TWTRACE_UNIT_ONLY") == "" {

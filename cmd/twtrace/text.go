@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/twtrace/twtrace/internal/workload"
@@ -66,8 +67,22 @@ func describe(e *tracer.Event) string {
 		return fmt.Sprintf("tw_overflow: closed without %s, table full (tcp_max_tw_buckets %d)", e.Substate, e.MaxBuckets)
 	case tracer.KindReset:
 		return resetStory(e)
+	case tracer.KindConnectFail:
+		return connectStory(e)
 	}
 	return e.Kind.String()
+}
+
+// connectStory tells why a connect() failed, and when.
+func connectStory(e *tracer.Event) string {
+	after := "after " + duration(e.Duration, e.DurationOK) + " in SYN_SENT"
+	switch {
+	case !e.ErrnoOK:
+		return "connect_fail errno unknown (failed inside connect() once it had a local port) " + after
+	case e.Errno == syscall.EADDRNOTAVAIL:
+		return "connect_fail EADDRNOTAVAIL: no free local port towards this destination"
+	}
+	return "connect_fail " + e.ErrnoName() + " (" + e.Errno.Error() + ") " + after
 }
 
 // resetStory names a reset's cause in words.

@@ -3,6 +3,7 @@ package main
 import (
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -38,6 +39,20 @@ func TestTextLine(t *testing.T) {
 				e.NoSocket, e.Reason, e.ReasonKernel = true, "no_socket", true
 			}),
 			want: "12:34:56.789 0       ?                4026531840  ?                        [::1]:8080              [2001:db8::2]:443       RST sent: no socket for the packet (port closed)\n",
+		},
+		{
+			name: "connect failed for want of a port",
+			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+				e.Time, e.SPort, e.Errno, e.ErrnoOK = unitLocal, 0, syscall.EADDRNOTAVAIL, true
+			}),
+			want: "12:34:56.789 4242    curl             4026531840  ?                        10.0.0.1:0              10.0.0.2:443            connect_fail EADDRNOTAVAIL: no free local port towards this destination\n",
+		},
+		{
+			name: "connect refused",
+			e: unitEvent(tracer.KindConnectFail, func(e *tracer.Event) {
+				e.Time, e.Errno, e.ErrnoOK, e.Duration, e.DurationOK = unitLocal, syscall.ECONNREFUSED, true, 120*time.Microsecond, true
+			}),
+			want: "12:34:56.789 4242    curl             4026531840  ?                        10.0.0.1:8080           10.0.0.2:443            connect_fail ECONNREFUSED (connection refused) after 120.0µs in SYN_SENT\n",
 		},
 		{
 			name: "long comm and endpoints keep one space between columns",

@@ -146,7 +146,7 @@ func buildView(a *window.Aggregate, st traceStatus, src snapshotter, names namer
 	}
 	// busiest first; ties in a fixed order, so that a replay prints what the live run did
 	slices.SortStableFunc(v.Dests, func(x, y window.Destination) int {
-		return cmp.Or(cmp.Compare(y.Live, x.Live), compareDestinations(x.Destination, y.Destination))
+		return cmp.Or(window.CompareBusiest(&x, &y), compareDestinations(x.Destination, y.Destination))
 	})
 	v.Dests = v.Dests[:min(top, len(v.Dests))]
 	for d, n := range a.Overflows {
@@ -185,7 +185,7 @@ func cmpBool(x, y bool) int {
 }
 
 // families lists the event families one at a time, in --events order.
-var families = []tracer.Families{tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow, tracer.FamilyReset}
+var families = []tracer.Families{tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow, tracer.FamilyReset, tracer.FamilyConnect}
 
 // notTraced says why each family the tracer does not deliver is missing.
 func notTraced(traced tracer.Families, missing []tracer.MissingFamily) (tracer.Families, map[tracer.Families]string) {

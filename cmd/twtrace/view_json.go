@@ -53,11 +53,14 @@ func writeViewJSON(w io.Writer, v view) error {
 		Steady      *float64 `json:"steady_state"`
 		ExhaustionS *float64 `json:"exhaustion_s"`
 		// the port model's inputs and middle terms (README, "The forecast")
-		Reuse    *bool          `json:"tw_reuse"`
-		Usable   *int           `json:"usable_ports"`
-		Blocking *float64       `json:"blocking_ports"`
-		Count    uint64         `json:"count,omitempty"`
-		Workload *workloadNames `json:"workload"` // the namespace's
+		Reuse    *bool    `json:"tw_reuse"`
+		Usable   *int     `json:"usable_ports"`
+		Blocking *float64 `json:"blocking_ports"`
+		// connect() towards it in the window: null when the family counting it is not traced
+		ConnectFailures map[string]uint64 `json:"connect_failures"`
+		Reused          *uint64           `json:"reused"`
+		Count           uint64            `json:"count,omitempty"`
+		Workload        *workloadNames    `json:"workload"` // the namespace's
 	}
 	type reset struct {
 		Direction string  `json:"direction"`
@@ -157,6 +160,10 @@ func writeViewJSON(w io.Writer, v view) error {
 	for _, d := range v.Dests {
 		row := dest{NetNS: d.NetNS, SAddr: d.SAddr.String(), DAddr: d.DAddr.String(), DPort: d.DPort,
 			Live: d.Live, Share: d.Share, Workload: namespaceNames(v.NamespaceWorkloads, d.NetNS)}
+		if v.has(tracer.FamilyConnect) {
+			row.ConnectFailures = d.Failures
+		}
+		row.Reused = counted(tracer.FamilyTW, d.Reused)
 		if v.has(tracer.FamilyTW) { // the forecast needs the creation rate
 			f := d.Forecast
 			row.Rate, row.AtRisk, row.Steady = &d.Rate, &f.AtRisk, &f.SteadyState

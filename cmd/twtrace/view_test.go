@@ -24,12 +24,13 @@ func unitView(traced tracer.Families, missing []tracer.MissingFamily, lost uint6
 	v := view{traceStatus: traceStatus{Lost: lost}, Since: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Elapsed: 10 * time.Second,
 		Namespaces: []window.Occupancy{{NetNS: 7, Live: 3, MaxTWBuckets: 4, Created: 3, Overflows: 2, CounterDelta: 2, PortRangeSize: 10}},
 		Dests: []window.Destination{{Destination: d, Live: 3, Share: 0.3, Rate: 0.3, Forecast: forecast.Ports(forecast.Kernel{PortLow: 1, PortHigh: 10, MaxTWBuckets: 4},
-			forecast.Traffic{Rate: 0.3, NamespaceRate: 0.3, Lifetime: time.Minute, Live: 3})}},
+			forecast.Traffic{Rate: 0.3, NamespaceRate: 0.3, Lifetime: time.Minute, Live: 3}),
+			Failures: map[string]uint64{"EADDRNOTAVAIL": 4, "ECONNREFUSED": 1}, Reused: 2}},
 	}
 	v.Traced, v.NotTraced = notTraced(traced, missing)
 	v.NamespaceWorkloads = map[uint32]workload.Workload{7: {PodUID: "0f6ad3b4-1c3e-4b8f-9a1d-7e2c5b8a9d10", PodNamespace: "shop", Pod: "cart"}}
 	v.Workloads = []workloadRow{{W: workload.Workload{Cgroup: "/system.slice/demo.service", Unit: "demo.service"}, Known: true, NetNS: 7,
-		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, Rate: 0.3, Forecast: forecast.Table(3, 0.3, time.Minute, 4), ForecastKnown: true}}
+		TimeWaitNow: 3, Created: 3, Overflows: 2, ResetsSent: 1, ConnectFails: map[string]uint64{"EADDRNOTAVAIL": 4, "ECONNREFUSED": 1}, Rate: 0.3, Forecast: forecast.Table(3, 0.3, time.Minute, 4), ForecastKnown: true}}
 	if v.has(tracer.FamilyOverflow) {
 		v.Overflows = []countRow{{d, 2}}
 	}
@@ -66,10 +67,12 @@ type unitViewJSON struct {
 		Live      *int64  `json:"live"`
 	} `json:"namespaces"`
 	Dests []struct {
-		Live   int      `json:"live"`
-		Rate   *float64 `json:"created_per_s"`
-		AtRisk *bool    `json:"at_risk"`
-		Steady *float64 `json:"steady_state"`
+		Live     int                `json:"live"`
+		Rate     *float64           `json:"created_per_s"`
+		AtRisk   *bool              `json:"at_risk"`
+		Steady   *float64           `json:"steady_state"`
+		Failures *map[string]uint64 `json:"connect_failures"`
+		Reused   *uint64            `json:"reused"`
 	} `json:"destinations"`
 	Overflows *[]any         `json:"overflows"`
 	Resets    *[]any         `json:"resets"`
@@ -93,9 +96,11 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 		{name: "everything", traced: tracer.AllFamilies, notTraced: map[string]string{},
 			text: []string{"TIME_WAIT since 03:04:05 (10s)", "Resets by reason", "Overflows by destination (closed without TIME_WAIT: tcp_max_tw_buckets reached)",
 				"7                  3                4   75.0%        3          2          2  shop/cart",
-				"demo.service             7                  3        3      0.3          2         1         0  fills the table in ~3s"},
+				"demo.service             7                  3        3      0.3          2         1         0          5  fills the table in ~3s",
+				"connect() failures: EADDRNOTAVAIL 4, ECONNREFUSED 1",
+				"connect(): reused 2, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"unknown:", "NOT TRACED", "INCOMPLETE"}},
-		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW,
+		{name: "reset hook missing, events lost", traced: tracer.FamilyState | tracer.FamilyTW | tracer.FamilyConnect,
 			missing: missingFor(tracer.HookReset, tracer.FamilyOverflow, tracer.FamilyReset), lost: 5,
 			notTraced: map[string]string{"overflow": unavailable, "reset": unavailable},
 			text: []string{"TIME_WAIT since 03:04:05 (10s) -- INCOMPLETE: 5 events lost, 0 missed",
@@ -103,21 +108,23 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 				"Overflows by destination: unknown: overflow events " + unavailable,
 				"Resets: unknown: reset events " + unavailable,
 				"7                  3                4   75.0%        3    unknown          2  shop/cart",
-				"demo.service             7                  3        3      0.3    unknown   unknown   unknown  fills the table in ~3s"},
+				"demo.service             7                  3        3      0.3    unknown   unknown   unknown          5  fills the table in ~3s"},
 			notText: []string{"Resets by reason", "tcp_abort_on_close"}},
-		{name: "timewait hook missing", traced: tracer.FamilyReset,
+		{name: "timewait hook missing", traced: tracer.FamilyReset | tracer.FamilyConnect,
 			missing:   missingFor(tracer.HookTimewait, tracer.FamilyState, tracer.FamilyTW, tracer.FamilyOverflow),
 			notTraced: map[string]string{"state": unavailable, "tw": unavailable, "overflow": unavailable},
 			text: []string{"unknown: tw events " + unavailable, "NOT TRACED: tw events, " + unavailable,
 				"7                  3                4   75.0%  unknown    unknown          2  shop/cart",
 				"7           shop/cart                127.0.0.1                                127.0.0.1:80                                        3   30.0%   unknown  unknown: tw events not traced",
-				"demo.service             7            unknown  unknown  unknown    unknown         1         0  unknown: tw events not traced",
-				"Resets by reason"},
+				"demo.service             7            unknown  unknown  unknown    unknown         1         0          5  unknown: tw events not traced",
+				"Resets by reason", "connect(): reused unknown, failed 4 (EADDRNOTAVAIL: no free local port); other failures: ECONNREFUSED 1"},
 			notText: []string{"none yet", "INCOMPLETE"}},
 		{name: "not selected", traced: tracer.FamilyReset,
-			notTraced: map[string]string{"state": "not selected (--events)", "tw": "not selected (--events)", "overflow": "not selected (--events)"},
-			text:      []string{"unknown: tw events not selected (--events)", "Overflows by destination: unknown: overflow events not selected (--events)"},
-			notText:   []string{"NOT TRACED"}},
+			notTraced: map[string]string{"state": "not selected (--events)", "tw": "not selected (--events)", "overflow": "not selected (--events)",
+				"connect": "not selected (--events)"},
+			text: []string{"unknown: tw events not selected (--events)", "Overflows by destination: unknown: overflow events not selected (--events)",
+				"connect() failures: unknown: connect events not selected (--events)"},
+			notText: []string{"NOT TRACED", "connect(): reused", "connect() failures: EADDRNOTAVAIL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,10 +163,15 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 			if (d.Rate != nil) != has(tracer.FamilyTW) || (d.AtRisk != nil) != has(tracer.FamilyTW) || (d.Steady != nil) != has(tracer.FamilyTW) || d.Live != 3 {
 				t.Errorf("the forecast needs tw events: %s", b.String())
 			}
+			if (d.Failures != nil) != has(tracer.FamilyConnect) || (d.Reused != nil) != has(tracer.FamilyTW) ||
+				(d.Failures != nil && (*d.Failures)["EADDRNOTAVAIL"] != 4) || (d.Reused != nil && *d.Reused != 2) {
+				t.Errorf("connect failures need connect events, reuses tw events: %s", b.String())
+			}
 			w := got.Workloads[0]
 			if (w.TimeWaitNow != nil) != has(tracer.FamilyTW) || (w.Created != nil) != has(tracer.FamilyTW) || (w.Rate != nil) != has(tracer.FamilyTW) ||
 				(w.Forecast != nil) != has(tracer.FamilyTW) || (w.Overflows != nil) != has(tracer.FamilyOverflow) ||
 				(w.ResetsSent != nil) != has(tracer.FamilyReset) || (w.ResetsRecv != nil) != has(tracer.FamilyReset) ||
+				(w.ConnectFailures != nil) != has(tracer.FamilyConnect) || (w.ConnectFailures != nil && w.ConnectFailures["EADDRNOTAVAIL"] != 4) ||
 				w.Workload == nil || w.Workload.Unit != "demo.service" || w.NetNS != 7 {
 				t.Errorf("workload counts must be null exactly when their family is not traced: %s", b.String())
 			}
@@ -187,7 +199,7 @@ func TestViewFamiliesNotTraced(t *testing.T) {
 func TestNotTraced(t *testing.T) {
 	traced, why := notTraced(tracer.FamilyState, missingFor(tracer.HookReset, tracer.FamilyReset))
 	want := map[tracer.Families]string{tracer.FamilyReset: "unavailable on this kernel: " + unitReason,
-		tracer.FamilyTW: "not selected (--events)", tracer.FamilyOverflow: "not selected (--events)"}
+		tracer.FamilyTW: "not selected (--events)", tracer.FamilyOverflow: "not selected (--events)", tracer.FamilyConnect: "not selected (--events)"}
 	if traced != tracer.FamilyState || len(why) != len(want) {
 		t.Fatalf("notTraced = %s, %v; want state, %v", traced, why, want)
 	}

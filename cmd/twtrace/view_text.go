@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,6 +77,9 @@ func writeViewText(w io.Writer, v view) {
 
 func writeDestinationsText(w io.Writer, v view) {
 	fmt.Fprintf(w, "\nTop destinations by live TIME_WAIT (each needs its own local port from ip_local_port_range)\n")
+	if !v.has(tracer.FamilyConnect) {
+		fmt.Fprintf(w, "  connect() failures: unknown: connect events %s\n", v.NotTraced[tracer.FamilyConnect])
+	}
 	fmt.Fprintf(w, "  %-11s %-24s %-40s %-46s %6s %7s %9s  %s\n", "NETNS", "HELD BY", "LOCAL", "REMOTE", "LIVE", "RANGE", "NEW/S", "FORECAST")
 	for _, d := range v.Dests {
 		rate, forecast := fmt.Sprintf("%.1f", d.Rate), forecastText(d.Forecast)
@@ -83,7 +88,34 @@ func writeDestinationsText(w io.Writer, v view) {
 		}
 		fmt.Fprintf(w, "  %-11d %-24s %-40s %-46s %6d %6.1f%% %9s  %s\n", d.NetNS, v.heldBy(d.NetNS), d.SAddr, addrPort(d.DAddr, d.DPort),
 			d.Live, 100*d.Share, rate, forecast)
+		if line := connectLine(v, d); line != "" {
+			fmt.Fprintf(w, "  %-11s %s\n", "", line)
+		}
 	}
+}
+
+// connectLine tells what connect() met towards a destination in the window: the timewait
+// sockets it took over, the calls that failed for want of a port, and the other failures
+// by errno; "" when nothing happened there or nothing was traced.
+func connectLine(v view, d window.Destination) string {
+	if !v.has(tracer.FamilyConnect) || (len(d.Failures) == 0 && d.Reused == 0) {
+		return ""
+	}
+	reused := v.count(tracer.FamilyTW, d.Reused)
+	line := fmt.Sprintf("connect(): reused %s, failed %d", reused, d.PortFailures())
+	var others []string
+	for _, name := range slices.Sorted(maps.Keys(d.Failures)) {
+		if name != "EADDRNOTAVAIL" {
+			others = append(others, fmt.Sprintf("%s %d", name, d.Failures[name]))
+		}
+	}
+	if d.PortFailures() > 0 {
+		line += " (EADDRNOTAVAIL: no free local port)"
+	}
+	if len(others) > 0 {
+		line += "; other failures: " + strings.Join(others, ", ")
+	}
+	return line
 }
 
 func writeTracedText(w io.Writer, v view) {
@@ -129,9 +161,9 @@ func (v *view) heldBy(inode uint32) string {
 
 func writeWorkloadsText(w io.Writer, v view) {
 	fmt.Fprintf(w, "\nPer workload (the cgroup that created each socket; TW_NOW: its timewait sockets born while tracing, alive now)\n")
-	fmt.Fprintf(w, "  %-24s %-11s %8s %8s %8s %10s %9s %9s  %s\n", "WORKLOAD", "NETNS", "TW_NOW", "CREATED", "NEW/S", "OVERFLOWS", "RST_SENT", "RST_RECV", "TIMEWAIT TABLE FORECAST")
+	fmt.Fprintf(w, "  %-24s %-11s %8s %8s %8s %10s %9s %9s %10s  %s\n", "WORKLOAD", "NETNS", "TW_NOW", "CREATED", "NEW/S", "OVERFLOWS", "RST_SENT", "RST_RECV", "CONN_FAIL", "TIMEWAIT TABLE FORECAST")
 	if len(v.Workloads) == 0 {
-		fmt.Fprintf(w, "  no timewait, overflow or reset event yet\n")
+		fmt.Fprintf(w, "  no timewait, overflow, reset or connect event yet\n")
 	}
 	for _, r := range v.Workloads {
 		name := "unknown"
@@ -142,8 +174,12 @@ func writeWorkloadsText(w io.Writer, v view) {
 		if !v.has(tracer.FamilyTW) {
 			rate, forecast = "unknown", "unknown: tw events not traced"
 		}
-		fmt.Fprintf(w, "  %-24s %-11d %8s %8s %8s %10s %9s %9s  %s\n", name, r.NetNS, now, v.count(tracer.FamilyTW, r.Created), rate,
-			v.count(tracer.FamilyOverflow, r.Overflows), v.count(tracer.FamilyReset, r.ResetsSent), v.count(tracer.FamilyReset, r.ResetsRecv), forecast)
+		fmt.Fprintf(w, "  %-24s %-11d %8s %8s %8s %10s %9s %9s %10s  %s\n", name, r.NetNS, now, v.count(tracer.FamilyTW, r.Created), rate,
+			v.count(tracer.FamilyOverflow, r.Overflows), v.count(tracer.FamilyReset, r.ResetsSent), v.count(tracer.FamilyReset, r.ResetsRecv),
+			v.count(tracer.FamilyConnect, r.connectFailures()), forecast)
+		if v.has(tracer.FamilyConnect) && len(r.ConnectFails) > 0 {
+			fmt.Fprintf(w, "  %-24s connect() failures: %s\n", "", errnoCounts(r.ConnectFails))
+		}
 	}
 	if v.MoreWorkloads > 0 {
 		fmt.Fprintf(w, "  and %d more (--top-workloads)\n", v.MoreWorkloads)
@@ -237,3 +273,12 @@ func percent(n, of int64) string {
 }
 
 func commString(c [16]byte) string { return unix.ByteSliceToString(c[:]) }
+
+// errnoCounts lists failures by errno name, in name order: "EADDRNOTAVAIL 5, ECONNREFUSED 1".
+func errnoCounts(m map[string]uint64) string {
+	parts := make([]string, 0, len(m))
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", name, m[name]))
+	}
+	return strings.Join(parts, ", ")
+}

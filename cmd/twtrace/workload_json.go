@@ -41,6 +41,8 @@ type workloadJSON struct {
 	Overflows   *uint64        `json:"overflows"`
 	ResetsSent  *uint64        `json:"resets_sent"`
 	ResetsRecv  *uint64        `json:"resets_recv"`
+	// the connect()s it called that failed, by errno name; null when connect events are not traced
+	ConnectFailures map[string]uint64 `json:"connect_failures"`
 	// null without tw events, or when the namespace's table could not be read
 	Forecast *tableForecast `json:"timewait_table_forecast"`
 }
@@ -73,6 +75,12 @@ func workloadRowJSON(r workloadRow, traced tracer.Families) workloadJSON {
 	}
 	if traced&tracer.FamilyReset != 0 {
 		j.ResetsSent, j.ResetsRecv = &r.ResetsSent, &r.ResetsRecv
+	}
+	if traced&tracer.FamilyConnect != 0 {
+		j.ConnectFailures = r.ConnectFails
+		if j.ConnectFailures == nil {
+			j.ConnectFailures = map[string]uint64{}
+		}
 	}
 	return j
 }

@@ -22,6 +22,8 @@ type workloadRow struct {
 	TimeWaitNow                                uint64
 	Created, Overflows, ResetsSent, ResetsRecv uint64
 	Rate                                       float64 // timewait sockets created per second
+	// ConnectFails counts the connect()s its tasks called that failed, by errno name (nil: none).
+	ConnectFails map[string]uint64
 	// Forecast is the namespace's timewait table (tcp_max_tw_buckets) under this workload's
 	// creation rate alone: whether it would fill it, and when. ForecastKnown is false when
 	// the table could not be read (offline, or the namespace is gone).
@@ -35,6 +37,14 @@ func (r *workloadRow) Name() string {
 		return "unknown"
 	}
 	return r.W.Name()
+}
+
+func (r *workloadRow) connectFailures() uint64 {
+	var n uint64
+	for _, v := range r.ConnectFails {
+		n += v
+	}
+	return n
 }
 
 // workloadRows names the window's cgroups (names may be nil: every one unknown), adds up those
@@ -69,6 +79,12 @@ func workloadRows(a *window.Aggregate, names namer, snaps map[uint32]*snapshot.N
 		r.Overflows += c.Overflows
 		r.ResetsSent += c.ResetsSent()
 		r.ResetsRecv += c.ResetsRecv()
+		for errno, n := range c.ConnectFails {
+			if r.ConnectFails == nil {
+				r.ConnectFails = map[string]uint64{}
+			}
+			r.ConnectFails[errno] += n
+		}
 	}
 	for k, n := range a.TimeWaitNow {
 		row(k).TimeWaitNow += n
@@ -89,6 +105,7 @@ func workloadRows(a *window.Aggregate, names namer, snaps map[uint32]*snapshot.N
 	slices.SortFunc(out, func(x, y workloadRow) int {
 		return cmp.Or(cmp.Compare(y.TimeWaitNow, x.TimeWaitNow), cmp.Compare(y.Created, x.Created),
 			cmp.Compare(y.Overflows, x.Overflows), cmp.Compare(y.ResetsSent+y.ResetsRecv, x.ResetsSent+x.ResetsRecv),
+			cmp.Compare(y.connectFailures(), x.connectFailures()),
 			cmp.Compare(x.Name(), y.Name()), cmp.Compare(x.NetNS, y.NetNS))
 	})
 	return out

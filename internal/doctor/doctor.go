@@ -47,6 +47,18 @@ type Measurement struct {
 	// TopDestination holds the destination with the most live TIME_WAIT sockets.
 	TopDestination snapshot.Destination
 	TopLive        int
+	// PortFailures lists the destinations connect() found no free local port towards,
+	// most failures first. ConnectUntraced: the connect family was not traced, so they are
+	// unknown; ReuseUntraced: the tw family was not, so the reuses are.
+	PortFailures []PortFailure
+	// PortFailuresBy names the workloads whose connect() found no port, most failures first.
+	PortFailuresBy  []WorkloadFailures
+	ConnectUntraced bool
+	ReuseUntraced   bool
+	// ConnectFailures counts every failed connect() by errno name; Reused the timewait
+	// sockets connect() took over.
+	ConnectFailures map[string]uint64
+	Reused          uint64
 }
 
 // Diagnose turns one namespace's settings, the kernel release and an optional
@@ -87,6 +99,7 @@ func Diagnose(kernel string, sysctls map[string]string, m *Measurement) []Findin
 			Evidence: fmt.Sprintf("net.ipv4.tcp_tw_reuse = %d, net.ipv4.tcp_timestamps = 0", reuse),
 			Advice:   "tcp_tw_reuse needs timestamps to tell old segments from new: set tcp_timestamps = 1"})
 	}
+	f = append(f, exhaustionFinding(sysctls, m)...) // failures seen come before the risks that explain them
 	portLow, portHigh, rangeOK := portRange(sysctls["ip_local_port_range"])
 	maxTW, maxOK := num("tcp_max_tw_buckets")
 	if m != nil && (m.Overflows > 0 || m.CounterDelta > 0) {
@@ -168,5 +181,5 @@ func DiagnoseTraced(m *Measurement) []Finding {
 				"are not available offline", m.Overflows, m.Window.Round(time.Second)),
 			Advice: "raise net.ipv4.tcp_max_tw_buckets above the peak, or reuse connections so fewer close"})
 	}
-	return f
+	return append(exhaustionFinding(nil, m), f...)
 }

@@ -21,6 +21,12 @@ type ResetKey struct {
 	Reason string
 }
 
+// ConnectKey counts failed connect()s by destination and errno name.
+type ConnectKey struct {
+	Dest  snapshot.Destination
+	Errno string // as tracer.Event.ErrnoName names it: "EADDRNOTAVAIL", or "unknown"
+}
+
 // ProcessKey names a socket owner; PID 0 is unknown.
 type ProcessKey struct {
 	PID  uint32
@@ -39,7 +45,11 @@ type Aggregate struct {
 	OverflowsByNetns map[uint32]uint64
 	Resets           map[ResetKey]uint64
 	ResetsByProcess  map[ProcessKey]uint64
-	Netns            map[uint32]bool // every namespace a timewait, overflow or reset event came from
+	ConnectFails     map[ConnectKey]uint64
+	// Reused counts, per destination, the timewait sockets a connect() took over
+	// (tcp_tw_reuse): each a connection that did not need a free port.
+	Reused map[snapshot.Destination]uint64
+	Netns  map[uint32]bool // every namespace a timewait, overflow, reset or connect event came from
 	// Unseen counts timewait deaths no program reported, found by reconciliation (cause
 	// unseen), per namespace; Unattributed what the kernel counted beyond the events, per
 	// namespace and family (internal/reconcile).
@@ -65,6 +75,8 @@ func NewAggregate(since time.Time) *Aggregate {
 		OverflowsByNetns: map[uint32]uint64{},
 		Resets:           map[ResetKey]uint64{},
 		ResetsByProcess:  map[ProcessKey]uint64{},
+		ConnectFails:     map[ConnectKey]uint64{},
+		Reused:           map[snapshot.Destination]uint64{},
 		Netns:            map[uint32]bool{},
 		Unseen:           map[uint32]uint64{},
 		Unattributed:     map[uint32]map[tracer.Families]uint64{},
@@ -94,6 +106,9 @@ func (a *Aggregate) Add(e *tracer.Event) {
 		if e.Cause == tracer.CauseUnseen {
 			a.Unseen[e.NetNS]++
 		}
+		if e.Cause == tracer.CauseKilled && e.Detail == tracer.DetailReuse {
+			a.Reused[destinationOf(e)]++
+		}
 		if !e.DurationOK {
 			return
 		}
@@ -110,6 +125,8 @@ func (a *Aggregate) Add(e *tracer.Event) {
 	case tracer.KindReset:
 		a.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
 		a.ResetsByProcess[ProcessKey{PID: e.PID, Comm: e.Comm}]++
+	case tracer.KindConnectFail:
+		a.ConnectFails[ConnectKey{Dest: destinationOf(e), Errno: e.ErrnoName()}]++
 	}
 }
 
@@ -166,6 +183,8 @@ func (a *Aggregate) Clone() *Aggregate {
 		OverflowsByNetns: maps.Clone(a.OverflowsByNetns),
 		Resets:           maps.Clone(a.Resets),
 		ResetsByProcess:  maps.Clone(a.ResetsByProcess),
+		ConnectFails:     maps.Clone(a.ConnectFails),
+		Reused:           maps.Clone(a.Reused),
 		Netns:            maps.Clone(a.Netns),
 		Unseen:           maps.Clone(a.Unseen),
 		Unattributed:     make(map[uint32]map[tracer.Families]uint64, len(a.Unattributed)),

@@ -58,21 +58,30 @@ type Destination struct {
 	Created  uint64
 	Rate     float64 // timewait sockets created per second over the window
 	Forecast Forecast
+	// Failures counts the connect() calls towards it that failed in the window, by errno
+	// name; Reused the timewait sockets a connect() took over (tcp_tw_reuse) instead.
+	Failures map[string]uint64
+	Reused   uint64
 }
 
+// PortFailures counts the failures for want of a local port (EADDRNOTAVAIL).
+func (d *Destination) PortFailures() uint64 { return d.Failures["EADDRNOTAVAIL"] }
+
 // Destinations joins a namespace's live TIME_WAIT sockets per destination (those the
-// snapshot's filter kept) with the window's creations, busiest first, as of now.
+// snapshot's filter kept) with the window's creations, reuses and connect failures,
+// busiest first, as of now. A destination connect() failed or reused towards is listed
+// even when none of its sockets is left in TIME_WAIT.
 func (a *Aggregate) Destinations(n *snapshot.Namespace, now time.Time) []Destination {
 	elapsed := now.Sub(a.Since).Seconds()
 	size := n.Limits.PortRangeSize()
-	k := kernelOf(n)
+	kern := kernelOf(n)
 	traffic := forecast.Traffic{Lifetime: a.ForecastLifetime()}
 	if elapsed > 0 {
 		traffic.NamespaceRate = float64(a.CreatedByNetns[n.NetNS]) / elapsed
 	}
 	out := make([]Destination, 0, len(n.TimeWait))
-	for d, live := range n.TimeWait {
-		r := Destination{Destination: d, Live: live, Created: a.Created[d]}
+	row := func(d snapshot.Destination, live int) Destination {
+		r := Destination{Destination: d, Live: live, Created: a.Created[d], Reused: a.Reused[d], Failures: map[string]uint64{}}
 		if elapsed > 0 {
 			r.Rate = float64(r.Created) / elapsed
 		}
@@ -82,11 +91,50 @@ func (a *Aggregate) Destinations(n *snapshot.Namespace, now time.Time) []Destina
 		t := traffic
 		t.Rate, t.Live, t.Established = r.Rate, live, n.Connected[d]
 		t.Loopback = d.SAddr.Unmap().IsLoopback() || d.DAddr.Unmap().IsLoopback()
-		r.Forecast = forecast.Ports(k, t)
-		out = append(out, r)
+		r.Forecast = forecast.Ports(kern, t)
+		return r
 	}
-	slices.SortStableFunc(out, func(x, y Destination) int { return cmp.Compare(y.Live, x.Live) })
+	for d, live := range n.TimeWait {
+		out = append(out, row(d, live))
+	}
+	// destinations connect() failed or reused towards, with no TIME_WAIT socket left
+	inNetns := func(d snapshot.Destination) bool { return d.NetNS == n.NetNS && n.TimeWait[d] == 0 }
+	seen := map[snapshot.Destination]bool{}
+	for k := range a.ConnectFails {
+		if inNetns(k.Dest) && !seen[k.Dest] {
+			seen[k.Dest] = true
+			out = append(out, row(k.Dest, 0))
+		}
+	}
+	for d := range a.Reused {
+		if inNetns(d) && !seen[d] {
+			seen[d] = true
+			out = append(out, row(d, 0))
+		}
+	}
+	byDest := map[snapshot.Destination]int{}
+	for i := range out {
+		byDest[out[i].Destination] = i
+	}
+	for k, c := range a.ConnectFails {
+		if i, ok := byDest[k.Dest]; ok {
+			out[i].Failures[k.Errno] += c
+		}
+	}
+	slices.SortStableFunc(out, func(x, y Destination) int { return CompareBusiest(&x, &y) })
 	return out
+}
+
+// CompareBusiest orders destinations by live TIME_WAIT sockets, then by connect()
+// failures for want of a port, then by all failures, most first.
+func CompareBusiest(x, y *Destination) int {
+	total := func(d *Destination) (n uint64) {
+		for _, c := range d.Failures {
+			n += c
+		}
+		return n
+	}
+	return cmp.Or(cmp.Compare(y.Live, x.Live), cmp.Compare(y.PortFailures(), x.PortFailures()), cmp.Compare(total(y), total(x)))
 }
 
 // ForecastLifetime is the mean measured lifetime of TIME_WAIT sockets that expired in the

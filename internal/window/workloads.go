@@ -20,6 +20,7 @@ type CgroupCounts struct {
 	CreatedFinWait2 uint64 // born as orphaned FIN_WAIT2
 	Overflows       uint64
 	Resets          map[ResetKey]uint64 // nil until the first
+	ConnectFails    map[string]uint64   // failed connect()s the cgroup's tasks called, by errno name; nil until the first
 }
 
 // Created is the timewait sockets born, both substates.
@@ -28,6 +29,15 @@ func (c *CgroupCounts) Created() uint64 { return c.CreatedTimeWait + c.CreatedFi
 // ResetsSent and ResetsRecv total the resets by direction.
 func (c *CgroupCounts) ResetsSent() uint64 { return c.resets(false) }
 func (c *CgroupCounts) ResetsRecv() uint64 { return c.resets(true) }
+
+// ConnectFailures totals the failed connect()s, every errno.
+func (c *CgroupCounts) ConnectFailures() uint64 {
+	var n uint64
+	for _, v := range c.ConnectFails {
+		n += v
+	}
+	return n
+}
 
 func (c *CgroupCounts) resets(recv bool) uint64 {
 	var n uint64
@@ -42,6 +52,7 @@ func (c *CgroupCounts) resets(recv bool) uint64 {
 func (c *CgroupCounts) clone() *CgroupCounts {
 	d := *c
 	d.Resets = maps.Clone(c.Resets)
+	d.ConnectFails = maps.Clone(c.ConnectFails)
 	return &d
 }
 
@@ -56,7 +67,7 @@ func (a *Aggregate) cgroupCounts(e *tracer.Event) *CgroupCounts {
 	return c
 }
 
-// addWorkload folds a timewait, overflow or reset event into its cgroup's counts and the
+// addWorkload folds a timewait, overflow, reset or connect event into its cgroup's counts and the
 // timewait sockets each cgroup holds.
 func (a *Aggregate) addWorkload(e *tracer.Event) {
 	k := CgroupKey{Cgroup: e.Cgroup, NetNS: e.NetNS}
@@ -87,5 +98,11 @@ func (a *Aggregate) addWorkload(e *tracer.Event) {
 			c.Resets = map[ResetKey]uint64{}
 		}
 		c.Resets[ResetKey{Recv: e.Recv, Reason: e.Reason}]++
+	case tracer.KindConnectFail:
+		c := a.cgroupCounts(e)
+		if c.ConnectFails == nil {
+			c.ConnectFails = map[string]uint64{}
+		}
+		c.ConnectFails[e.ErrnoName()]++
 	}
 }
