@@ -312,11 +312,13 @@ main() {
   done
   log "binaries and initramfs ready in $((SECONDS - t))s"
 
-  # The slowest VMs first, by the previous run's times (never measured counts as slowest), so that
-  # the last to start are short and the jobs end close together.
-  touch "$OUT/times.previous.txt"
+  # The slowest VMs first, by the previous run's times, or on a fresh clone by times.reference (a
+  # full run on a quiet CI machine; never measured counts as slowest), so that the last to start
+  # are short and the jobs end close together.
+  times=$OUT/times.previous.txt
+  [[ -s $times ]] || times=$HERE/times.reference
   mapfile -t order < <(for id in "${ids[@]}"; do
-    echo "$(awk -v k="$id" '$1 == k { s = $2 } END { print (s == "" ? 999999 : s) }' "$OUT/times.previous.txt") $id"
+    echo "$(awk -v k="$id" '$1 == k { s = $2 } END { print (s == "" ? 999999 : s) }' "$times") $id"
   done | sort -rn -s -k1,1 | cut -d' ' -f2)
   log "booting ${#order[@]} VMs, $JOBS at a time: ${order[*]}"
   for id in "${order[@]}"; do
