@@ -47,23 +47,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer ln.Close()
 
 	opts.CountTransitions = true // the transitions counter is read from the kernel at each scrape
-	log, err := newLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return err
-	}
-	names, cgroupFilter, err := f.workload.open(log)
-	if err != nil {
-		return err
-	}
-	defer names.Close()
-	opts.Filter.Cgroup = cgroupFilter
-	reconcileSrc := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
-	baseline := reconcileSrc.Baselines(filteredNamespace(opts.Filter))
-	sess, err := startSession(f, opts, stderr)
+	sess, err := startReconciledSession(f, &opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	names, reconcileSrc, baseline := sess.names, sess.src, sess.baseline
 
 	events := newEventMetrics(f.workload.top, *topK)
 	events.startAtZero(sess.t.Families(), sess.t.ResetReasons(), startNamespaces(opts.Filter.NetNS))

@@ -4,7 +4,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/twtrace/twtrace/internal/snapshot"
 	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -36,23 +35,12 @@ func timewait(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		filter := replayFilter{Filter: opts.Filter, Workload: f.workload.recorded()}
 		return timewaitReplay(*input, filter, *top, f.workload.top, f.output == "json", stdin, stdout, stderr)
 	}
-	log, err := newLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return err
-	}
-	names, cgroupFilter, err := f.workload.open(log)
-	if err != nil {
-		return err
-	}
-	defer names.Close()
-	opts.Filter.Cgroup = cgroupFilter
-	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
-	baseline := src.Baselines(filteredNamespace(opts.Filter))
-	sess, err := startSession(f, opts, stderr)
+	sess, err := startReconciledSession(f, &opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	names, src, baseline := sess.names, sess.src, sess.baseline
 
 	win := window.New(time.Now(), baseline)
 	rec := newReconciliation(sess.t.Families(), opts.Filter, src, baseline, foldFindings(win))

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/twtrace/twtrace/internal/reconcile"
-	"github.com/twtrace/twtrace/internal/snapshot"
-	"github.com/twtrace/twtrace/internal/window"
 	"github.com/twtrace/twtrace/internal/workload"
 	"github.com/twtrace/twtrace/tracer"
 )
@@ -27,23 +25,12 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel, f.logFormat)
-	if err != nil {
-		return err
-	}
-	names, cgroupFilter, err := f.workload.open(log)
-	if err != nil {
-		return err
-	}
-	defer names.Close()
-	opts.Filter.Cgroup = cgroupFilter
-	src := snapshot.NewSource(snapshot.Options{Keep: window.Keep(opts.Filter), TimeWaitSockets: true})
-	baseline := src.Baselines(filteredNamespace(opts.Filter))
-	sess, err := startSession(f, opts, stderr)
+	sess, err := startReconciledSession(f, &opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	names, src, baseline := sess.names, sess.src, sess.baseline
 	t, ctx := sess.t, sess.ctx
 
 	p := newPrinter(stdout, f.output == "json", names)
