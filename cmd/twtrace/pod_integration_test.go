@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -40,29 +39,9 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ctd, err := containertest.StartContainerd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ctd.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	uid := newPodUID(t)
-	top := fmt.Sprintf("/twtrace-cmd-pod-%d", os.Getpid())
-	pod := containertest.Pod{Namespace: "shop", Name: fmt.Sprintf("cart-%d", os.Getpid()), UID: uid,
-		CgroupParent: top + "/kubepods/besteffort/pod" + uid}
-	t.Cleanup(func() {
-		if err := containertest.RemoveCgroups(top); err != nil {
-			t.Error(err)
-		}
-	})
-	podID, err := ctd.RunPod(ctx, pod)
-	if err != nil {
-		t.Fatalf("%v (containerd log: %s)", err, filepath.Join(ctd.Dir, "containerd.log"))
-	}
-	t.Cleanup(func() { ctd.RemovePod(context.Background(), podID) })
+	ctd := containertest.StartForTest(ctx, t)
+	pod, podID := ctd.RunPodForTest(ctx, t, "twtrace-cmd-pod")
+	uid := pod.UID
 	sandbox, err := h.Procs(pod.CgroupParent + "/" + podID)
 	if err != nil || len(sandbox) != 1 {
 		t.Fatalf("the sandbox's processes: %v %v", sandbox, err)
@@ -254,11 +233,4 @@ func TestRealPodNamedEverywhere(t *testing.T) {
 	if entered != web || strings.Contains(oneErr.String(), " 0 filtered in the kernel") {
 		t.Errorf("watch --container: %d tw_enter, want %d, and api's events filtered in the kernel:\n%s", entered, web, oneErr.String())
 	}
-}
-
-func newPodUID(t *testing.T) string {
-	b := make([]byte, 16)
-	_, err := rand.Read(b)
-	must(t, err)
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

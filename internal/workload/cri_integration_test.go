@@ -2,7 +2,6 @@ package workload
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,30 +31,9 @@ func TestRealContainerdPod(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ctd, err := containertest.StartContainerd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ctd.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-
-	uid := newUID(t)
-	top := fmt.Sprintf("/twtrace-cri-%d", os.Getpid())
-	pod := containertest.Pod{Namespace: "shop", Name: fmt.Sprintf("cart-%d", os.Getpid()), UID: uid,
-		CgroupParent: top + "/kubepods/besteffort/pod" + uid}
-	t.Cleanup(func() {
-		if err := containertest.RemoveCgroups(top); err != nil {
-			t.Error(err)
-		}
-	})
-	podID, err := ctd.RunPod(ctx, pod)
-	if err != nil {
-		t.Fatalf("%v (containerd log: %s)", err, filepath.Join(ctd.Dir, "containerd.log"))
-	}
-	t.Cleanup(func() { ctd.RemovePod(context.Background(), podID) })
+	ctd := containertest.StartForTest(ctx, t)
+	pod, podID := ctd.RunPodForTest(ctx, t, "twtrace-cri")
+	uid := pod.UID
 	const conns = 20
 	ctrID, err := ctd.RunContainer(ctx, podID, pod, "web", "churn", fmt.Sprint(conns))
 	if err != nil {
@@ -135,14 +113,6 @@ func TestRealContainerdPod(t *testing.T) {
 	if s := r.Stats(); s.PodErrors != 0 || s.PodListings == 0 {
 		t.Fatalf("runtime listings: %+v", s)
 	}
-}
-
-func newUID(t *testing.T) string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // waitForLog waits until the container's CRI log has a line ending in want.
