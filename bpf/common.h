@@ -93,10 +93,27 @@ static __always_inline bool read_sock_tuple(struct event *e, struct sock *sk)
 	return true;
 }
 
+/* netns_of reads a namespace's inode number, which lies beside the namespace's reference
+ * count: every socket's birth and death writes that, so its cache line moves between CPUs
+ * and a read of it costs a transfer. The last namespace is remembered per CPU, checked by
+ * its address and its random hash_mix (a namespace reusing the memory draws another). */
+static __always_inline __u32 netns_of(struct cpu_scratch *c, struct net *net)
+{
+	__u32 mix = net->hash_mix;
+
+	if (c->net == (__u64)net && c->net_mix == mix)
+		return c->net_inum;
+	c->net = 0;
+	c->net_mix = mix;
+	c->net_inum = net->ns.inum;
+	c->net = (__u64)net;
+	return c->net_inum;
+}
+
 /* The same tuple read with direct loads, for a socket the hook got as a BTF pointer
  * (tp_btf, fentry): a load costs a nanosecond where a probe read costs tens, and the
  * state hook runs about nine times per connection. */
-static __always_inline bool read_sock_tuple_btf(struct event *e, struct sock *sk)
+static __always_inline bool read_sock_tuple_btf(struct event *e, struct sock *sk, struct cpu_scratch *c)
 {
 	struct sock_common *skc = &sk->__sk_common;
 	__u16 family = skc->skc_family;
@@ -115,7 +132,7 @@ static __always_inline bool read_sock_tuple_btf(struct event *e, struct sock *sk
 		return false;
 	}
 	e->dport = bpf_ntohs(skc->skc_dport);
-	e->netns = skc->skc_net.net->ns.inum;
+	e->netns = netns_of(c, skc->skc_net.net);
 	e->sport = skc->skc_num;
 	/* ->CLOSE has zeroed skc_num already; inet_sport survives, past struct sock, where
 	 * only a probe read reaches */
@@ -135,9 +152,19 @@ static __always_inline void set_owner(struct event *e, const struct owner *o)
 
 static __always_inline void current_owner(struct owner *o)
 {
-	o->pid = bpf_get_current_pid_tgid() >> 32;
 	o->known = 1;
+#ifdef TWTRACE_LRU_RECORDS
+	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, COMM_LEN);
+#else
+	/* the task's own fields, with direct loads where the comm helper costs 40 ns: every
+	 * kernel with atomics (5.12) has bpf_get_current_task_btf (5.11) */
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	o->pid = t->tgid;
+	((__u64 *)o->comm)[0] = *(__u64 *)&t->comm[0];
+	((__u64 *)o->comm)[1] = *(__u64 *)&t->comm[8];
+#endif
 }
 
 static __always_inline bool prefix_match(const __u8 *a)
@@ -180,6 +207,13 @@ static __always_inline bool netns_wanted(const struct event *e)
 static __always_inline bool socket_wanted(const struct event *e)
 {
 	return (!cfg_family || e->family == cfg_family) && netns_wanted(e);
+}
+
+/* Whether any filter is set: without one, every socket is kept. */
+static __always_inline bool filtering(void)
+{
+	return cfg_port || cfg_sport || cfg_dport || cfg_pid || cfg_netns || cfg_family || cfg_addr_family ||
+	       cfg_cgroup_id;
 }
 
 static __always_inline bool wanted(const struct event *e)
@@ -245,14 +279,20 @@ static __always_inline void count_unknown_in_old(const struct event *e)
 		count(STAT_SOCK_UNTRACKED);
 }
 
-/* count_transition counts e's transition in the transitions map. */
-static __always_inline void count_transition(const struct event *e)
+/* count_states counts the transition old->new in the transitions map. */
+static __always_inline void count_states(__u8 old, __u8 new)
 {
-	__u32 slot = (e->old_state & 15) * 16 + (e->new_state & 15);
+	__u32 slot = (old & 15) * 16 + (new & 15);
 	__u64 *v = bpf_map_lookup_elem(&transitions, &slot);
 
 	if (v)
 		(*v)++;
+}
+
+/* count_transition counts e's transition in the transitions map. */
+static __always_inline void count_transition(const struct event *e)
+{
+	count_states(e->old_state, e->new_state);
 }
 
 /* emit_state sends a full socket's transition, or counts it when only counts are read. */

@@ -96,7 +96,11 @@ enum stat_index {
 	/* tracepoint backend: closes judged from the timewait table's fill level, for want of the
 	 * namespace's count on that CPU (its first close there): the only inexact verdicts */
 	STAT_OVERFLOW_INFERRED = 6,
-	STAT_MAX = 7,
+	/* records.h: a socket left unrecorded, its bucket full of live records (owner, lifetime unknown) */
+	STAT_RECORD_NO_ROOM = 7,
+	/* records.h: a record taken over from a socket whose end was never seen */
+	STAT_RECORD_STALE = 8,
+	STAT_MAX = 9,
 };
 
 #endif

@@ -32,7 +32,7 @@ struct owner {
 	char comm[COMM_LEN];
 };
 
-/* Per full socket: when it entered its current state, and its owner. Deleted at CLOSE. */
+/* Per full socket (records.h): when it entered its current state, and its owner. Dropped at CLOSE. */
 struct sock_info {
 	__u64 since_ns;
 	struct owner owner;
@@ -42,14 +42,7 @@ struct sock_info {
 	__u32 connect_txhash_known;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct sock_info);
-} socks SEC(".maps");
-
-/* Per timewait socket: its birth, and the owner and cgroup carried over. Deleted at death. */
+/* Per timewait socket (records.h): its birth, and the owner and cgroup carried over. Dropped at death. */
 struct tw_info {
 	__u64 birth_ns;
 	__u64 cgroup;
@@ -57,13 +50,6 @@ struct tw_info {
 	__u8 cgroup_in; /* F_CGROUP_IN of the full socket */
 	__u8 _pad[7];
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct tw_info);
-} tws SEC(".maps");
 
 /* Per namespace (by inode) and per CPU: the namespace's TcpExtTCPTimeWaitOverflow as this
  * CPU counted it when last read, and the namespace it was read from (an inode is reused). */
@@ -143,6 +129,12 @@ struct cpu_scratch {
 	__u8 _pad3[6];
 	/* where this CPU's copy of per-CPU kernel memory lies from its per-CPU pointer */
 	__u64 pcpu_off;
+	/* as_scalar's passage */
+	__u64 scalar;
+	/* the last namespace a socket here was in (netns_of) */
+	__u64 net;
+	__u32 net_mix;
+	__u32 net_inum;
 };
 
 struct {
@@ -168,6 +160,18 @@ static __always_inline struct cpu_scratch *this_cpu(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+/* as_scalar turns a kernel pointer into a plain number: the verifier refuses arithmetic on
+ * pointers other than adding offsets, and keeps no pointer type for what map memory holds. */
+static __always_inline __u64 as_scalar(__u64 p)
+{
+	struct cpu_scratch *c = this_cpu();
+
+	if (!c)
+		return 0;
+	*(volatile __u64 *)&c->scalar = p;
+	return *(volatile __u64 *)&c->scalar;
 }
 
 #endif

@@ -66,14 +66,14 @@ static __always_inline void carried_info(struct cpu_scratch *c, struct sock *sk,
 	__u64 key = (__u64)sk;
 
 	if (e->old_state == S_TIME_WAIT) {
-		struct tw_info *ti = bpf_map_lookup_elem(&tws, &key);
-		if (ti)
-			set_tw_info(e, ti);
+		struct tw_info ti;
+		if (tw_get(key, &ti))
+			set_tw_info(e, &ti);
 		return;
 	}
-	struct sock_info *si = bpf_map_lookup_elem(&socks, &key);
-	if (si)
-		set_owner(e, &si->owner);
+	struct sock_info si;
+	if (sock_get(key, &si))
+		set_owner(e, &si.owner);
 	else if (c->closed_sk == key)
 		set_owner(e, &c->closed_owner);
 }

@@ -39,10 +39,20 @@ static __always_inline bool counts_overflows(void)
 	return (cfg_events & FAM_OVERFLOW) && !cfg_tw_probes;
 }
 
+/* Whether a transition needs the time: streamed, every one (its time in the old state); counted,
+ * only the start of a connect() and the closes that may report one (a failed connect's
+ * duration, a timewait socket's birth, an overflow). The clock costs tens of nanoseconds. */
+static __always_inline bool needs_time(int old, int new)
+{
+	return !cfg_count_state || (old == S_CLOSE && new == S_SYN_SENT) ||
+	       (new == S_CLOSE && (old == S_SYN_SENT || leaves_for_timewait(old, new)));
+}
+
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
-	struct sock_info *si;
+	struct sock_rec *r;
+	struct sock_info cur = {};
 	struct owner owner = {};
 	struct event e = {};
 	__u64 key = (__u64)sk;
@@ -53,8 +63,6 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	if (!read_sock_tuple_btf(&e, sk))
-		return 0;
 	c = this_cpu();
 	if (!c)
 		return 0;
@@ -63,8 +71,19 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	bool reset_sent = c->reset_sk == key;
 	if (reset_sent)
 		c->reset_sk = 0;
-	/* a socket outside the namespace, family or cgroup asked for is never tracked: no map
-	 * entry, no work (ports are not stable before connect, so they are filtered at emission) */
+	owner_ctx = in_owner_context(sk, old, new);
+	/* Counting with no filter, most transitions need nothing of the socket: reading its
+	 * tuple, namespace and cgroup would cost more than the count (the namespace's line
+	 * is where every socket takes its reference, so it bounces between CPUs). */
+	if (cfg_count_state && !filtering() && !needs_record(owner_ctx, new)) {
+		if (cfg_events & FAM_STATE)
+			count_states(old, new);
+		return 0;
+	}
+	if (!read_sock_tuple_btf(&e, sk, c))
+		return 0;
+	/* a socket outside the namespace, family or cgroup asked for is never tracked: no
+	 * record, no work (ports are not stable before connect, so they are filtered at emission) */
 	set_cgroup(&e, sk, true);
 	if (!socket_wanted(&e) || (cfg_cgroup_id && !(e.flags & F_CGROUP_IN))) {
 		/* the namespace's overflow count includes the families and cgroups left out */
@@ -77,41 +96,49 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	e.kind = EV_STATE;
 	e.old_state = old;
 	e.new_state = new;
-	owner_ctx = in_owner_context(sk, old, new);
 	if (!needs_record(owner_ctx, new)) {
 		emit_state(&e);
 		return 0;
 	}
-	e.ts_ns = bpf_ktime_get_ns();
-	si = bpf_map_lookup_elem(&socks, &key);
-	if (si) {
-		e.duration_ns = e.ts_ns - si->since_ns;
-		e.flags |= F_DURATION_KNOWN;
-		owner = si->owner;
+	if (needs_time(old, new))
+		e.ts_ns = bpf_ktime_get_ns();
+	r = sock_find(key);
+	if (r) {
+		cur = r->info;
+		if (!sock_still(r, key))
+			r = NULL;
+	}
+	if (r) {
+		if (cur.since_ns && e.ts_ns) {
+			e.duration_ns = e.ts_ns - cur.since_ns;
+			e.flags |= F_DURATION_KNOWN;
+		}
+		owner = cur.owner;
 	}
 	if (owner_ctx)
 		current_owner(&owner);
 	set_owner(&e, &owner);
 
 	if (new != S_CLOSE) {
-		if (si) {
-			si->since_ns = e.ts_ns;
-			si->owner = owner;
+		if (r) {
+			r->info.since_ns = e.ts_ns;
+			r->info.owner = owner;
 			if (old == S_CLOSE && new == S_SYN_SENT)
-				connect_started(sk, si);
+				connect_started(sk, &r->info);
 		} else {
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
 			if (old == S_CLOSE && new == S_SYN_SENT)
 				connect_started(sk, &n);
-			bpf_map_update_elem(&socks, &key, &n, BPF_ANY);
+			sock_put(key, &n);
 		}
 		emit_state(&e);
 		return 0;
 	}
 
 	if (old == S_SYN_SENT && (cfg_events & FAM_CONNECT))
-		check_connect_fail(sk, &e, si);
-	bpf_map_delete_elem(&socks, &key);
+		check_connect_fail(sk, &e, r ? &cur : NULL);
+	if (r)
+		sock_drop(r);
 	c->closed_sk = key;
 	c->closed_owner = owner;
 	if (leaves_for_timewait(old, new) && tw_handoff(c, &e, &owner)) {

@@ -69,10 +69,7 @@ static __always_inline bool tw_exit_record(struct event *e, struct inet_timewait
 	e->old_state = S_TIME_WAIT;
 	e->new_state = S_CLOSE;
 	e->substate = BPF_CORE_READ(tw, tw_substate);
-	struct tw_info *ti = bpf_map_lookup_elem(&tws, &key);
-	if (ti) {
-		*taken = *ti;
-		bpf_map_delete_elem(&tws, &key);
+	if (tw_take(key, taken)) {
 		e->duration_ns = now - taken->birth_ns;
 		e->flags |= F_DURATION_KNOWN;
 		set_tw_info(e, taken);
@@ -240,7 +237,7 @@ static __always_inline void tw_armed(struct cpu_scratch *c, struct inet_timewait
 			c->pending_tw = 0;
 			struct event *e = &c->pending_ev;
 			if (e->flags & F_DURATION_KNOWN)
-				bpf_map_update_elem(&tws, &key, &c->pending_ti, BPF_ANY);
+				tw_put(key, &c->pending_ti);
 			e->kind = EV_TW_REARM;
 			e->old_state = S_TIME_WAIT;
 			e->new_state = S_TIME_WAIT;
@@ -341,7 +338,7 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		count_unknown_in_old(e);
 	struct tw_info ti = { .birth_ns = b.ts, .cgroup = e->cgroup, .owner = *o,
 			      .cgroup_in = !!(e->flags & F_CGROUP_IN) };
-	bpf_map_update_elem(&tws, &b.tw, &ti, BPF_ANY);
+	tw_put(b.tw, &ti);
 	deliver_twsk(e);
 	return true;
 }
@@ -399,7 +396,7 @@ static __always_inline void on_twsk_alloc(struct sock *sk, int state, struct ine
 static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int timeo, bool rearm)
 {
 	__u64 key = (__u64)tw;
-	struct tw_info *ti;
+	struct tw_info ti;
 	struct event e = {};
 
 	if (!rearm) {
@@ -414,8 +411,7 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	}
 	if (!(cfg_events & FAM_TW))
 		return;
-	ti = bpf_map_lookup_elem(&tws, &key);
-	if (!ti || !read_tuple(&e, &tw->__tw_common))
+	if (!tw_get(key, &ti) || !read_tuple(&e, &tw->__tw_common))
 		return;
 	e.ts_ns = bpf_ktime_get_ns();
 	e.kind = EV_TW_REARM;
@@ -423,9 +419,9 @@ static __always_inline void on_twsk_schedule(struct inet_timewait_sock *tw, int 
 	e.new_state = S_TIME_WAIT;
 	e.substate = BPF_CORE_READ(tw, tw_substate);
 	e.value = timeo;
-	e.duration_ns = e.ts_ns - ti->birth_ns;
+	e.duration_ns = e.ts_ns - ti.birth_ns;
 	e.flags |= F_VALUE_KNOWN | F_DURATION_KNOWN;
-	set_tw_info(&e, ti);
+	set_tw_info(&e, &ti);
 	emit(&e);
 }
 

@@ -9,6 +9,7 @@
 
 #include "event.h"
 #include "maps.h"
+#include "records.h"
 #include "compat.h"
 #include "common.h"
 #include "cgroup.h"

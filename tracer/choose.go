@@ -53,6 +53,10 @@ func try(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, impl implementa
 			m.MaxEntries = uint32(os.Getpagesize())
 		case ebpf.LRUHash, ebpf.Hash:
 			m.MaxEntries = 16
+		case ebpf.Array:
+			if m.Name == twtraceMapSocks || m.Name == twtraceMapTws {
+				m.MaxEntries = 1 // a record table: a bucket is enough to load
+			}
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(s, opts)

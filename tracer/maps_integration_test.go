@@ -7,16 +7,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// entries counts a hash map's keys.
+// entries counts the records a per-socket map holds: a hash's keys, a record table's
+// claimed ways.
 func entries(t *testing.T, tr *Tracer, name string) int {
 	t.Helper()
-	var key, next uint64
-	n := 0
-	var cur any
-	for tr.coll.Maps[name].NextKey(cur, &next) == nil {
-		n++
-		key = next
-		cur = &key
+	n, err := tr.recordCount(name)
+	if err != nil {
+		t.Fatalf("count %s: %v", name, err)
 	}
 	return n
 }
@@ -28,8 +25,26 @@ func entries(t *testing.T, tr *Tracer, name string) int {
 func TestSocketMapsEmptiedAtDeath(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
+	for _, c := range []struct {
+		records Records
+		hidden  map[string]bool
+	}{{RecordTables, nil}, {RecordLRUHash, map[string]bool{hideAtomics: true}}} {
+		t.Run(string(c.records), func(t *testing.T) {
+			t.Parallel()
+			if c.records == RecordTables && haveAtomics() != nil {
+				t.Skipf("no record tables on this kernel: %v", haveAtomics())
+			}
+			socketMapsEmptiedAtDeath(t, c.records, c.hidden)
+		})
+	}
+}
+
+func socketMapsEmptiedAtDeath(t *testing.T, records Records, hidden map[string]bool) {
 	ns := newNetns(t)
-	c := startTracer(t, Options{Filter: Filter{NetNS: ns.inode}})
+	c := startTracerHiding(t, Options{Filter: Filter{NetNS: ns.inode}}, hidden)
+	if got := c.tr.Records(); got != records {
+		t.Fatalf("records %s, want %s", got, records)
+	}
 	lfd, port := listenIn(t, ns, unix.AF_INET)
 	// a socket of another namespace is filtered before it is tracked: no entry
 	other := newNetns(t)

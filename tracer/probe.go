@@ -31,7 +31,8 @@ type Report struct {
 	// HZMeasured is the tick rate measured here, a cross-check of a configured HZ (0 if
 	// the measurement failed, or if HZ was measured itself)
 	HZMeasured uint32
-	Err        error // why the tracer could not start, if it could not
+	Records    Records // where the programs keep per-socket records
+	Err        error   // why the tracer could not start, if it could not
 }
 
 // Probe tries each attach method on this kernel and then starts the tracer with
@@ -48,6 +49,7 @@ func Probe(backend Backend) Report {
 		feature("tp_btf (inet_sock_set_state)", tryTracing(ebpf.AttachTraceRawTp, "inet_sock_set_state")),
 		feature("fentry (tcp_time_wait)", tryTracing(ebpf.AttachTraceFEntry, "tcp_time_wait")),
 		feature("kprobe (tcp_time_wait)", tryKprobe("tcp_time_wait")),
+		feature("BPF atomics (record tables)", haveAtomics()),
 	}
 	t, err := New(Options{Backend: backend})
 	if err != nil {
@@ -55,7 +57,7 @@ func Probe(backend Backend) Report {
 		return r
 	}
 	defer t.Close()
-	r.Choices, r.Families, r.Missing, r.HZ = t.Choices(), t.Families(), t.Unavailable(), t.HZ()
+	r.Choices, r.Families, r.Missing, r.HZ, r.Records = t.Choices(), t.Families(), t.Unavailable(), t.HZ(), t.Records()
 	if r.HZ.Source != "measured" {
 		r.HZMeasured, _ = t.measureHZ()
 	}

@@ -16,6 +16,12 @@ type Stats struct {
 	// OverflowInferred counts closes the tracepoint backend judged from the timewait
 	// table's fill level, which can be wrong, for want of the kernel's count on that CPU.
 	OverflowInferred uint64
+	// RecordNoRoom counts sockets left without a record (record tables only): their bucket
+	// was full of live ones, so their owner or timewait lifetime is reported unknown.
+	RecordNoRoom uint64
+	// RecordStale counts records taken over from sockets whose end was never seen (a run
+	// the kernel skipped): each is one such socket.
+	RecordStale uint64
 	// Missed counts hook firings the kernel did not run a program for, because the same
 	// program was already running on that CPU (a softirq interrupting it): those events
 	// never existed. Linux 5.12+ reports it (bpf_prog_info.recursion_misses).
@@ -33,6 +39,8 @@ var statFields = [...]func(*Stats) *uint64{
 	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH:      func(s *Stats) *uint64 { return &s.TWUnknownBirth },
 	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED: func(s *Stats) *uint64 { return &s.OverflowUnattributed },
 	twtraceStatIndexSTAT_OVERFLOW_INFERRED:     func(s *Stats) *uint64 { return &s.OverflowInferred },
+	twtraceStatIndexSTAT_RECORD_NO_ROOM:        func(s *Stats) *uint64 { return &s.RecordNoRoom },
+	twtraceStatIndexSTAT_RECORD_STALE:          func(s *Stats) *uint64 { return &s.RecordStale },
 }
 
 // Stats reads the kernel's per-CPU counters and userspace's own.

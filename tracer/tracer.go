@@ -46,6 +46,7 @@ type Tracer struct {
 	hz      TickRate
 	missing []MissingFamily
 	hidden  map[string]bool // kernel targets treated as missing (testHideEnv)
+	records Records
 	cpus    int
 
 	decoded atomic.Uint64
@@ -113,7 +114,9 @@ func newTracer(opts Options, hidden map[string]bool) (_ *Tracer, err error) {
 }
 
 func (t *Tracer) spec() (*ebpf.CollectionSpec, error) {
-	spec, err := loadTwtrace()
+	var load func() (*ebpf.CollectionSpec, error)
+	t.records, load = recordsHere(t.hidden)
+	spec, err := load()
 	if err != nil {
 		return nil, err
 	}
@@ -296,6 +299,9 @@ func (t *Tracer) Unavailable() []MissingFamily { return t.missing }
 func (t *Tracer) measureHZ() (uint32, error) {
 	return measureHZ(t.coll.Programs[twtraceProgReadJiffies], t.coll.Variables[twtraceVarJiffiesNow])
 }
+
+// Records reports where the programs keep their per-socket records.
+func (t *Tracer) Records() Records { return t.records }
 
 // HZ reports the kernel's tick rate and how it was found.
 func (t *Tracer) HZ() TickRate { return t.hz }

@@ -36,11 +36,23 @@ type twtraceCpuScratch struct {
 		Substate uint8
 		Pad      [7]uint8
 	}
-	PendingTw   uint64
-	PendingTs   uint64
-	PendingDue  uint8
-	Pad1        [7]uint8
-	PendingTi   twtraceTwInfo
+	PendingTw  uint64
+	PendingTs  uint64
+	PendingDue uint8
+	Pad1       [7]uint8
+	PendingTi  struct {
+		_       structs.HostLayout
+		BirthNs uint64
+		Cgroup  uint64
+		Owner   struct {
+			_     structs.HostLayout
+			Pid   uint32
+			Known uint32
+			Comm  [16]int8
+		}
+		CgroupIn uint8
+		Pad      [7]uint8
+	}
 	PendingEv   twtraceEvent
 	ClosedSk    uint64
 	ClosedOwner struct {
@@ -60,6 +72,10 @@ type twtraceCpuScratch struct {
 	PcpuOffKnown  uint8
 	Pad3          [6]uint8
 	PcpuOff       uint64
+	Scalar        uint64
+	Net           uint64
+	NetMix        uint32
+	NetInum       uint32
 }
 
 type twtraceEvent struct {
@@ -154,17 +170,25 @@ type twtraceOverflowSeen struct {
 	Net   uint64
 }
 
-type twtraceSockInfo struct {
-	_       structs.HostLayout
-	SinceNs uint64
-	Owner   struct {
-		_     structs.HostLayout
-		Pid   uint32
-		Known uint32
-		Comm  [16]int8
+type twtraceSockBucket struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_        structs.HostLayout
+		Key      uint64
+		ClaimedJ uint64
+		Info     struct {
+			_       structs.HostLayout
+			SinceNs uint64
+			Owner   struct {
+				_     structs.HostLayout
+				Pid   uint32
+				Known uint32
+				Comm  [16]int8
+			}
+			ConnectTxhash      uint32
+			ConnectTxhashKnown uint32
+		}
 	}
-	ConnectTxhash      uint32
-	ConnectTxhashKnown uint32
 }
 
 type twtraceStatIndex uint32
@@ -177,7 +201,9 @@ const (
 	twtraceStatIndexSTAT_TW_UNKNOWN_BIRTH      twtraceStatIndex = 4
 	twtraceStatIndexSTAT_OVERFLOW_UNATTRIBUTED twtraceStatIndex = 5
 	twtraceStatIndexSTAT_OVERFLOW_INFERRED     twtraceStatIndex = 6
-	twtraceStatIndexSTAT_MAX                   twtraceStatIndex = 7
+	twtraceStatIndexSTAT_RECORD_NO_ROOM        twtraceStatIndex = 7
+	twtraceStatIndexSTAT_RECORD_STALE          twtraceStatIndex = 8
+	twtraceStatIndexSTAT_MAX                   twtraceStatIndex = 9
 )
 
 type twtraceTcpStateId uint32
@@ -197,6 +223,28 @@ const (
 	twtraceTcpStateIdS_NEW_SYN_RECV twtraceTcpStateId = 12
 )
 
+type twtraceTwBucket struct {
+	_   structs.HostLayout
+	Way [4]struct {
+		_        structs.HostLayout
+		Key      uint64
+		ClaimedJ uint64
+		Info     struct {
+			_       structs.HostLayout
+			BirthNs uint64
+			Cgroup  uint64
+			Owner   struct {
+				_     structs.HostLayout
+				Pid   uint32
+				Known uint32
+				Comm  [16]int8
+			}
+			CgroupIn uint8
+			Pad      [7]uint8
+		}
+	}
+}
+
 type twtraceTwCause uint32
 
 const (
@@ -214,20 +262,6 @@ const (
 	twtraceTwDetailDETAIL_REUSE      twtraceTwDetail = 3
 	twtraceTwDetailDETAIL_NETNS_EXIT twtraceTwDetail = 4
 )
-
-type twtraceTwInfo struct {
-	_       structs.HostLayout
-	BirthNs uint64
-	Cgroup  uint64
-	Owner   struct {
-		_     structs.HostLayout
-		Pid   uint32
-		Known uint32
-		Comm  [16]int8
-	}
-	CgroupIn uint8
-	Pad      [7]uint8
-}
 
 // Names of all BPF objects in the ELF.
 //

@@ -161,6 +161,7 @@ type scrapeCollector struct {
 	dest     *prometheus.Desc
 	lost     *prometheus.Desc
 	missed   *prometheus.Desc
+	records  *prometheus.Desc
 	backends *prometheus.Desc
 	families *prometheus.Desc
 	// counted in the kernel (Options.CountTransitions), read at each scrape
@@ -184,8 +185,11 @@ func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, o
 		workloadTW: prometheus.NewDesc("twtrace_workload_timewait_sockets",
 			"Timewait sockets a workload holds now, of those born while twtrace ran; the top K workloads, the others summed as unit=\"other\".",
 			append([]string{"netns"}, workloadLabelNames...), nil),
-		lost:     prometheus.NewDesc("twtrace_events_lost_total", "Events the kernel could not write: the ring buffer was full.", nil, nil),
-		missed:   prometheus.NewDesc("twtrace_events_missed_total", "Hook runs the kernel skipped: the program was already running on that CPU.", nil, nil),
+		lost:   prometheus.NewDesc("twtrace_events_lost_total", "Events the kernel could not write: the ring buffer was full.", nil, nil),
+		missed: prometheus.NewDesc("twtrace_events_missed_total", "Hook runs the kernel skipped: the program was already running on that CPU.", nil, nil),
+		records: prometheus.NewDesc("twtrace_socket_records_dropped_total",
+			"Per-socket records the kernel side could not keep: reason=\"no_room\" a socket left unrecorded (its bucket full: owner or lifetime unknown), reason=\"stale\" a record taken over from a socket whose end was missed.",
+			[]string{"reason"}, nil),
 		backends: prometheus.NewDesc("twtrace_backend_info", "The backend serving each hook (value 1).", []string{"hook", "backend"}, nil),
 		families: prometheus.NewDesc("twtrace_event_family_available",
 			"1 for each event family traced, 0 for one asked for that this kernel cannot deliver (no backend for a hook it needs).", []string{"family"}, nil),
@@ -195,7 +199,7 @@ func newScrapeCollector(t *tracer.Tracer, win *window.Window, src snapshotter, o
 }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.backends, c.families, c.transitions, c.workloadTW} {
+	for _, d := range []*prometheus.Desc{c.live, c.maxTW, c.ports, c.dest, c.lost, c.missed, c.records, c.backends, c.families, c.transitions, c.workloadTW} {
 		ch <- d
 	}
 }
@@ -204,6 +208,8 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	if s, err := c.t.Stats(); err == nil {
 		ch <- prometheus.MustNewConstMetric(c.lost, prometheus.CounterValue, float64(s.Lost))
 		ch <- prometheus.MustNewConstMetric(c.missed, prometheus.CounterValue, float64(s.Missed))
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.RecordNoRoom), "no_room")
+		ch <- prometheus.MustNewConstMetric(c.records, prometheus.CounterValue, float64(s.RecordStale), "stale")
 	}
 	if counts, err := c.t.Transitions(); err == nil {
 		for tr, n := range counts {

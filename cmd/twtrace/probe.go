@@ -95,6 +95,7 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	}
 	if r.Err == nil {
 		fmt.Fprintf(w, "\nevent families traced here: %s\n", r.Families)
+		fmt.Fprintf(w, "per-socket records: %s\n", recordsName(r.Records))
 	}
 	if len(r.Missing) > 0 {
 		fmt.Fprintf(w, "\nevent families unavailable here (the others are traced):\n")
@@ -105,6 +106,14 @@ func writeProbeText(w io.Writer, r tracer.Report) {
 	if r.Err != nil {
 		fmt.Fprintf(w, "\ncannot trace: %s\n", r.Err)
 	}
+}
+
+// recordsName says where the programs keep per-socket records, and why.
+func recordsName(r tracer.Records) string {
+	if r == tracer.RecordTables {
+		return "tables (claimed with BPF atomics)"
+	}
+	return "LRU hashes (this kernel has no BPF atomics, Linux 5.12+)"
 }
 
 func sortedBackends(m map[tracer.Backend]string) []tracer.Backend {
@@ -133,8 +142,10 @@ func writeProbeJSON(w io.Writer, r tracer.Report) error {
 		Hooks      []hook            `json:"hooks"`
 		Families   []string          `json:"families"`
 		Missing    map[string]string `json:"unavailable_families"`
+		Records    string            `json:"records,omitempty"` // tables or lru-hash; empty when the tracer could not start
 		Error      *string           `json:"error"`
 	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Families: []string{},
+		Records: string(r.Records),
 		Missing: map[string]string{}}
 	for _, f := range families {
 		if r.Families&f != 0 {

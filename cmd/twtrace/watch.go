@@ -268,6 +268,10 @@ func summary(w io.Writer, t *tracer.Tracer) {
 		fmt.Fprintf(w, "twtrace: overflows: %d counted by the kernel at closes twtrace did not see (no event), %d closes judged from the timewait table's fill level (may be wrong)\n",
 			s.OverflowUnattributed, s.OverflowInferred)
 	}
+	if s.RecordNoRoom > 0 || s.RecordStale > 0 {
+		fmt.Fprintf(w, "twtrace: records (%s): %d sockets unrecorded, their bucket full (owner or lifetime unknown), %d records taken over from sockets whose end was missed\n",
+			t.Records(), s.RecordNoRoom, s.RecordStale)
+	}
 	if missing := t.Unavailable(); len(missing) > 0 {
 		var names []string
 		for _, m := range missing {

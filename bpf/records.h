@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Records kept per socket, keyed by its address: a full socket's owner and timing
+ * (sock_info, table socks) and what a timewait socket carried over (tw_info, table tws).
+ *
+ * Where the kernel has BPF atomics (5.12+), a table is an array of buckets of RECORD_WAYS
+ * records, the bucket chosen by hashing the address. A record is claimed by swapping its
+ * key from 0 (compare-and-exchange, so two CPUs never claim one), read and written in
+ * place, and dropped by zeroing its key: a few loads, where an LRU hash costs a locked
+ * allocation per insert and a locked free per delete (BENCHMARKS.md, issue 15). A full
+ * bucket gives up its oldest record only when that was claimed more than RECORD_STALE_J
+ * jiffies ago (its socket's end was missed: a run the kernel skipped); otherwise the new
+ * socket goes unrecorded, counted in STAT_RECORD_NO_ROOM, and reports its owner or
+ * lifetime as unknown. Only such an eviction can overlap the evicted socket's own use of
+ * the record; a reader re-checks the key after copying.
+ *
+ * Kernels without atomics get the object built with TWTRACE_LRU_RECORDS (tracer/gen.go):
+ * LRU hashes of the same records, which evict the least recently used one when full. */
+#ifndef TWTRACE_RECORDS_H
+#define TWTRACE_RECORDS_H
+
+#define RECORD_WAYS 4
+/* 90 s at HZ 1000, longer at lower rates: far beyond a socket's quiet spell between two of
+ * its own record writes in a full bucket, which then only holds long-lived ones */
+#define RECORD_STALE_J (90 * 1000ULL)
+
+struct sock_rec {
+	__u64 key;
+	__u64 claimed_j;
+	struct sock_info info;
+};
+
+struct tw_rec {
+	__u64 key;
+	__u64 claimed_j;
+	struct tw_info info;
+};
+
+#ifdef TWTRACE_LRU_RECORDS
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_rec);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tw_rec);
+} tws SEC(".maps");
+
+#define DEFINE_RECORDS(name, map, rec_t, info_t)                                           \
+	static __always_inline rec_t *name##_find(__u64 addr)                                \
+	{                                                                                    \
+		return bpf_map_lookup_elem(&map, &addr);                                     \
+	}                                                                                    \
+	static __always_inline void name##_put(__u64 addr, const info_t *info)               \
+	{                                                                                    \
+		rec_t r = { .key = addr, .info = *info };                                    \
+		bpf_map_update_elem(&map, &addr, &r, BPF_ANY);                               \
+	}                                                                                    \
+	static __always_inline void name##_drop(rec_t *r)                                    \
+	{                                                                                    \
+		__u64 addr = r->key;                                                         \
+		bpf_map_delete_elem(&map, &addr);                                            \
+	}                                                                                    \
+	static __always_inline bool name##_still(const rec_t *r, __u64 addr)                 \
+	{                                                                                    \
+		return true;                                                                 \
+	}
+
+#else
+
+#define SOCK_BUCKETS_LOG2 14 /* 65,536 records */
+#define TW_BUCKETS_LOG2 15   /* 131,072: a namespace's tcp_max_tw_buckets on a 24 GiB machine */
+
+struct sock_bucket {
+	struct sock_rec way[RECORD_WAYS];
+};
+
+struct tw_bucket {
+	struct tw_rec way[RECORD_WAYS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << SOCK_BUCKETS_LOG2);
+	__type(key, __u32);
+	__type(value, struct sock_bucket);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << TW_BUCKETS_LOG2);
+	__type(key, __u32);
+	__type(value, struct tw_bucket);
+} tws SEC(".maps");
+
+/* Fibonacci hashing: slab addresses differ in their high and middle bits */
+#define RECORD_BUCKET(addr, log2) ((__u32)(((addr) * 0x9E3779B97F4A7C15ULL) >> (64 - (log2))))
+
+#define DEFINE_RECORDS(name, map, rec_t, info_t, bucket_t, log2)                           \
+	static __always_inline bucket_t *name##_bucket(__u64 addr)                           \
+	{                                                                                    \
+		__u32 i = RECORD_BUCKET(addr, log2);                                         \
+		return bpf_map_lookup_elem(&map, &i);                                        \
+	}                                                                                    \
+	static __always_inline rec_t *name##_find(__u64 ptr)                                 \
+	{                                                                                    \
+		__u64 addr = as_scalar(ptr);                                                 \
+		bucket_t *b = name##_bucket(addr);                                           \
+		if (!b)                                                                      \
+			return NULL;                                                         \
+		for (int w = 0; w < RECORD_WAYS; w++)                                        \
+			if (b->way[w].key == addr)                                           \
+				return &b->way[w];                                           \
+		return NULL;                                                                 \
+	}                                                                                    \
+	/* name##_claim: addr's record, else a free one, else a stale one, else none */      \
+	static __always_inline rec_t *name##_claim(__u64 ptr)                                \
+	{                                                                                    \
+		__u64 addr = as_scalar(ptr);                                                 \
+		bucket_t *b = name##_bucket(addr);                                           \
+		__u64 now = bpf_jiffies64();                                                 \
+		if (!b)                                                                      \
+			return NULL;                                                         \
+		rec_t *oldest = &b->way[0];                                                  \
+		for (int w = 0; w < RECORD_WAYS; w++)                                        \
+			if (b->way[w].key == addr)                                           \
+				return &b->way[w];                                           \
+		for (int w = 0; w < RECORD_WAYS; w++) {                                      \
+			rec_t *r = &b->way[w];                                               \
+			if (!r->key && __sync_val_compare_and_swap(&r->key, 0, addr) == 0) {  \
+				r->claimed_j = now;                                          \
+				return r;                                                    \
+			}                                                                    \
+			if (r->claimed_j < oldest->claimed_j)                                \
+				oldest = r;                                                  \
+		}                                                                            \
+		__u64 old = oldest->key;                                                     \
+		if (old && now - oldest->claimed_j > RECORD_STALE_J &&                       \
+		    __sync_val_compare_and_swap(&oldest->key, old, addr) == old) {           \
+			oldest->claimed_j = now;                                             \
+			count(STAT_RECORD_STALE);                                            \
+			return oldest;                                                       \
+		}                                                                            \
+		count(STAT_RECORD_NO_ROOM);                                                  \
+		return NULL;                                                                 \
+	}                                                                                    \
+	static __always_inline void name##_put(__u64 addr, const info_t *info)               \
+	{                                                                                    \
+		rec_t *r = name##_claim(addr);                                               \
+		if (r)                                                                       \
+			r->info = *info;                                                     \
+	}                                                                                    \
+	/* only the record's own socket drops it */                                          \
+	static __always_inline void name##_drop(rec_t *r)                                    \
+	{                                                                                    \
+		r->key = 0;                                                                  \
+	}                                                                                    \
+	/* name##_still: after copying r, whether it was addr's all along */                 \
+	static __always_inline bool name##_still(const rec_t *r, __u64 ptr)                  \
+	{                                                                                    \
+		return *(volatile const __u64 *)&r->key == as_scalar(ptr);                   \
+	}
+
+#endif
+
+#ifdef TWTRACE_LRU_RECORDS
+DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info)
+DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info)
+#else
+DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2)
+DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2)
+#endif
+
+/* sock_get copies addr's record into *out, and says whether there was one. */
+static __always_inline bool sock_get(__u64 addr, struct sock_info *out)
+{
+	struct sock_rec *r = sock_find(addr);
+
+	if (!r)
+		return false;
+	*out = r->info;
+	return sock_still(r, addr);
+}
+
+/* tw_get copies addr's record into *out, and says whether there was one. */
+static __always_inline bool tw_get(__u64 addr, struct tw_info *out)
+{
+	struct tw_rec *r = tw_find(addr);
+
+	if (!r)
+		return false;
+	*out = r->info;
+	return tw_still(r, addr);
+}
+
+/* tw_take is tw_get that drops the record. */
+static __always_inline bool tw_take(__u64 addr, struct tw_info *out)
+{
+	struct tw_rec *r = tw_find(addr);
+
+	if (!r)
+		return false;
+	*out = r->info;
+	if (!tw_still(r, addr))
+		return false;
+	tw_drop(r);
+	return true;
+}
+
+#endif

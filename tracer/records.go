@@ -1,0 +1,85 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// Records names where the programs keep what they know of each socket (bpf/records.h).
+type Records string
+
+const (
+	// RecordTables: set-associative tables claimed with BPF atomics (Linux 5.12+).
+	RecordTables Records = "tables"
+	// RecordLRUHash: LRU hashes, on kernels without BPF atomics.
+	RecordLRUHash Records = "lru-hash"
+)
+
+// recordWays is RECORD_WAYS in bpf/records.h: the records in a table's bucket.
+const recordWays = 4
+
+// hideAtomics, in testHideEnv, treats the kernel as one without BPF atomics.
+const hideAtomics = "atomics"
+
+// haveAtomics reports whether the kernel verifies and compiles a BPF compare-and-exchange
+// (Linux 5.12): the record tables claim records with it, and a kernel without it refuses
+// the whole object, however unreachable the instruction.
+func haveAtomics() error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SocketFilter,
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+		License: "Dual BSD/GPL",
+	})
+	if err != nil {
+		return fmt.Errorf("no BPF atomics (Linux 5.12+): %w", err)
+	}
+	prog.Close()
+	return nil
+}
+
+// recordsHere chooses the records this kernel allows, and the object built for them.
+func recordsHere(hidden map[string]bool) (Records, func() (*ebpf.CollectionSpec, error)) {
+	if hidden[hideAtomics] || haveAtomics() != nil {
+		return RecordLRUHash, loadTwtraceLRU
+	}
+	return RecordTables, loadTwtrace
+}
+
+// recordCount counts the records the per-socket map name holds: a hash's keys, or a
+// record table's claimed ways (a way's key, the socket's address, is its first word).
+func (t *Tracer) recordCount(name string) (int, error) {
+	m := t.coll.Maps[name]
+	n := 0
+	if m.Type() != ebpf.Array {
+		var key, next uint64
+		var cur any
+		for m.NextKey(cur, &next) == nil {
+			n++
+			key = next
+			cur = &key
+		}
+		return n, nil
+	}
+	stride := int(m.ValueSize()) / recordWays
+	var idx uint32
+	var bucket []byte
+	it := m.Iterate()
+	for it.Next(&idx, &bucket) {
+		for w := range recordWays {
+			if binary.NativeEndian.Uint64(bucket[w*stride:]) != 0 {
+				n++
+			}
+		}
+	}
+	return n, it.Err()
+}
