@@ -42,7 +42,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.churn, "churn", "bin/churn", "the churn binary")
 	fs.StringVar(&cfg.tcpstates, "tcpstates", "tcpstates", "libbpf-tools tcpstates (Debian: libbpf-tools)")
 	fs.StringVar(&cfg.out, "out", "BENCHMARKS.md", "file whose section this run replaces")
-	fs.IntVar(&cfg.rounds, "rounds", 3, "interleaved rounds per close order")
+	fs.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds per close order")
 	fs.IntVar(&cfg.clients, "clients", 8, "churn clients")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "churn per measurement")
 	fs.DurationVar(&cfg.soak, "soak", 10*time.Minute, "soak length")
