@@ -29,22 +29,31 @@ const hideAtomics = "atomics"
 // the whole object, however unreachable the instruction.
 func haveAtomics() error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.SocketFilter,
-		Instructions: asm.Instructions{
-			asm.Mov.Imm(asm.R0, 0),
-			asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
-			asm.Mov.Imm(asm.R1, 1),
-			asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8),
-			asm.Mov.Imm(asm.R0, 0),
-			asm.Return(),
-		},
-		License: "Dual BSD/GPL",
+		Type:         ebpf.SocketFilter,
+		Instructions: atomicsProbe(),
+		License:      "Dual BSD/GPL",
 	})
 	if err != nil {
 		return fmt.Errorf("no BPF atomics (Linux 5.12+): %w", err)
 	}
 	prog.Close()
 	return nil
+}
+
+// atomicsProbe is a compare-and-exchange on the stack.
+func atomicsProbe() asm.Instructions {
+	cmpxchg := asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8)
+	// cilium/ebpf v0.22 encodes the immediate before deriving it from the operation: without
+	// this it writes 0, an atomic add, which 5.10 accepts
+	cmpxchg.Constant = int64(asm.CmpXchg >> 8)
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0),
+		asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
+		asm.Mov.Imm(asm.R1, 1),
+		cmpxchg,
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
 }
 
 // recordsHere chooses the records this kernel allows, and the object built for them.
