@@ -1,0 +1,62 @@
+package churn
+
+import (
+	"fmt"
+
+	"github.com/twtrace/twtrace/internal/loopback"
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a private network namespace, with loopback up, held by a descriptor: it
+// disappears, and the TIME_WAIT sockets a run left in it with it, once Close drops the
+// hold and the run's threads have died.
+type Netns struct {
+	Inode uint64
+	fd    int
+}
+
+// NewNetns creates the namespace (CAP_SYS_ADMIN) on a thread that dies afterwards.
+func NewNetns() (*Netns, error) {
+	ns := &Netns{fd: -1}
+	var err error
+	onThread(func() {
+		if err = unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			err = fmt.Errorf("create a network namespace: %w", err)
+			return
+		}
+		if ns.fd, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			return
+		}
+		var st unix.Stat_t
+		if err = unix.Fstat(ns.fd, &st); err != nil {
+			return
+		}
+		ns.Inode = st.Ino
+		err = loopback.Up()
+	})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	return ns, nil
+}
+
+// Run churns inside the namespace: every client and server thread enters it first.
+func (ns *Netns) Run(cfg Config) (Result, error) {
+	return run(cfg, func() error {
+		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("enter network namespace %d: %w", ns.Inode, err)
+		}
+		return nil
+	})
+}
+
+// Close drops the hold on the namespace. It is safe to call more than once.
+func (ns *Netns) Close() error {
+	if ns.fd < 0 {
+		return nil
+	}
+	err := unix.Close(ns.fd)
+	ns.fd = -1
+	return err
+}
