@@ -38,9 +38,9 @@ type Report struct {
 type Run struct {
 	CloseFirst string
 	Mode       Mode
-	Workload   churn.Result // the run's own workload
-	Floor      churn.Result // the workload of the run with empty bodies
-	Lost       uint64       // records the kernel could not write during the run
+	Workload   []churn.Result // each round's
+	Floor      []churn.Result // each round's with empty bodies
+	Lost       uint64         // records the kernel could not write during the rounds
 	Programs   []Program
 }
 
@@ -49,56 +49,91 @@ type Program struct {
 	Name    string
 	Hook    tracer.Hook
 	Backend tracer.Backend
+	// Round (from 1) is the round the program is reported from, Connections its workload's.
+	Round       int
+	Connections uint64
+	// Runs and RunTime are what the kernel counted while the workload ran: the
+	// workload's runs and whatever else the machine did meanwhile.
 	Runs    uint64
 	RunTime time.Duration
-	Misses  uint64 // runs the kernel skipped: the program was already running on that CPU
-	// FloorRuns and FloorRunTime are the same program's with an empty body, over the same
-	// workload. Floored is false where the backend's programs have no empty variant.
-	Floored      bool
-	FloorRuns    uint64
-	FloorRunTime time.Duration
+	// Background is the machine's share of them: the same program's counts over an idle
+	// stretch right after the workload, scaled to the workload's duration.
+	Background Counts
+	Misses     uint64 // runs the kernel skipped: the program was already running on that CPU
+	// Floor is the same program with an empty body over every round of the same workload;
+	// an empty body costs the same whatever the event, so no background is taken from it. Floored is
+	// false where the backend's programs have no empty variant.
+	Floored bool
+	Floor   Counts
 }
 
-// PerRun is the average run time as measured, statistics on; 0 before any run.
-func (p Program) PerRun() time.Duration { return perRun(p.RunTime, p.Runs) }
+// Counts are runs and their time.
+type Counts struct {
+	Runs    float64
+	RunTime time.Duration
+}
+
+// Ours is the workload's share of the runs and their time: the counts less the
+// background, never below zero.
+func (p Program) Ours() Counts {
+	return Counts{Runs: max(0, float64(p.Runs)-p.Background.Runs), RunTime: max(0, p.RunTime-p.Background.RunTime)}
+}
+
+// PerRun is the workload's runs' average as measured, statistics on; ok is false when
+// none of the runs was the workload's.
+func (p Program) PerRun() (time.Duration, bool) { return p.Ours().perRun() }
 
 // FloorPerRun is the empty body's average; ok is false when it is unknown: no empty
 // variant, or the empty body never ran.
-func (p Program) FloorPerRun() (d time.Duration, ok bool) {
-	return perRun(p.FloorRunTime, p.FloorRuns), p.Floored && p.FloorRuns > 0
+func (p Program) FloorPerRun() (time.Duration, bool) {
+	if !p.Floored {
+		return 0, false
+	}
+	return p.Floor.perRun()
 }
 
-func perRun(d time.Duration, runs uint64) time.Duration {
-	if runs == 0 {
-		return 0
+func (c Counts) perRun() (time.Duration, bool) {
+	if c.Runs < 0.5 {
+		return 0, false
 	}
-	return d / time.Duration(runs)
+	return time.Duration(float64(c.RunTime) / c.Runs), true
 }
 
-// RunsPerConnection divides the program's runs by the connections the workload made.
-func (r Run) RunsPerConnection(p Program) float64 {
-	if r.Workload.Connections == 0 {
+// RunsPerConnection divides the workload's runs of the program by its connections.
+func (p Program) RunsPerConnection() float64 {
+	if p.Connections == 0 {
 		return 0
 	}
-	return float64(p.Runs) / float64(r.Workload.Connections)
+	return p.Ours().Runs / float64(p.Connections)
 }
 
 // Estimate is the program's time per connection above its floor, in nanoseconds; ok is
-// false when the floor is unknown and the program ran.
-func (r Run) Estimate(p Program) (ns float64, ok bool) {
-	if p.Runs == 0 {
+// false when the floor is unknown and the workload ran the program.
+func (p Program) Estimate() (ns float64, ok bool) {
+	perRun, ran := p.PerRun()
+	if !ran {
 		return 0, true
 	}
 	floor, ok := p.FloorPerRun()
 	if !ok {
 		return 0, false
 	}
-	return r.RunsPerConnection(p) * float64(p.PerRun()-floor), true
+	return p.RunsPerConnection() * float64(perRun-floor), true
 }
 
-// Measure holds the kernel's statistics on for the measurement only and, for each close
-// order, runs the workload under empty bodies, then under the real programs in each mode.
-// Every tracer and namespace is closed before it returns.
+// Rounds is how often each close order's workload runs under each variant. Each program
+// is reported from its round with the fewest runs per connection: the machine's other work
+// only ever adds runs.
+const Rounds = 3
+
+// minIdle is the shortest idle stretch measured for the background.
+const minIdle = 100 * time.Millisecond
+
+var orders = []string{"client", "server"}
+
+// Measure holds the kernel's statistics on for the measurement only and runs the
+// workload, Rounds times per close order, under empty bodies, then under the real
+// programs in each mode. Every tracer and namespace is closed before it returns.
 func Measure(o Options) (Report, error) {
 	rep := Report{Options: o}
 	stats, err := tracer.EnableRunTimeStats()
@@ -106,92 +141,164 @@ func Measure(o Options) (Report, error) {
 		return rep, err
 	}
 	defer stats.Close()
-	for _, order := range []string{"client", "server"} {
-		cfg := churn.Config{Clients: o.Clients, CloseFirst: order, Family: 4, Payload: 64, Connections: o.Connections}
-		floor, err := measureOnce(cfg, tracer.Options{Backend: o.Backend, EmptyBodies: true})
+	floor, err := measureVariant(o, tracer.Options{Backend: o.Backend, EmptyBodies: true})
+	if err != nil {
+		return rep, fmt.Errorf("measure the floor (empty programs): %w", err)
+	}
+	for _, mode := range []Mode{Streaming, Counting} {
+		m, err := measureVariant(o, tracer.Options{Backend: o.Backend, CountTransitions: mode == Counting})
 		if err != nil {
-			return rep, fmt.Errorf("measure the floor (empty programs, %s closes first): %w", order, err)
+			return rep, fmt.Errorf("measure the programs (%s): %w", mode, err)
 		}
-		for _, mode := range []Mode{Streaming, Counting} {
-			m, err := measureOnce(cfg, tracer.Options{Backend: o.Backend, CountTransitions: mode == Counting})
-			if err != nil {
-				return rep, fmt.Errorf("measure the programs (%s, %s closes first): %w", mode, order, err)
-			}
+		for _, order := range orders {
 			rep.Runs = append(rep.Runs, join(order, mode, m, floor))
 		}
 	}
 	return rep, nil
 }
 
-// measurement is one tracer's counts over one workload.
-type measurement struct {
+// variant is one tracer's samples, by close order.
+type variant struct {
+	choices []tracer.Choice
+	samples map[string][]sample
+}
+
+// sample is one workload's counts.
+type sample struct {
 	workload churn.Result
-	costs    map[string]tracer.ProgramCost // the window's growth, per program
-	choices  []tracer.Choice
+	window   map[string]tracer.ProgramCost // the counters' growth while the workload ran
+	idle     map[string]tracer.ProgramCost // and over the idle stretch before it
+	idleFor  time.Duration
 	lost     uint64
 }
 
-// measureOnce attaches a tracer, reads its programs' counters around the workload only
-// (loading runs none of them, but the machine's other traffic does), and closes the tracer
-// before the namespace, so the namespace's teardown is not counted.
-func measureOnce(cfg churn.Config, to tracer.Options) (measurement, error) {
-	var m measurement
-	ns, err := churn.NewNetns()
-	if err != nil {
-		return m, err
-	}
-	defer ns.Close()
+// measureVariant attaches one tracer and samples every round of both close orders, each
+// in a new namespace. The namespaces outlive the tracer, so their teardown (every
+// TIME_WAIT socket killed) is never counted.
+func measureVariant(o Options, to tracer.Options) (v variant, err error) {
+	v.samples = map[string][]sample{}
+	var spaces []*churn.Netns
+	defer func() {
+		for _, ns := range spaces {
+			ns.Close()
+		}
+	}()
 	t, err := tracer.New(to)
 	if err != nil {
-		return m, err
+		return v, err
 	}
 	defer t.Close()
-	m.choices = t.Choices()
+	v.choices = t.Choices()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- t.Run(ctx, func(*tracer.Event) {}, nil) }() // reads what a streaming run writes
-	before, err := t.ProgramCosts()
-	if err == nil {
-		m.workload, err = ns.Run(cfg)
+	defer func() {
+		stop()
+		if rerr := <-done; err == nil {
+			err = rerr
+		}
+	}()
+	idleFor := minIdle
+	for range Rounds {
+		for _, order := range orders {
+			ns, err := churn.NewNetns()
+			if err != nil {
+				return v, err
+			}
+			spaces = append(spaces, ns)
+			cfg := churn.Config{Clients: o.Clients, CloseFirst: order, Family: 4, Payload: 64, Connections: o.Connections}
+			s, err := sampleOnce(t, ns, cfg, idleFor)
+			if err != nil {
+				return v, fmt.Errorf("%s closes first: %w", order, err)
+			}
+			v.samples[order] = append(v.samples[order], s)
+			idleFor = max(minIdle, time.Duration(s.workload.Seconds*float64(time.Second)))
+		}
 	}
-	var after []tracer.ProgramCost
-	if err == nil {
-		after, err = t.ProgramCosts()
-	}
-	stop()
-	if rerr := <-done; err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return m, err
-	}
-	s, err := t.Stats()
-	if err != nil {
-		return m, err
-	}
-	m.lost = s.Lost
-	m.costs = map[string]tracer.ProgramCost{}
-	for _, b := range before {
-		m.costs[b.Name] = b
-	}
-	for _, a := range after {
-		b := m.costs[a.Name]
-		m.costs[a.Name] = tracer.ProgramCost{Name: a.Name, Runs: a.Runs - b.Runs, RunTime: a.RunTime - b.RunTime,
-			RecursionMisses: a.RecursionMisses - b.RecursionMisses}
-	}
-	return m, nil
+	return v, nil
 }
 
-// join pairs each program attached to a hook with its floor; programs twtrace runs
-// itself (settling held cancels, reading jiffies) are no hook's and not per event.
-func join(order string, mode Mode, m, floor measurement) Run {
-	r := Run{CloseFirst: order, Mode: mode, Workload: m.workload, Floor: floor.workload, Lost: m.lost}
+// sampleOnce reads the tracer's counters over an idle stretch (the machine's background),
+// then around the workload.
+func sampleOnce(t *tracer.Tracer, ns *churn.Netns, cfg churn.Config, idleFor time.Duration) (sample, error) {
+	s := sample{idleFor: idleFor}
+	c0, err := t.ProgramCosts()
+	if err != nil {
+		return s, err
+	}
+	time.Sleep(idleFor)
+	c1, err := t.ProgramCosts()
+	if err != nil {
+		return s, err
+	}
+	st0, err := t.Stats()
+	if err != nil {
+		return s, err
+	}
+	if s.workload, err = ns.Run(cfg); err != nil {
+		return s, err
+	}
+	c2, err := t.ProgramCosts()
+	if err != nil {
+		return s, err
+	}
+	st1, err := t.Stats()
+	if err != nil {
+		return s, err
+	}
+	s.idle, s.window, s.lost = growth(c0, c1), growth(c1, c2), st1.Lost-st0.Lost
+	return s, nil
+}
+
+// growth is each program's counters' growth from before to after.
+func growth(before, after []tracer.ProgramCost) map[string]tracer.ProgramCost {
+	was := map[string]tracer.ProgramCost{}
+	for _, b := range before {
+		was[b.Name] = b
+	}
+	out := map[string]tracer.ProgramCost{}
+	for _, a := range after {
+		b := was[a.Name]
+		out[a.Name] = tracer.ProgramCost{Name: a.Name, Runs: a.Runs - b.Runs, RunTime: a.RunTime - b.RunTime,
+			RecursionMisses: a.RecursionMisses - b.RecursionMisses}
+	}
+	return out
+}
+
+// join reports each program attached to a hook from its least disturbed round, beside
+// its floor over every round; programs twtrace runs itself (settling held cancels,
+// reading jiffies) are no hook's and not per event.
+func join(order string, mode Mode, m, floor variant) Run {
+	r := Run{CloseFirst: order, Mode: mode}
+	for _, s := range m.samples[order] {
+		r.Workload = append(r.Workload, s.workload)
+		r.Lost += s.lost
+	}
+	for _, s := range floor.samples[order] {
+		r.Floor = append(r.Floor, s.workload)
+	}
 	for _, c := range m.choices {
 		for _, name := range c.Programs {
-			p, f := m.costs[name], floor.costs[name]
-			r.Programs = append(r.Programs, Program{Name: name, Hook: c.Hook, Backend: c.Backend,
-				Runs: p.Runs, RunTime: p.RunTime, Misses: p.RecursionMisses,
-				Floored: tracer.Emptied(c.Backend), FloorRuns: f.Runs, FloorRunTime: f.RunTime})
+			p := Program{Name: name, Hook: c.Hook, Backend: c.Backend, Floored: tracer.Emptied(c.Backend)}
+			best := -1.0
+			for i, s := range m.samples[order] {
+				if s.workload.Connections == 0 {
+					continue
+				}
+				w := s.window[name]
+				if perConn := float64(w.Runs) / float64(s.workload.Connections); best < 0 || perConn < best {
+					best = perConn
+					idle := s.idle[name]
+					scale := s.workload.Seconds * float64(time.Second) / float64(s.idleFor)
+					p.Round, p.Connections, p.Runs, p.RunTime, p.Misses = i+1, s.workload.Connections, w.Runs, w.RunTime, w.RecursionMisses
+					p.Background = Counts{Runs: float64(idle.Runs) * scale, RunTime: time.Duration(float64(idle.RunTime) * scale)}
+				}
+			}
+			for _, s := range floor.samples[order] {
+				p.Floor.Runs += float64(s.window[name].Runs)
+				p.Floor.RunTime += s.window[name].RunTime
+			}
+			r.Programs = append(r.Programs, p)
 		}
 	}
 	return r

@@ -20,8 +20,8 @@ func TestMeasureLog(t *testing.T) {
 		t.Logf("%s %s: %+v lost %d", r.CloseFirst, r.Mode, r.Workload, r.Lost)
 		for _, p := range r.Programs {
 			f, _ := p.FloorPerRun()
-			e, ok := r.Estimate(p)
-			t.Logf("  %-24s runs %d (%.2f/conn) %v/run floor %v (%d runs) est %.0f %v misses %d", p.Name, p.Runs, r.RunsPerConnection(p), p.PerRun(), f, p.FloorRuns, e, ok, p.Misses)
+			e, ok := p.Estimate()
+			t.Logf("  %-24s runs %d (%.2f/conn) %v/run floor %v (%v runs) est %.0f %v misses %d", p.Name, p.Runs, p.RunsPerConnection(), p.Ours(), f, p.Floor, e, ok, p.Misses)
 		}
 	}
 	h, err := bpfobj.Of(os.Getpid())
