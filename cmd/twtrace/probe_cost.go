@@ -120,6 +120,9 @@ func rounds(rs []churn.Result) string {
 		if failed > 0 {
 			part += fmt.Sprintf(" (%d failed)", failed)
 		}
+		if r.Unserved > 0 {
+			part += fmt.Sprintf(" (%d never finished by the server)", r.Unserved)
+		}
 		parts = append(parts, part)
 	}
 	return strings.Join(parts, ", ")
@@ -185,6 +188,7 @@ type costRunJSON struct {
 
 type costRoundJSON struct {
 	Connections uint64         `json:"connections"`
+	Unserved    uint64         `json:"unserved"` // connections the server never finished: reset at the end
 	Seconds     float64        `json:"seconds"`
 	Errors      map[string]int `json:"errors"`
 }
@@ -196,7 +200,7 @@ func newRoundsJSON(rs []churn.Result) []costRoundJSON {
 		if errs == nil {
 			errs = map[string]int{}
 		}
-		out = append(out, costRoundJSON{Connections: r.Connections, Seconds: r.Seconds, Errors: errs})
+		out = append(out, costRoundJSON{Connections: r.Connections, Unserved: r.Unserved, Seconds: r.Seconds, Errors: errs})
 	}
 	return out
 }

@@ -52,7 +52,10 @@ type Result struct {
 	Connections uint64         `json:"connections"`
 	PerSecond   float64        `json:"connections_per_second"`
 	Errors      map[string]int `json:"errors,omitempty"`
-	NetnsInode  uint64         `json:"netns_inode"`
+	// Unserved are connections the server had not finished when it stopped making
+	// progress: shutting the listener down reset them.
+	Unserved   uint64 `json:"unserved,omitempty"`
+	NetnsInode uint64 `json:"netns_inode"`
 }
 
 // Run churns in the calling thread's network namespace.
@@ -86,13 +89,14 @@ func run(cfg Config, enter func() error) (Result, error) {
 	defer unix.Close(lfd)
 
 	var servers sync.WaitGroup
+	var served served
+	served.progress = make(chan struct{}, 1)
 	for range cfg.Clients {
 		servers.Add(1)
-		go func() {
+		goOnOwnThread(func() {
 			defer servers.Done()
-			runtime.LockOSThread() // never unlocked: the thread dies with the worker
-			serve(lfd, cfg)
-		}()
+			serve(lfd, cfg, &served)
+		})
 	}
 
 	type tally struct {
@@ -111,9 +115,9 @@ func run(cfg Config, enter func() error) (Result, error) {
 	for i := range tallies {
 		tallies[i].errs = map[string]int{}
 		clients.Add(1)
-		go func(t *tally) {
+		t := &tallies[i]
+		goOnOwnThread(func() {
 			defer clients.Done()
-			runtime.LockOSThread() // never unlocked: the thread may be left inside a namespace
 			if t.err = enter(); t.err != nil {
 				return
 			}
@@ -125,13 +129,10 @@ func run(cfg Config, enter func() error) (Result, error) {
 				}
 				t.conns++
 			}
-		}(&tallies[i])
+		})
 	}
 	clients.Wait()
 	res.Seconds = time.Since(start).Seconds()
-	unix.Shutdown(lfd, unix.SHUT_RDWR) // wakes the workers blocked in accept
-	servers.Wait()
-
 	for _, t := range tallies {
 		if t.err != nil {
 			return res, t.err
@@ -141,19 +142,46 @@ func run(cfg Config, enter func() error) (Result, error) {
 			res.Errors[e] += n
 		}
 	}
+	// closing first, a client does not wait for the server: let the server finish the
+	// connections still queued, which shutting the listener down would reset
+	res.Unserved = served.await(res.Connections)
+	unix.Shutdown(lfd, unix.SHUT_RDWR) // wakes the workers blocked in accept
+	servers.Wait()
+
 	res.PerSecond = float64(res.Connections) / res.Seconds
 	return res, nil
 }
 
-// onThread runs f on an OS thread locked for it, which exits with the goroutine.
+// onThread runs f on a thread of its own (goOnOwnThread) and waits for it.
 func onThread(f func()) {
 	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread may be left inside a namespace
+	goOnOwnThread(func() {
 		defer close(done)
 		f()
-	}()
+	})
 	<-done
+}
+
+// goOnOwnThread runs f in a new goroutine locked to a thread that dies with it, so a
+// namespace f enters dies with it too. The process's main thread cannot die (Go parks it,
+// and it would hold the namespace for good): a goroutine that lands there hands f to
+// another one, which cannot land there while the first holds it.
+func goOnOwnThread(f func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked but on the main thread
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			f()
+		}()
+		<-done
+		runtime.UnlockOSThread()
+	}()
 }
 
 func listen(family int) (int, unix.Sockaddr, error) {
@@ -188,7 +216,7 @@ func listen(family int) (int, unix.Sockaddr, error) {
 // serve accepts until the listener is shut down. Client-closes-first: read to EOF, then
 // close (the server ends in LAST_ACK). Server-closes-first: read the payload, close
 // first, and the server holds the TIME_WAIT socket.
-func serve(lfd int, cfg Config) {
+func serve(lfd int, cfg Config, served *served) {
 	buf := make([]byte, cfg.Payload)
 	for {
 		fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
@@ -204,7 +232,38 @@ func serve(lfd int, cfg Config) {
 			readFull(fd, buf)
 		}
 		unix.Close(fd)
+		served.add()
 	}
+}
+
+// served counts the connections the server workers finished.
+type served struct {
+	n        atomic.Uint64
+	progress chan struct{}
+}
+
+func (s *served) add() {
+	s.n.Add(1)
+	select {
+	case s.progress <- struct{}{}:
+	default:
+	}
+}
+
+// stallTimeout is how long the server may make no progress before await gives up.
+const stallTimeout = 2 * time.Second
+
+// await waits until the workers finished n connections, or made no progress for
+// stallTimeout, and says how many they did not finish.
+func (s *served) await(n uint64) uint64 {
+	for s.n.Load() < n {
+		select {
+		case <-s.progress:
+		case <-time.After(stallTimeout):
+			return n - s.n.Load()
+		}
+	}
+	return 0
 }
 
 // connection is one client's connect, write and close, in the configured order.

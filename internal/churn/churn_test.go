@@ -3,6 +3,7 @@ package churn
 import (
 	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,11 +24,18 @@ func TestConnectionsInPrivateNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := ns.Run(Config{Clients: 3, CloseFirst: order, Family: 4, Payload: 64, Connections: 101})
-		ns.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", order, err)
+		if err == nil {
+			err = ns.AwaitQuiet(5 * time.Second)
 		}
-		if res.Connections != 101 || len(res.Errors) != 0 || res.CloseFirst != order {
+		tw, busy, serr := ns.sockets()
+		ns.Close()
+		if err != nil || serr != nil {
+			t.Fatalf("%s: %v %v", order, err, serr)
+		}
+		if tw != 101 || busy != 0 {
+			t.Errorf("%s closes first: %d TIME_WAIT sockets and %d others left, want one TIME_WAIT per connection and nothing else", order, tw, busy)
+		}
+		if res.Connections != 101 || len(res.Errors) != 0 || res.Unserved != 0 || res.CloseFirst != order {
 			t.Errorf("%s closes first: %+v, want 101 connections without error", order, res)
 		}
 		if res.NetnsInode != ns.Inode || res.NetnsInode == self.Ino {

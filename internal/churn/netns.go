@@ -2,6 +2,9 @@ package churn
 
 import (
 	"fmt"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/twtrace/twtrace/internal/loopback"
 	"golang.org/x/sys/unix"
@@ -59,4 +62,51 @@ func (ns *Netns) Close() error {
 	err := unix.Close(ns.fd)
 	ns.fd = -1
 	return err
+}
+
+// tcpTimeWait is TCP_TIME_WAIT as /proc/net/tcp prints a socket's state.
+const tcpTimeWait = "06"
+
+// AwaitQuiet waits until every TCP socket in the namespace is in TIME_WAIT, so every
+// transition a run's connections will make before their TIME_WAIT ends has been made (the
+// last ones may run in a softirq after the run returns), or timeout passes.
+func (ns *Netns) AwaitQuiet(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, busy, err := ns.sockets()
+		if err != nil || busy == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("network namespace %d: %d TCP sockets not yet in TIME_WAIT after %s", ns.Inode, busy, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// sockets counts the namespace's TCP sockets, IPv4 and IPv6, in TIME_WAIT and in any
+// other state.
+func (ns *Netns) sockets() (timeWait, busy int, err error) {
+	onThread(func() {
+		if err = unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
+			return
+		}
+		for _, table := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+			var b []byte
+			if b, err = os.ReadFile(table); err != nil {
+				return
+			}
+			lines := strings.Split(string(b), "\n")
+			for _, line := range lines[1:] { // a header, then "sl local rem st ..."
+				switch f := strings.Fields(line); {
+				case len(f) <= 3:
+				case f[3] == tcpTimeWait:
+					timeWait++
+				default:
+					busy++
+				}
+			}
+		}
+	})
+	return timeWait, busy, err
 }

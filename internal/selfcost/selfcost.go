@@ -169,8 +169,14 @@ type sample struct {
 	window   map[string]tracer.ProgramCost // the counters' growth while the workload ran
 	idle     map[string]tracer.ProgramCost // and over the idle stretch before it
 	idleFor  time.Duration
-	lost     uint64
+	// windowFor is the workload's duration, until its namespace was quiet
+	windowFor time.Duration
+	lost      uint64
 }
+
+// quietTimeout bounds the wait for a workload's last transitions, which a softirq
+// deferred to ksoftirqd may still be making after its last connection returned.
+const quietTimeout = 5 * time.Second
 
 // measureVariant attaches one tracer and samples every round of both close orders, each
 // in a new namespace. The namespaces outlive the tracer, so their teardown (every
@@ -212,7 +218,7 @@ func measureVariant(o Options, to tracer.Options) (v variant, err error) {
 				return v, fmt.Errorf("%s closes first: %w", order, err)
 			}
 			v.samples[order] = append(v.samples[order], s)
-			idleFor = max(minIdle, time.Duration(s.workload.Seconds*float64(time.Second)))
+			idleFor = max(minIdle, s.windowFor)
 		}
 	}
 	return v, nil
@@ -235,9 +241,14 @@ func sampleOnce(t *tracer.Tracer, ns *churn.Netns, cfg churn.Config, idleFor tim
 	if err != nil {
 		return s, err
 	}
+	start := time.Now()
 	if s.workload, err = ns.Run(cfg); err != nil {
 		return s, err
 	}
+	if err := ns.AwaitQuiet(quietTimeout); err != nil {
+		return s, err
+	}
+	s.windowFor = time.Since(start)
 	c2, err := t.ProgramCosts()
 	if err != nil {
 		return s, err
@@ -289,7 +300,7 @@ func join(order string, mode Mode, m, floor variant) Run {
 				if perConn := float64(w.Runs) / float64(s.workload.Connections); best < 0 || perConn < best {
 					best = perConn
 					idle := s.idle[name]
-					scale := s.workload.Seconds * float64(time.Second) / float64(s.idleFor)
+					scale := float64(s.windowFor) / float64(s.idleFor)
 					p.Round, p.Connections, p.Runs, p.RunTime, p.Misses = i+1, s.workload.Connections, w.Runs, w.RunTime, w.RecursionMisses
 					p.Background = Counts{Runs: float64(idle.Runs) * scale, RunTime: time.Duration(float64(idle.RunTime) * scale)}
 				}
