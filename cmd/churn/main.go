@@ -64,9 +64,7 @@ func run(args []string, stdout io.Writer) error {
 	for e, n := range res.Errors {
 		fmt.Fprintf(stdout, "  %d × %s\n", n, e)
 	}
-	if res.Unserved > 0 {
-		fmt.Fprintf(stdout, "  %d connections the server never finished (reset at the end)\n", res.Unserved)
-	}
+
 	return nil
 }
 

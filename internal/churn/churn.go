@@ -24,6 +24,10 @@ type Config struct {
 	Payload    int           // bytes the client writes per connection
 	// Connections stops the run after this many connections were attempted; 0: no limit.
 	Connections uint64
+	// Finish waits, at the end, for the server to finish every connection the clients
+	// made: closing first, a client does not wait for it, and shutting the listener down
+	// resets those still queued. Off, the run ends as cmd/churn's always has.
+	Finish bool
 }
 
 // Validate names the first setting out of range.
@@ -52,8 +56,8 @@ type Result struct {
 	Connections uint64         `json:"connections"`
 	PerSecond   float64        `json:"connections_per_second"`
 	Errors      map[string]int `json:"errors,omitempty"`
-	// Unserved are connections the server had not finished when it stopped making
-	// progress: shutting the listener down reset them.
+	// Unserved are connections the server had not finished, with Finish, when it stopped
+	// making progress: shutting the listener down reset them.
 	Unserved   uint64 `json:"unserved,omitempty"`
 	NetnsInode uint64 `json:"netns_inode"`
 }
@@ -142,9 +146,9 @@ func run(cfg Config, enter func() error) (Result, error) {
 			res.Errors[e] += n
 		}
 	}
-	// closing first, a client does not wait for the server: let the server finish the
-	// connections still queued, which shutting the listener down would reset
-	res.Unserved = served.await(res.Connections)
+	if cfg.Finish {
+		res.Unserved = served.await(res.Connections)
+	}
 	unix.Shutdown(lfd, unix.SHUT_RDWR) // wakes the workers blocked in accept
 	servers.Wait()
 

@@ -23,7 +23,7 @@ func TestConnectionsInPrivateNetns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := ns.Run(Config{Clients: 3, CloseFirst: order, Family: 4, Payload: 64, Connections: 101})
+		res, err := ns.Run(Config{Clients: 3, CloseFirst: order, Family: 4, Payload: 64, Connections: 101, Finish: true})
 		if err == nil {
 			err = ns.AwaitQuiet(5 * time.Second)
 		}

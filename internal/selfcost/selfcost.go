@@ -212,7 +212,7 @@ func measureVariant(o Options, to tracer.Options) (v variant, err error) {
 				return v, err
 			}
 			spaces = append(spaces, ns)
-			cfg := churn.Config{Clients: o.Clients, CloseFirst: order, Family: 4, Payload: 64, Connections: o.Connections}
+			cfg := churn.Config{Clients: o.Clients, CloseFirst: order, Family: 4, Payload: 64, Connections: o.Connections, Finish: true}
 			s, err := sampleOnce(t, ns, cfg, idleFor)
 			if err != nil {
 				return v, fmt.Errorf("%s closes first: %w", order, err)
