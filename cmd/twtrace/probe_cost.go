@@ -53,7 +53,7 @@ func (c *costOptions) validate(fs *flag.FlagSet) error {
 // costLimits are what the numbers cannot say, printed with them.
 var costLimits = []string{
 	"only twtrace's own programs' counters are read: other BPF programs on the same hooks are neither counted nor excluded",
-	"runs are counted machine-wide (the timer programs run for every kernel timer, the state program for every TCP socket in every namespace): the machine's share is estimated from an idle stretch and taken out, which is only as good as the machine is steady; on a busy machine (others above a few %) rerun, or read the counts as rough",
+	"runs are counted machine-wide (the timer programs run for every kernel timer, the state program for every TCP socket in every namespace): on a busy machine runs/conn and ns/conn are upper bounds, by about the share in others; rerun when it is quiet",
 	"the workload is loopback churn (IPv4, 64 bytes a connection, 2 clients): other traffic makes other transitions and timers per connection, and the estimate is per connection of this workload",
 	fmt.Sprintf("ns/run is measured with the statistics on, whose clock reads fall partly inside it; the floor (the same programs with empty bodies, same workload) holds that share and the estimate is above it. The statistics themselves add about %d ns to every run of every BPF program while on (BENCHMARKS.md), paid only during this measurement and not subtracted", statsOverheadNs),
 	"not seen by the counters: the dispatch to each program (the attach floor, a connection rate in make bench), the reader's work in userspace, and the end of each TIME_WAIT socket 60 s later (this measurement removes its namespace first)",
@@ -90,12 +90,15 @@ func writeCostText(w io.Writer, rep selfcost.Report) {
 		}
 		fmt.Fprintf(w, "    %-24s %5s %9s %7s %8s %8s %10d%s\n", "all programs", "", "", "", "", "", int64(math.Round(total)), unknownNote(unknown))
 		if share := busiest(r); share > busyShare {
-			fmt.Fprintf(w, "    the machine's own work was up to %.0f%% of a program's runs here: read these numbers as rough, or rerun when it is quiet\n", 100*share)
+			fmt.Fprintf(w, "    the machine's own work was about %.0f%% of a program's runs here: these numbers are upper bounds; rerun when it is quiet\n", 100*share)
 		}
 	}
-	fmt.Fprintf(w, "  others: the share of the runs that were the machine's, not the workload's (from an idle stretch as long, right before);\n"+
-		"  runs/conn and ns/run are the workload's; ns/conn = runs/conn × (ns/run − floor), twtrace's work per connection above\n"+
-		"  empty programs ('-': never ran). What these numbers cannot say:\n")
+	fmt.Fprintf(w, "  round: each program's round with the fewest runs per connection (the machine's other work only adds runs);\n"+
+		"  runs/conn and ns/run: every run in the window, the workload's and (on a busy machine) others';\n"+
+		"  others: about how many were the machine's, from an idle stretch as long right before; floor: the same\n"+
+		"  program with an empty body;\n"+
+		"  ns/conn = runs/conn × (ns/run − floor), twtrace's work per connection above empty programs ('-': never ran).\n"+
+		"  What these numbers cannot say:\n")
 	for _, l := range costLimits {
 		fmt.Fprintf(w, "  - %s\n", l)
 	}
@@ -212,9 +215,9 @@ type costProgramJSON struct {
 	Round             int      `json:"round"` // the round reported, from 1: the one with the fewest runs per connection
 	Connections       uint64   `json:"connections"`
 	Runs              uint64   `json:"runs"`            // as the kernel counted them while the workload ran
-	BackgroundRuns    float64  `json:"background_runs"` // the machine's share of them, estimated
+	BackgroundRuns    float64  `json:"background_runs"` // about how many of them were the machine's
 	RunsPerConnection float64  `json:"runs_per_connection"`
-	NsPerRun          *int64   `json:"ns_per_run"` // null: the workload never ran it
+	NsPerRun          *int64   `json:"ns_per_run"` // null: it never ran
 	FloorRuns         *uint64  `json:"floor_runs"`
 	FloorNsPerRun     *int64   `json:"floor_ns_per_run"` // null: no empty variant, or it never ran
 	Estimate          *float64 `json:"estimate_ns_per_connection"`

@@ -56,8 +56,8 @@ type Program struct {
 	// workload's runs and whatever else the machine did meanwhile.
 	Runs    uint64
 	RunTime time.Duration
-	// Background is the machine's share of them: the same program's counts over an idle
-	// stretch right after the workload, scaled to the workload's duration.
+	// Background estimates the machine's share of them: the same program's counts over an
+	// idle stretch right before the workload, scaled to the workload's duration.
 	Background Counts
 	Misses     uint64 // runs the kernel skipped: the program was already running on that CPU
 	// Floor is the same program with an empty body over every round of the same workload;
@@ -73,15 +73,12 @@ type Counts struct {
 	RunTime time.Duration
 }
 
-// Ours is the workload's share of the runs and their time: the counts less the
-// background, never below zero.
-func (p Program) Ours() Counts {
-	return Counts{Runs: max(0, float64(p.Runs)-p.Background.Runs), RunTime: max(0, p.RunTime-p.Background.RunTime)}
-}
 
-// PerRun is the workload's runs' average as measured, statistics on; ok is false when
-// none of the runs was the workload's.
-func (p Program) PerRun() (time.Duration, bool) { return p.Ours().perRun() }
+// PerRun is the average of every run in the window, as measured with the statistics on;
+// ok is false when none ran.
+func (p Program) PerRun() (time.Duration, bool) {
+	return Counts{Runs: float64(p.Runs), RunTime: p.RunTime}.perRun()
+}
 
 // FloorPerRun is the empty body's average; ok is false when it is unknown: no empty
 // variant, or the empty body never ran.
@@ -99,12 +96,14 @@ func (c Counts) perRun() (time.Duration, bool) {
 	return time.Duration(float64(c.RunTime) / c.Runs), true
 }
 
-// RunsPerConnection divides the workload's runs of the program by its connections.
+// RunsPerConnection divides every run in the window by the workload's connections: on a
+// quiet machine the workload's runs, on a busy one more (Background says about how many).
+// Taking the background out would trade this bound for a guess: it comes in bursts.
 func (p Program) RunsPerConnection() float64 {
 	if p.Connections == 0 {
 		return 0
 	}
-	return p.Ours().Runs / float64(p.Connections)
+	return float64(p.Runs) / float64(p.Connections)
 }
 
 // Estimate is the program's time per connection above its floor, in nanoseconds; ok is

@@ -42,27 +42,23 @@ func TestJoinPicksTheLeastDisturbedRound(t *testing.T) {
 	if p.Round != 2 || p.Connections != 100 || p.Runs != 1100 || p.Background.Runs != 200 {
 		t.Errorf("reported round %d (%d connections, %d runs, background %v), want round 2 (100, 1100, 200)", p.Round, p.Connections, p.Runs, p.Background.Runs)
 	}
-	if got := p.RunsPerConnection(); got != 9 {
-		t.Errorf("runs per connection %v, want 9: (1100 - 200) / 100", got)
+	if got := p.RunsPerConnection(); got != 11 {
+		t.Errorf("runs per connection %v, want 11: 1100 / 100, the background in it", got)
 	}
-	if got, ok := p.PerRun(); !ok || got != 400 {
-		t.Errorf("per run %v %v, want 400ns", got, ok)
+	if got, ok := p.PerRun(); !ok || got != 345 {
+		t.Errorf("per run %v %v, want 345ns: 380000 ns over all 1100 runs", got, ok)
 	}
 	if got, ok := p.FloorPerRun(); !ok || got != 75 {
 		t.Errorf("floor %v %v, want 75ns: (60000 + 240000) / 4000", got, ok)
 	}
-	if got, ok := p.Estimate(); !ok || math.Abs(got-9*325) > 1e-9 {
-		t.Errorf("estimate %v %v, want 9 × (400 - 75) = 2925", got, ok)
+	if got, ok := p.Estimate(); !ok || math.Abs(got-11*270) > 1e-9 {
+		t.Errorf("estimate %v %v, want 11 × (345 - 75) = 2970", got, ok)
 	}
 	p.Floored = false
 	if _, ok := p.Estimate(); ok {
 		t.Error("an estimate without a floor")
 	}
-	p.Runs, p.RunTime = 100, 1000
-	p.Background = Counts{Runs: 150, RunTime: 2000}
-	if c := p.Ours(); c.Runs != 0 || c.RunTime != 0 {
-		t.Errorf("a background above the runs leaves %+v, want nothing", c)
-	}
+	p.Runs, p.RunTime = 0, 0
 	if _, ok := p.PerRun(); ok {
 		t.Error("a time per run for no run of the workload's")
 	}
