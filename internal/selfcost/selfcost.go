@@ -73,7 +73,6 @@ type Counts struct {
 	RunTime time.Duration
 }
 
-
 // PerRun is the average of every run in the window, as measured with the statistics on;
 // ok is false when none ran.
 func (p Program) PerRun() (time.Duration, bool) {
