@@ -60,9 +60,9 @@ type Program struct {
 	// idle stretch right before the workload, scaled to the workload's duration.
 	Background Counts
 	Misses     uint64 // runs the kernel skipped: the program was already running on that CPU
-	// Floor is the same program with an empty body over every round of the same workload;
-	// an empty body costs the same whatever the event, so no background is taken from it. Floored is
-	// false where the backend's programs have no empty variant.
+	// Floor is the same program with an empty body over every round of the same workload
+	// (an empty body costs the same whatever the event). Floored is false where the
+	// backend's programs have no empty variant.
 	Floored bool
 	Floor   Counts
 }

@@ -4,10 +4,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/twtrace/twtrace/internal/bpfobj"
 	"github.com/twtrace/twtrace/internal/churn"
 	"github.com/twtrace/twtrace/tracer"
@@ -81,6 +84,8 @@ func TestMeasure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	counted, own := statsCounter(t)
+	statsWereOn := counted() != 0
 	const conns = 500
 	rep, err := Measure(Options{Backend: tracer.BackendAuto, Connections: conns, Clients: 2})
 	if err != nil {
@@ -121,10 +126,14 @@ func TestMeasure(t *testing.T) {
 		}
 	}
 
+	if n := counted(); n != 0 && !statsWereOn {
+		t.Errorf("after Measure the kernel's statistics are still on: %d of 10 runs of a program counted", n)
+	}
 	held, err := bpfobj.Of(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
+	held.Progs = slices.DeleteFunc(held.Progs, func(id uint32) bool { return id == own })
 	if len(held.Progs)+len(held.Links)+len(held.Maps) != 0 {
 		t.Errorf("after Measure the process still holds %+v", held)
 	}
@@ -141,4 +150,38 @@ func TestMeasure(t *testing.T) {
 			t.Errorf("after Measure thread %s is in network namespace %s, not ours (%s)", task, ns, self)
 		}
 	}
+}
+
+// statsCounter runs a program of the test's own 10 times and says how many of the runs the
+// kernel counted: all while its run-time statistics are on, none while they are off. id is
+// the program's.
+func statsCounter(t *testing.T) (counted func() uint64, id uint32) {
+	t.Helper()
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := info.ID()
+	return func() uint64 {
+		before, err := p.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			if _, err := p.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after, err := p.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after.RunCount - before.RunCount
+	}, uint32(pid)
 }
