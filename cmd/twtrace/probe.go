@@ -47,6 +47,8 @@ func probe(args []string, stdout, stderr io.Writer) error {
 		writeProbeText(stdout, r)
 		if measured != nil {
 			writeCostText(stdout, *measured)
+		} else if cost.on {
+			fmt.Fprintf(stdout, "\ncost per connection (--cost): not measured: twtrace cannot run with --backend %s here\n", b)
 		}
 	}
 	if err != nil {
