@@ -70,12 +70,19 @@ const tcpTimeWait = "06"
 // AwaitQuiet waits until every TCP socket in the namespace is in TIME_WAIT, so every
 // transition a run's connections will make before their TIME_WAIT ends has been made (the
 // last ones may run in a softirq after the run returns), or timeout passes.
+//
+// A socket shows TIME_WAIT a moment before its own last transition: tcp_time_wait hashes
+// the timewait socket, then tcp_done moves the full one to CLOSE. After the run's system
+// calls returned, that happens in a softirq, which an RCU grace period outlasts.
 func (ns *Netns) AwaitQuiet(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		_, busy, err := ns.sockets()
-		if err != nil || busy == 0 {
+		if err != nil {
 			return err
+		}
+		if busy == 0 {
+			return awaitSoftirqs()
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("network namespace %d: %d TCP sockets not yet in TIME_WAIT after %s", ns.Inode, busy, timeout)
@@ -109,4 +116,20 @@ func (ns *Netns) sockets() (timeWait, busy int, err error) {
 		}
 	})
 	return timeWait, busy, err
+}
+
+// membarrierCmdGlobal is MEMBARRIER_CMD_GLOBAL (linux/membarrier.h, 4.16+): the kernel
+// answers it with synchronize_rcu(), which waits out every softirq running when it began.
+const membarrierCmdGlobal = 1
+
+// softirqGrace stands in for the grace period where the kernel refuses membarrier (before
+// 4.16; with nohz_full CPUs): a softirq finishes its work far sooner.
+const softirqGrace = 10 * time.Millisecond
+
+// awaitSoftirqs returns once every softirq running when it was called has finished.
+func awaitSoftirqs() error {
+	if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
+		time.Sleep(softirqGrace)
+	}
+	return nil
 }
