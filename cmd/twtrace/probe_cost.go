@@ -97,7 +97,7 @@ func writeCostText(w io.Writer, rep selfcost.Report) {
 		"  runs/conn and ns/run: every run in the window, the workload's and (on a busy machine) others';\n"+
 		"  others: about how many were the machine's, from an idle stretch as long right before; floor: the same\n"+
 		"  program with an empty body;\n"+
-		"  ns/conn = runs/conn × (ns/run − floor), twtrace's work per connection above empty programs ('-': never ran).\n"+
+		"  ns/run − floor is twtrace's work per event, ns/conn = runs/conn × (ns/run − floor) per connection ('-': never ran).\n"+
 		"  What these numbers cannot say:\n")
 	for _, l := range costLimits {
 		fmt.Fprintf(w, "  - %s\n", l)
@@ -219,7 +219,8 @@ type costProgramJSON struct {
 	RunsPerConnection float64  `json:"runs_per_connection"`
 	NsPerRun          *int64   `json:"ns_per_run"` // null: it never ran
 	FloorRuns         *uint64  `json:"floor_runs"`
-	FloorNsPerRun     *int64   `json:"floor_ns_per_run"` // null: no empty variant, or it never ran
+	FloorNsPerRun     *int64   `json:"floor_ns_per_run"`    // null: no empty variant, or it never ran
+	EstimatePerRun    *int64   `json:"estimate_ns_per_run"` // ns_per_run - floor_ns_per_run: twtrace's work per event
 	Estimate          *float64 `json:"estimate_ns_per_connection"`
 	RecursionMisses   uint64   `json:"recursion_misses"`
 }
@@ -245,6 +246,9 @@ func newCostJSON(rep *selfcost.Report) *costJSON {
 			}
 			if f, ok := p.FloorPerRun(); ok {
 				pj.FloorNsPerRun = ptr(f.Nanoseconds())
+				if pj.NsPerRun != nil {
+					pj.EstimatePerRun = ptr(*pj.NsPerRun - f.Nanoseconds())
+				}
 			}
 			if e, ok := p.Estimate(); ok {
 				pj.Estimate = ptr(e)

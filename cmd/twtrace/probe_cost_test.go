@@ -72,10 +72,10 @@ func TestCostOutput(t *testing.T) {
 	}
 	state, fentry, reset := run.Programs[0], run.Programs[1], run.Programs[2]
 	if state["runs_per_connection"] != 10.0 || state["ns_per_run"] != 400.0 || state["floor_ns_per_run"] != 60.0 ||
-		state["estimate_ns_per_connection"] != 3400.0 || state["background_runs"] != 500.0 || state["floor_runs"] != 2000.0 || state["round"] != 2.0 {
+		state["estimate_ns_per_connection"] != 3400.0 || state["estimate_ns_per_run"] != 340.0 || state["background_runs"] != 500.0 || state["floor_runs"] != 2000.0 || state["round"] != 2.0 {
 		t.Errorf("tp_set_state %v", state)
 	}
-	if fentry["floor_ns_per_run"] != nil || fentry["floor_runs"] != nil || fentry["estimate_ns_per_connection"] != nil {
+	if fentry["floor_ns_per_run"] != nil || fentry["floor_runs"] != nil || fentry["estimate_ns_per_connection"] != nil || fentry["estimate_ns_per_run"] != nil {
 		t.Errorf("a program without an empty variant: %v, want its floor and estimate null", fentry)
 	}
 	if reset["ns_per_run"] != nil || reset["floor_ns_per_run"] != nil || reset["estimate_ns_per_connection"] != 0.0 {

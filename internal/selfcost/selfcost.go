@@ -16,7 +16,7 @@ import (
 // Options say what to measure.
 type Options struct {
 	Backend     tracer.Backend
-	Connections uint64 // per run, each run in a new namespace
+	Connections uint64 // per round, each round in a new namespace
 	Clients     int
 }
 
@@ -139,12 +139,21 @@ func Measure(o Options) (Report, error) {
 		return rep, err
 	}
 	defer stats.Close()
-	floor, err := measureVariant(o, tracer.Options{Backend: o.Backend, EmptyBodies: true})
+	// every namespace lives until the last tracer is gone, so no teardown (each TIME_WAIT
+	// socket killed) is counted, in its own variant or the next
+	var spaces []*churn.Netns
+	defer func() {
+		for _, ns := range spaces {
+			ns.Close()
+		}
+	}()
+	keep := func(ns *churn.Netns) { spaces = append(spaces, ns) }
+	floor, err := measureVariant(o, tracer.Options{Backend: o.Backend, EmptyBodies: true}, keep)
 	if err != nil {
 		return rep, fmt.Errorf("measure the floor (empty programs): %w", err)
 	}
 	for _, mode := range []Mode{Streaming, Counting} {
-		m, err := measureVariant(o, tracer.Options{Backend: o.Backend, CountTransitions: mode == Counting})
+		m, err := measureVariant(o, tracer.Options{Backend: o.Backend, CountTransitions: mode == Counting}, keep)
 		if err != nil {
 			return rep, fmt.Errorf("measure the programs (%s): %w", mode, err)
 		}
@@ -177,16 +186,9 @@ type sample struct {
 const quietTimeout = 5 * time.Second
 
 // measureVariant attaches one tracer and samples every round of both close orders, each
-// in a new namespace. The namespaces outlive the tracer, so their teardown (every
-// TIME_WAIT socket killed) is never counted.
-func measureVariant(o Options, to tracer.Options) (v variant, err error) {
+// in a new namespace, which it hands to keep.
+func measureVariant(o Options, to tracer.Options, keep func(*churn.Netns)) (v variant, err error) {
 	v.samples = map[string][]sample{}
-	var spaces []*churn.Netns
-	defer func() {
-		for _, ns := range spaces {
-			ns.Close()
-		}
-	}()
 	t, err := tracer.New(to)
 	if err != nil {
 		return v, err
@@ -209,7 +211,7 @@ func measureVariant(o Options, to tracer.Options) (v variant, err error) {
 			if err != nil {
 				return v, err
 			}
-			spaces = append(spaces, ns)
+			keep(ns)
 			cfg := churn.Config{Clients: o.Clients, CloseFirst: order, Family: 4, Payload: 64, Connections: o.Connections, Finish: true}
 			s, err := sampleOnce(t, ns, cfg, idleFor)
 			if err != nil {
