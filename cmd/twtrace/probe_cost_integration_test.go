@@ -143,6 +143,19 @@ func TestProbeCostTextAndPrivilege(t *testing.T) {
 		}
 	}
 
+	// a backend this kernel cannot run keeps its exit status, and nothing is measured
+	for _, b := range []string{"fentry", "kprobe"} {
+		out, err := exec.Command(twtraceBin, "probe", "--cost", "--cost-connections", "100", "--backend", b).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			continue // it runs here (the kernel matrix): measured above with -backend
+		}
+		if want := "\ncost per connection (--cost): not measured: twtrace cannot run with --backend " + b + " here\n"; !strings.Contains(string(out), want) ||
+			strings.Contains(string(out), "all programs") {
+			t.Errorf("probe --cost --backend %s, exit 3: want %q and no measurement:\n%s", b, want, out)
+		}
+	}
+
 	bin := nobodyBinary(t)
 	var stderr bytes.Buffer
 	cmd := asNobody(context.Background(), bin, tracingCaps, "probe", "--cost")
