@@ -68,6 +68,10 @@ type Options struct {
 	// delivers no KindState events and Transitions reports the counts. For readers that
 	// only count (views, metrics), it removes about nine records per connection.
 	CountTransitions bool
+	// EmptyBodies attaches the programs of the tracepoint backend with bodies that return
+	// at once (see Emptied): the floor under twtrace's own work, for measuring what that
+	// work costs. Nothing is traced on that backend.
+	EmptyBodies bool
 }
 
 // DefaultRingBufferSize is what the ring buffer holds when Options leave it 0.

@@ -151,7 +151,7 @@ func settings(opts Options, twTimerHandler uint64) map[string]any {
 	s[twtraceVarCfgEvents] = uint32(opts.Families)
 	s[twtraceVarCfgWakeupShift] = wakeupShift(opts.RingBufferSize)
 	s[twtraceVarCfgCountState] = opts.CountTransitions
-	s[twtraceVarCfgEmpty] = benchEmpty()
+	s[twtraceVarCfgEmpty] = opts.EmptyBodies || benchEmpty()
 	if needsTimerHandler(opts.Families) {
 		s[twtraceVarCfgTwTimerHandler] = twTimerHandler
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/twtrace/twtrace/internal/churn"
 )
 
 func TestBadFlags(t *testing.T) {
@@ -29,7 +31,7 @@ func TestChurnInCurrentNamespace(t *testing.T) {
 		if err := run([]string{"-host-netns", "-json", "-close", order, "-clients", "1", "-duration", "50ms"}, &out); err != nil {
 			t.Fatalf("%s: %v", order, err)
 		}
-		var r Result
+		var r churn.Result
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 			t.Fatal(err)
 		}

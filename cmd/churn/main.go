@@ -14,23 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/churn"
 	"github.com/twtrace/twtrace/internal/loopback"
 )
 
 // inNetnsEnv marks the re-executed child that already runs in the private namespace.
 const inNetnsEnv = "CHURN_IN_PRIVATE_NETNS"
-
-// Result is what one run measured; -json prints it as one object.
-type Result struct {
-	CloseFirst  string         `json:"close_first"`
-	Family      int            `json:"family"`
-	Clients     int            `json:"clients"`
-	Seconds     float64        `json:"seconds"`
-	Connections uint64         `json:"connections"`
-	PerSecond   float64        `json:"connections_per_second"`
-	Errors      map[string]int `json:"errors,omitempty"`
-	NetnsInode  uint64         `json:"netns_inode"`
-}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -41,28 +30,19 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("churn", flag.ContinueOnError)
-	cfg := config{}
-	fs.IntVar(&cfg.clients, "clients", 4, "concurrent clients (and as many server workers)")
-	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to churn")
-	fs.StringVar(&cfg.closeFirst, "close", "client", "who closes first, and so holds the TIME_WAIT socket: client or server")
-	fs.IntVar(&cfg.family, "family", 4, "4 (127.0.0.1) or 6 (::1)")
-	fs.IntVar(&cfg.payload, "payload", 64, "bytes the client writes per connection")
+	cfg := churn.Config{}
+	fs.IntVar(&cfg.Clients, "clients", 4, "concurrent clients (and as many server workers)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to churn")
+	fs.StringVar(&cfg.CloseFirst, "close", "client", "who closes first, and so holds the TIME_WAIT socket: client or server")
+	fs.IntVar(&cfg.Family, "family", 4, "4 (127.0.0.1) or 6 (::1)")
+	fs.IntVar(&cfg.Payload, "payload", 64, "bytes the client writes per connection")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	hostNetns := fs.Bool("host-netns", false, "churn in the current network namespace instead of a private one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	switch {
-	case cfg.clients < 1 || cfg.clients > 4096:
-		return fmt.Errorf("-clients %d: want 1-4096", cfg.clients)
-	case cfg.duration <= 0:
-		return fmt.Errorf("-duration %s: must be positive", cfg.duration)
-	case cfg.closeFirst != "client" && cfg.closeFirst != "server":
-		return fmt.Errorf("-close %q: want client or server", cfg.closeFirst)
-	case cfg.family != 4 && cfg.family != 6:
-		return fmt.Errorf("-family %d: want 4 or 6", cfg.family)
-	case cfg.payload < 1 || cfg.payload > 1<<16:
-		return fmt.Errorf("-payload %d: want 1-65536", cfg.payload)
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if !*hostNetns && os.Getenv(inNetnsEnv) == "" {
 		return reexecInPrivateNetns(args, stdout)
@@ -72,7 +52,7 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	res, err := churn(cfg)
+	res, err := churn.Run(cfg)
 	if err != nil {
 		return err
 	}
@@ -84,6 +64,7 @@ func run(args []string, stdout io.Writer) error {
 	for e, n := range res.Errors {
 		fmt.Fprintf(stdout, "  %d × %s\n", n, e)
 	}
+
 	return nil
 }
 

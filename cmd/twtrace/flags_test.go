@@ -275,7 +275,7 @@ func TestCommandFlagsListed(t *testing.T) {
 		{"doctor", slices.Concat([]string{"o", "interval", "input"}, tracing, workloads)},
 		{"serve", slices.Concat([]string{"listen", "top", "bpf-stats"}, tracing, workloads)},
 		{"stat", slices.Concat([]string{"o", "duration", "interval", "cri-socket"}, filters)},
-		{"probe", []string{"o", "backend"}},
+		{"probe", []string{"o", "backend", "cost", "cost-connections"}},
 		{"version", nil},
 	}
 	listed := regexp.MustCompile(`(?m)^  -(\S+)`)

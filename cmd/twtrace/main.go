@@ -56,7 +56,7 @@ Usage:
   twtrace stat [flags]     count TCP sockets per state and namespace, now (no tracing)
   twtrace doctor [flags]   TIME_WAIT sysctls checked against what the kernel does, with evidence
   twtrace serve [flags]    node agent: Prometheus metrics on /metrics, health on /healthz
-  twtrace probe            show the kernel's support and the backend chosen per hook
+  twtrace probe            show the kernel's support and the backend chosen per hook (--cost: each program's cost)
   twtrace version          print the version
 
 Run 'twtrace CMD --help' for a command's flags.

@@ -7,13 +7,15 @@ import (
 	"io"
 	"sort"
 
+	"github.com/twtrace/twtrace/internal/selfcost"
 	"github.com/twtrace/twtrace/tracer"
 )
 
 func probe(args []string, stdout, stderr io.Writer) error {
-	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.", stdout)
+	fs := commandFlags("probe", "Usage: twtrace probe [flags]\n\nShow the kernel, its BTF, what each attach method can do here, and the backend each hook gets;\nwith --cost, also what each program costs per connection of a short loopback workload.\nExits 0 when twtrace can run with --backend, 3 when this kernel cannot run that backend,\n4 when twtrace does not implement it for every hook yet.", stdout)
 	output := fs.String("o", "text", "output format: text or json")
 	backend := fs.String("backend", "auto", "backend to try: auto, fentry, kprobe or tracepoint")
+	cost := costFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -24,14 +26,30 @@ func probe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usagef("--backend: %s", err)
 	}
+	if err := cost.validate(fs); err != nil {
+		return err
+	}
 	if err := tracer.CheckPrivileges(); err != nil {
 		return err
 	}
 	r := tracer.Probe(b)
+	var measured *selfcost.Report
+	if cost.on && r.Err == nil {
+		rep, err := selfcost.Measure(selfcost.Options{Backend: b, Connections: cost.connections, Clients: costClients})
+		if err != nil {
+			return fmt.Errorf("measure the cost (--cost): %w", err)
+		}
+		measured = &rep
+	}
 	if *output == "json" {
-		err = writeProbeJSON(stdout, r)
+		err = writeProbeJSON(stdout, r, measured)
 	} else {
 		writeProbeText(stdout, r)
+		if measured != nil {
+			writeCostText(stdout, *measured)
+		} else if cost.on {
+			fmt.Fprintf(stdout, "\ncost per connection (--cost): not measured: twtrace cannot run with --backend %s here\n", b)
+		}
 	}
 	if err != nil {
 		return err
@@ -125,7 +143,7 @@ func sortedBackends(m map[tracer.Backend]string) []tracer.Backend {
 	return bs
 }
 
-func writeProbeJSON(w io.Writer, r tracer.Report) error {
+func writeProbeJSON(w io.Writer, r tracer.Report, cost *selfcost.Report) error {
 	type hook struct {
 		Hook        string            `json:"hook"`
 		Backend     *string           `json:"backend"` // null: no backend can serve it here
@@ -144,7 +162,8 @@ func writeProbeJSON(w io.Writer, r tracer.Report) error {
 		Missing    map[string]string `json:"unavailable_families"`
 		Records    string            `json:"records,omitempty"` // tables or lru-hash; empty when the tracer could not start
 		Error      *string           `json:"error"`
-	}{Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Families: []string{},
+		Cost       *costJSON         `json:"cost"` // null without --cost, or when the backend cannot run
+	}{Cost: newCostJSON(cost), Kernel: r.Kernel, BTF: r.BTF, HZ: r.HZ.HZ, HZSource: r.HZ.Source, HZMeasured: r.HZMeasured, Features: r.Features, Families: []string{},
 		Records: string(r.Records),
 		Missing: map[string]string{}}
 	for _, f := range families {

@@ -255,7 +255,7 @@ func TestProbeUnavailableFamilies(t *testing.T) {
 		}
 	}
 	b.Reset()
-	if err := writeProbeJSON(&b, r); err != nil {
+	if err := writeProbeJSON(&b, r, nil); err != nil {
 		t.Fatal(err)
 	}
 	var got struct {
