@@ -3,7 +3,7 @@
  * (sock_info, table socks) and what a timewait socket carried over (tw_info, table tws).
  *
  * Where the kernel has BPF atomics (5.12+), a table is an array of buckets of RECORD_WAYS
- * records, the bucket chosen by hashing the address. A record is claimed by swapping its
+ * records, the bucket chosen by the address. A record is claimed by swapping its
  * key from 0 (compare-and-exchange, so two CPUs never claim one), read and written in
  * place, and dropped by zeroing its key: a few loads, where an LRU hash costs a locked
  * allocation per insert and a locked free per delete (BENCHMARKS.md, issue 15). A full
@@ -98,13 +98,16 @@ struct {
 	__type(value, struct tw_bucket);
 } tws SEC(".maps");
 
-/* Fibonacci hashing: slab addresses differ in their high and middle bits */
-#define RECORD_BUCKET(addr, log2) ((__u32)(((addr) * 0x9E3779B97F4A7C15ULL) >> (64 - (log2))))
+/* A bucket by the address's own bits above the object size (shift): sockets next to each other
+ * in the slab, as those born together are, get records next to each other, on the same page
+ * of the table. A hash scattered them over its 3.5 and 8 MB, a TLB miss each: measured, the
+ * state hook took 35-60 ns longer on average (BENCHMARKS.md). */
+#define RECORD_BUCKET(addr, log2, shift) ((__u32)((addr) >> (shift)) & ((1U << (log2)) - 1))
 
-#define DEFINE_RECORDS(name, map, rec_t, info_t, bucket_t, log2)                           \
+#define DEFINE_RECORDS(name, map, rec_t, info_t, bucket_t, log2, shift)                         \
 	static __always_inline bucket_t *name##_bucket(__u64 addr)                           \
 	{                                                                                    \
-		__u32 i = RECORD_BUCKET(addr, log2);                                         \
+		__u32 i = RECORD_BUCKET(addr, log2, shift);                                   \
 		return bpf_map_lookup_elem(&map, &i);                                        \
 	}                                                                                    \
 	static __always_inline rec_t *name##_find(__u64 ptr)                                 \
@@ -172,8 +175,9 @@ struct {
 DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info)
 DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info)
 #else
-DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2)
-DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2)
+/* a tcp_sock takes about 2.3 KB of its slab, a tcp_timewait_sock about 256 bytes */
+DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2, 11)
+DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2, 8)
 #endif
 
 /* sock_get copies addr's record into *out, and says whether there was one. */
