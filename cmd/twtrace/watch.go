@@ -94,16 +94,22 @@ type printer struct {
 	buf      []byte
 	lastLost uint64
 	names    *workloads
-	// waiting[next:] are the events to print once the first one's cgroup is looked up
+	// waiting[next:] are the events to print once the first one's cgroup is looked up; the
+	// reader waits for room beyond maxWaiting of them, as the ring buffer waits for the reader
 	waiting    []tracer.Event
 	next       int
+	room       sync.Cond
 	flushAfter bool          // flush once waiting is printed: the reader found the ring buffer empty
 	wake       chan struct{} // nil without cgroups to look up, or once stopped
 	done       chan struct{}
 }
 
+// maxWaiting is how many events may wait behind a cgroup lookup.
+const maxWaiting = 4096
+
 func newPrinter(w io.Writer, json bool, names *workloads) *printer {
 	p := &printer{w: bufio.NewWriterSize(w, 64<<10), json: json, names: names}
+	p.room.L = &p.mu
 	if names != nil && names.cgroups {
 		p.wake, p.done = make(chan struct{}, 1), make(chan struct{})
 		go p.drain(p.wake)
@@ -133,6 +139,9 @@ func (p *printer) printWaiting() {
 		}
 		p.write(&p.waiting[p.next], w, known)
 		p.next++
+		if len(p.waiting)-p.next == maxWaiting-1 {
+			p.room.Broadcast()
+		}
 	}
 	p.waiting, p.next = p.waiting[:0], 0
 	if p.flushAfter {
@@ -172,6 +181,12 @@ func (p *printer) event(e *tracer.Event) {
 			p.write(e, w, known)
 			return
 		}
+	}
+	for len(p.waiting)-p.next >= maxWaiting {
+		p.room.Wait()
+	}
+	if p.next > 0 && len(p.waiting) == cap(p.waiting) { // reuse what is printed rather than grow
+		p.waiting, p.next = p.waiting[:copy(p.waiting, p.waiting[p.next:])], 0
 	}
 	p.waiting = append(p.waiting, *e)
 	if len(p.waiting)-p.next == 1 {
