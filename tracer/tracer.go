@@ -318,14 +318,16 @@ func (t *Tracer) Run(ctx context.Context, fn func(*Event), idle func()) error {
 		deliver &^= FamilyState
 	}
 	nextPoll := time.Now().Add(pollInterval)
+	var deadline time.Time // the reader's: set again only when it changes (it takes the reader's lock)
 	draining := false
 	for {
 		if !draining && ctx.Err() != nil {
 			t.settle()
 			draining = true
 			t.reader.SetDeadline(time.Now())
-		} else if !draining {
+		} else if !draining && !nextPoll.Equal(deadline) {
 			t.reader.SetDeadline(nextPoll)
+			deadline = nextPoll
 		}
 		err := t.reader.ReadInto(&rec)
 		switch {

@@ -15,8 +15,19 @@ import (
 	"github.com/twtrace/twtrace/tracer"
 )
 
-// reconcileInterval is how often the traced namespaces are compared with the kernel.
+// reconcileInterval is how often the traced namespaces are compared with the kernel, at most.
 const reconcileInterval = time.Second
+
+// reconcileSpacing is how many times its own duration a check waits, from its start, before
+// the next: a namespace holding 100,000 timewait sockets takes a tenth of a second to list,
+// and checking it every second would cost a tenth of a CPU; spaced so, checks take at most
+// 1/reconcileSpacing of a CPU whatever the namespaces hold.
+const reconcileSpacing = 50
+
+// nextCheckIn is how long after the start of a check that took took the next one starts.
+func nextCheckIn(took time.Duration) time.Duration {
+	return max(reconcileInterval, reconcileSpacing*took)
+}
 
 // reconciliation compares what the programs report with what the kernel shows and counts
 // (internal/reconcile): every reconcileInterval while tracing, and once the stream is
@@ -66,18 +77,20 @@ func (c *reconciliation) observe(e *tracer.Event) {
 	}
 }
 
-// loop compares every reconcileInterval until ctx ends, then takes the snapshots finish
-// compares once the stream is drained.
+// loop compares every reconcileInterval, or as far apart as nextCheckIn says, until ctx
+// ends, then takes the snapshots finish compares once the stream is drained.
 func (c *reconciliation) loop(ctx context.Context) {
-	tick := time.NewTicker(reconcileInterval)
-	defer tick.Stop()
+	next := time.NewTimer(reconcileInterval)
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			c.final = c.snapshots()
 			return
-		case <-tick.C:
+		case <-next.C:
+			start := time.Now()
 			c.check()
+			next.Reset(time.Until(start.Add(nextCheckIn(time.Since(start)))))
 		}
 	}
 }

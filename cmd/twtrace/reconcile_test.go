@@ -39,3 +39,25 @@ func TestReconciliationWaitsForTheReader(t *testing.T) {
 		t.Fatalf("want the socket's death found unseen once the reader caught up, got %+v", found)
 	}
 }
+
+// Checks cost at most 1/reconcileSpacing of a CPU: a check that takes long (a namespace
+// with a hundred thousand timewait sockets) spaces the next one out; short ones keep the
+// interval.
+func TestNextCheckKeepsTheCostBounded(t *testing.T) {
+	for _, took := range []time.Duration{0, time.Millisecond, 19 * time.Millisecond, 20 * time.Millisecond,
+		21 * time.Millisecond, 100 * time.Millisecond, 3 * time.Second} {
+		in := nextCheckIn(took)
+		if in < reconcileInterval {
+			t.Errorf("a check that took %v: next in %v, sooner than the interval %v", took, in, reconcileInterval)
+		}
+		if share := float64(took) / float64(in); share > 0.02 {
+			t.Errorf("a check that took %v: next in %v, %.1f%% of a CPU spent checking", took, in, 100*share)
+		}
+	}
+	if in := nextCheckIn(5 * time.Millisecond); in != reconcileInterval {
+		t.Errorf("a 5 ms check: next in %v, want the interval %v", in, reconcileInterval)
+	}
+	if in := nextCheckIn(100 * time.Millisecond); in != 5*time.Second {
+		t.Errorf("a 100 ms check: next in %v, want 5s", in)
+	}
+}

@@ -82,9 +82,11 @@ func watch(args []string, stdout, stderr io.Writer) error {
 	return runErr
 }
 
-// printer serialises output from the event loop and the loss reporter. With workloads to name,
-// events go through a queue to a goroutine of their own: naming a new cgroup may walk the cgroup
-// tree or ask the container runtime, which the event reader must never wait for.
+// printer serialises output from the event loop, the reconciliation and the loss reporter.
+// An event whose workload is known already is printed at once; one whose cgroup is to be
+// looked up (which may walk the cgroup tree or ask the container runtime, which the event
+// reader must never wait for) waits for a goroutine of its own, and so do the events read
+// after it, to keep their order.
 type printer struct {
 	mu       sync.Mutex
 	w        *bufio.Writer
@@ -92,42 +94,70 @@ type printer struct {
 	buf      []byte
 	lastLost uint64
 	names    *workloads
-	queue    chan queued
-	done     chan struct{}
+	// waiting[next:] are the events to print once the first one's cgroup is looked up; the
+	// reader waits for room beyond maxWaiting of them, as the ring buffer waits for the reader
+	waiting    []tracer.Event
+	next       int
+	room       sync.Cond
+	flushAfter bool          // flush once waiting is printed: the reader found the ring buffer empty
+	wake       chan struct{} // nil without cgroups to look up, or once stopped
+	done       chan struct{}
 }
 
-// queued is an event to print, or a flush.
-type queued struct {
-	e     tracer.Event
-	flush bool
-}
+// maxWaiting is how many events may wait behind a cgroup lookup.
+const maxWaiting = 4096
 
 func newPrinter(w io.Writer, json bool, names *workloads) *printer {
 	p := &printer{w: bufio.NewWriterSize(w, 64<<10), json: json, names: names}
+	p.room.L = &p.mu
 	if names != nil && names.cgroups {
-		p.queue, p.done = make(chan queued, 4096), make(chan struct{})
-		go p.drain()
+		p.wake, p.done = make(chan struct{}, 1), make(chan struct{})
+		go p.drain(p.wake)
 	}
 	return p
 }
 
-func (p *printer) drain() {
+func (p *printer) drain(wake <-chan struct{}) {
 	defer close(p.done)
-	for q := range p.queue {
-		if q.flush {
-			p.flushNow()
-		} else {
-			p.print(&q.e)
+	for range wake {
+		p.printWaiting()
+	}
+	p.printWaiting()
+}
+
+// printWaiting prints the waiting events in order, looking their cgroups up without the lock.
+func (p *printer) printWaiting() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.next < len(p.waiting) {
+		id := p.waiting[p.next].Cgroup
+		w, known, ready := p.names.cgroupNow(id)
+		if !ready {
+			p.mu.Unlock()
+			w, known = p.names.cgroup(id)
+			p.mu.Lock()
 		}
+		p.write(&p.waiting[p.next], w, known)
+		p.next++
+		if len(p.waiting)-p.next == maxWaiting-1 {
+			p.room.Broadcast()
+		}
+	}
+	p.waiting, p.next = p.waiting[:0], 0
+	if p.flushAfter {
+		p.w.Flush()
+		p.flushAfter = false
 	}
 }
 
-// stop prints what is queued; the event loop has returned.
+// stop prints what is waiting; the event loop and the reconciliation have returned.
 func (p *printer) stop() {
-	if p.queue != nil {
-		close(p.queue)
+	if p.wake != nil {
+		close(p.wake)
 		<-p.done
-		p.queue = nil
+		p.mu.Lock()
+		p.wake = nil
+		p.mu.Unlock()
 	}
 }
 
@@ -139,24 +169,44 @@ func (p *printer) header() {
 }
 
 func (p *printer) event(e *tracer.Event) {
-	if p.queue != nil {
-		p.queue <- queued{e: *e}
-		return
-	}
-	p.print(e)
-}
-
-func (p *printer) print(e *tracer.Event) {
-	var w *workload.Workload
-	if named, ok := p.names.cgroup(e.Cgroup); ok {
-		w = &named
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.next == len(p.waiting) {
+		if w, known, ready := p.names.cgroupNow(e.Cgroup); ready {
+			p.write(e, w, known)
+			return
+		}
+		if p.wake == nil { // stopped: nothing to keep waiting for
+			w, known := p.names.cgroup(e.Cgroup)
+			p.write(e, w, known)
+			return
+		}
+	}
+	for len(p.waiting)-p.next >= maxWaiting {
+		p.room.Wait()
+	}
+	if p.next > 0 && len(p.waiting) == cap(p.waiting) { // reuse what is printed rather than grow
+		p.waiting, p.next = p.waiting[:copy(p.waiting, p.waiting[p.next:])], 0
+	}
+	p.waiting = append(p.waiting, *e)
+	if len(p.waiting)-p.next == 1 {
+		select {
+		case p.wake <- struct{}{}:
+		default: // already woken
+		}
+	}
+}
+
+// write prints one event, named by its workload if known; p.mu is held.
+func (p *printer) write(e *tracer.Event, w workload.Workload, known bool) {
+	var named *workload.Workload
+	if known {
+		named = &w
+	}
 	if p.json {
-		p.buf = appendJSON(p.buf[:0], e, w)
+		p.buf = appendJSON(p.buf[:0], e, named)
 	} else {
-		p.buf = appendText(p.buf[:0], e, w)
+		p.buf = appendText(p.buf[:0], e, named)
 	}
 	p.w.Write(p.buf)
 }
@@ -169,17 +219,14 @@ func (p *printer) record(b []byte) {
 	p.w.Flush()
 }
 
+// flush writes out what is printed, at once or, with events waiting, once they are.
 func (p *printer) flush() {
-	if p.queue != nil {
-		p.queue <- queued{flush: true}
-		return
-	}
-	p.flushNow()
-}
-
-func (p *printer) flushNow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.next < len(p.waiting) {
+		p.flushAfter = true
+		return
+	}
 	p.w.Flush()
 }
 

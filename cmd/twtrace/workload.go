@@ -195,6 +195,15 @@ func (w *workloads) cgroup(id uint64) (workload.Workload, bool) {
 	return w.names.Cgroup(id)
 }
 
+// cgroupNow names an event's cgroup where that needs no lookup; ready is false where cgroup
+// would look it up.
+func (w *workloads) cgroupNow(id uint64) (named workload.Workload, known, ready bool) {
+	if w == nil || !w.cgroups || id == 0 {
+		return workload.Workload{}, false, true
+	}
+	return w.names.CgroupNow(id)
+}
+
 // netns names the pod (or container) that holds a network namespace of its own.
 func (w *workloads) netns(inode uint32) (workload.Workload, bool) {
 	if w == nil || w.names == nil {

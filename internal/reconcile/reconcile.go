@@ -157,19 +157,44 @@ func (r *Reconciler) account(ns uint32) *account {
 	return a
 }
 
-// lifeKey names a timewait socket: at most one lives per tuple.
+// lifeKey names a timewait socket: at most one lives per tuple. Plain memory (no pointer,
+// no padding), so that the map hashes and compares it as bytes: a churning namespace holds
+// a hundred thousand lives, and every timewait event finds its own.
 type lifeKey struct {
+	saddr, daddr [16]byte
 	netns        uint32
-	saddr, daddr netip.Addr
-	sport, dport uint16
+	ports        uint32 // source port << 16 | destination port
+	family       uint32 // 4, 6, or 0 for no address
+}
+
+func newLifeKey(ns uint32, saddr, daddr netip.Addr, sport, dport uint16) lifeKey {
+	k := lifeKey{saddr: saddr.As16(), daddr: daddr.As16(), netns: ns, ports: uint32(sport)<<16 | uint32(dport)}
+	switch {
+	case saddr.Is4():
+		k.family = 4
+	case saddr.Is6():
+		k.family = 6
+	}
+	return k
 }
 
 func lifeKeyOf(e *tracer.Event) lifeKey {
-	return lifeKey{netns: e.NetNS, saddr: e.SAddr, daddr: e.DAddr, sport: e.SPort, dport: e.DPort}
+	return newLifeKey(e.NetNS, e.SAddr, e.DAddr, e.SPort, e.DPort)
 }
 
 func lifeKeyOfSocket(ns uint32, s *snapshot.Socket) lifeKey {
-	return lifeKey{netns: ns, saddr: s.SAddr, daddr: s.DAddr, sport: s.SPort, dport: s.DPort}
+	return newLifeKey(ns, s.SAddr, s.DAddr, s.SPort, s.DPort)
+}
+
+// addrs are the key's addresses as they were given.
+func (k lifeKey) addrs() (saddr, daddr netip.Addr) {
+	switch k.family {
+	case 4:
+		return netip.AddrFrom16(k.saddr).Unmap(), netip.AddrFrom16(k.daddr).Unmap()
+	case 6:
+		return netip.AddrFrom16(k.saddr), netip.AddrFrom16(k.daddr)
+	}
+	return netip.Addr{}, netip.Addr{}
 }
 
 // life is a timewait socket whose birth was reported and whose death was not yet.
@@ -188,11 +213,12 @@ func (l *life) death(k lifeKey, end time.Time) tracer.Event {
 	if !l.gone.IsZero() {
 		end = l.gone
 	}
-	e := tracer.Event{Time: end, Kind: tracer.KindTWExit, Family: 4, SAddr: k.saddr, DAddr: k.daddr,
-		SPort: k.sport, DPort: k.dport, NetNS: k.netns, PID: l.pid, Comm: l.comm, OwnerOK: l.ownerOK, Cgroup: l.cgroup,
+	saddr, daddr := k.addrs()
+	e := tracer.Event{Time: end, Kind: tracer.KindTWExit, Family: 4, SAddr: saddr, DAddr: daddr,
+		SPort: uint16(k.ports >> 16), DPort: uint16(k.ports), NetNS: k.netns, PID: l.pid, Comm: l.comm, OwnerOK: l.ownerOK, Cgroup: l.cgroup,
 		OldState: tracer.StateTimeWait, NewState: tracer.StateClose, Substate: l.substate,
 		Cause: tracer.CauseUnseen, LifetimeMin: l.seen.Sub(l.born), LifetimeMax: end.Sub(l.born)}
-	if k.saddr.Is6() {
+	if saddr.Is6() {
 		e.Family = 6
 	}
 	return e

@@ -111,3 +111,29 @@ func TestNotCountedUnderFilters(t *testing.T) {
 		t.Errorf("%+v", f.Unattributed)
 	}
 }
+
+// A life's key gives back the addresses it was made from, as they were: IPv4, IPv6,
+// IPv4-mapped IPv6 (a different socket from the IPv4 one) and none.
+func TestLifeKeyKeepsTheAddresses(t *testing.T) {
+	pairs := [][2]netip.Addr{
+		{lo, netip.MustParseAddr("10.1.2.3")},
+		{netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::7")},
+		{netip.MustParseAddr("::ffff:127.0.0.1"), netip.MustParseAddr("::ffff:10.1.2.3")},
+		{{}, {}},
+	}
+	keys := map[lifeKey]bool{}
+	for _, p := range pairs {
+		k := newLifeKey(7, p[0], p[1], 40000, 8080)
+		if s, d := k.addrs(); s != p[0] || d != p[1] {
+			t.Errorf("key of %v -> %v gives back %v -> %v", p[0], p[1], s, d)
+		}
+		keys[k] = true
+	}
+	if len(keys) != len(pairs) {
+		t.Errorf("%d distinct keys for %d distinct tuples", len(keys), len(pairs))
+	}
+	e := tw(tracer.KindTWEnter, 0, 40000)
+	if k := lifeKeyOf(e); k != newLifeKey(7, lo, lo, 40000, 8080) || k == newLifeKey(7, lo, lo, 8080, 40000) {
+		t.Errorf("ports in the key: %+v", k)
+	}
+}

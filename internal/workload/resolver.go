@@ -130,15 +130,33 @@ func (r *Resolver) load(id uint64) (*entry, bool) {
 // here (no v2 hierarchy, or a cgroup removed before it was first looked up).
 func (r *Resolver) Cgroup(id uint64) (Workload, bool) {
 	e, ok := r.load(id)
-	if !ok || !e.known || e.unnamed {
-		if !ok || r.o.Now().Sub(e.tried) >= r.o.RetryUnknown {
-			e = r.resolve(id)
-		}
+	if r.stale(e, ok) {
+		e = r.resolve(id)
 	}
 	if !e.known {
 		r.misses.Add(1)
 	}
 	return e.w, e.known
+}
+
+// CgroupNow answers as Cgroup would where Cgroup would answer from what it holds; ready is
+// false, and nothing is counted, where Cgroup would look the id up: for a caller that must
+// not wait (the event reader), which then hands the id to one that may.
+func (r *Resolver) CgroupNow(id uint64) (w Workload, known, ready bool) {
+	e, ok := r.load(id)
+	if r.stale(e, ok) {
+		return Workload{}, false, false
+	}
+	if !e.known {
+		r.misses.Add(1)
+	}
+	return e.w, e.known, true
+}
+
+// stale says whether the entry loaded for an id is to be looked up again: never looked up,
+// or unknown or unnamed and last tried RetryUnknown ago.
+func (r *Resolver) stale(e *entry, ok bool) bool {
+	return !ok || (!e.known || e.unnamed) && r.o.Now().Sub(e.tried) >= r.o.RetryUnknown
 }
 
 func (r *Resolver) resolve(id uint64) *entry {

@@ -319,3 +319,41 @@ func TestPodAndContainerCgroups(t *testing.T) {
 		t.Error("NAMESPACE/NAME without a runtime: no error")
 	}
 }
+
+// CgroupNow answers exactly as Cgroup does wherever Cgroup needs no lookup, and refuses
+// (without a walk) wherever it would look: a new id, an unknown one due for a retry.
+func TestCgroupNowAnswersOnlyWithoutALookup(t *testing.T) {
+	h, mk := newTree(t)
+	c := &clock{t: time.Unix(1000, 0)}
+	r := newResolver(&h, nil, c, nil)
+	nginx := mk("/system.slice/nginx.service")
+	const nowhere = 1 << 40
+	for _, id := range []uint64{nginx, nowhere} {
+		if w, known, ready := r.CgroupNow(id); ready || known || w != (Workload{}) {
+			t.Fatalf("id %d never looked up: CgroupNow answered %+v %v %v", id, w, known, ready)
+		}
+	}
+	if s := r.Stats(); s.Walks != 0 || s.Misses != 0 {
+		t.Fatalf("CgroupNow looked up or counted: %+v", s)
+	}
+	for _, id := range []uint64{nginx, nowhere} {
+		want, wantKnown := r.Cgroup(id)
+		if w, known, ready := r.CgroupNow(id); !ready || w != want || known != wantKnown {
+			t.Fatalf("id %d: CgroupNow %+v %v %v, Cgroup %+v %v", id, w, known, ready, want, wantKnown)
+		}
+	}
+	walked := r.Stats()
+	if walked.Misses != 2 {
+		t.Fatalf("want the unknown id's two misses counted (Cgroup's, CgroupNow's): %+v", walked)
+	}
+	c.advance(time.Second)
+	if _, _, ready := r.CgroupNow(nowhere); ready {
+		t.Fatal("an unknown id due for a retry answered without one")
+	}
+	if w, known, ready := r.CgroupNow(nginx); !ready || !known || w.Unit != "nginx.service" {
+		t.Fatalf("a named cgroup is answered from the cache at any age: %+v %v %v", w, known, ready)
+	}
+	if s := r.Stats(); s.Walks != walked.Walks {
+		t.Fatalf("CgroupNow walked: %+v, before %+v", s, walked)
+	}
+}
