@@ -323,6 +323,12 @@ static __always_inline bool tw_handoff(struct cpu_scratch *c, struct event *e, c
 		return false;
 	e->kind = EV_TW_ENTER;
 	e->new_state = S_TIME_WAIT;
+	/* born when armed, as its lifetime counts: the close comes microseconds later, or
+	 * more on a busy CPU, and a reader bounding a lifetime by this time would be short;
+	 * the old state ended then too */
+	if (e->flags & F_DURATION_KNOWN)
+		e->duration_ns = e->duration_ns > e->ts_ns - b.ts ? e->duration_ns - (e->ts_ns - b.ts) : 0;
+	e->ts_ns = b.ts;
 	e->substate = b.substate;
 	e->value = b.timeout;
 	/* inet_twsk_alloc ran before the timer was armed: take the timeout the first arming was

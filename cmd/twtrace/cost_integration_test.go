@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/twtrace/twtrace/internal/testnet"
 	"os"
 	"regexp"
 	"strings"
@@ -59,6 +60,7 @@ func TestBPFStatsForTwtracesLifetime(t *testing.T) {
 	if twtraceBin == "" {
 		t.Skip("needs root (and not make test-unit): runs twtrace and creates a network namespace")
 	}
+	testnet.HoldBPFStats(t)
 	s := newSentinel(t)
 	if statsSysctl(t) || s.counted(t) != 0 {
 		t.Skip("the kernel's BPF statistics are already on (kernel.bpf_stats_enabled=1, or another process holds BPF_ENABLE_STATS): cannot prove twtrace turns them off")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/twtrace/twtrace/internal/testnet"
 	"os/exec"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ func TestProbeCost(t *testing.T) {
 	if twtraceBin == "" {
 		t.Skip("needs root (and not make test-unit): runs twtrace, which creates network namespaces")
 	}
+	testnet.HoldBPFStats(t)
 	s := newSentinel(t)
 	if statsSysctl(t) || s.counted(t) != 0 {
 		t.Skip("the kernel's BPF statistics are already on (kernel.bpf_stats_enabled=1, or another process holds BPF_ENABLE_STATS): cannot prove probe --cost turns them off")
@@ -131,6 +133,7 @@ func TestProbeCostTextAndPrivilege(t *testing.T) {
 	if twtraceBin == "" {
 		t.Skip("needs root (and not make test-unit): runs twtrace, which creates network namespaces")
 	}
+	testnet.HoldBPFStats(t)
 	out, err := exec.Command(twtraceBin, "probe", "--cost", "--cost-connections", "100", "--backend", *testBackend).CombinedOutput()
 	if err != nil {
 		t.Fatalf("probe --cost: %v\n%s", err, out)

@@ -1,6 +1,7 @@
 package selfcost
 
 import (
+	"github.com/twtrace/twtrace/internal/testnet"
 	"math"
 	"os"
 	"path/filepath"
@@ -80,6 +81,7 @@ func TestMeasure(t *testing.T) {
 	if os.Geteuid() != 0 || os.Getenv("TWTRACE_UNIT_ONLY") != "" {
 		t.Skip("needs root (and not make test-unit): loads BPF programs and creates network namespaces")
 	}
+	testnet.HoldBPFStats(t)
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)

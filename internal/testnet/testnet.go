@@ -288,3 +288,20 @@ func FileLimit(tb testing.TB) int {
 	must(tb, "getrlimit", unix.Getrlimit(unix.RLIMIT_NOFILE, &lim))
 	return int(lim.Max)
 }
+
+// HoldBPFStats makes the test the only one, in any package or process, that turns the
+// kernel's BPF statistics on or checks that they are off, until it ends: go test runs
+// packages in parallel, and one package's measurement would fail another's "off again
+// after exit" check.
+func HoldBPFStats(tb testing.TB) {
+	tb.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "twtrace-test-bpf-stats.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		tb.Fatalf("open the BPF statistics lock: %v", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		tb.Fatalf("take the BPF statistics lock: %v", err)
+	}
+	tb.Cleanup(func() { f.Close() }) // closing releases the lock
+}
