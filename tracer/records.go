@@ -64,18 +64,20 @@ func recordsHere(hidden map[string]bool) (Records, func() (*ebpf.CollectionSpec,
 	return RecordTables, loadTwtrace
 }
 
-// recordCount counts the records the per-socket map name holds: a hash's keys, or a
+// recordCount counts the records the per-socket map name holds.
+func (t *Tracer) recordCount(name string) (int, error) { return CountRecords(t.coll.Maps[name]) }
+
+// CountRecords counts the records a per-socket map holds (socks, tws): a hash's keys, or a
 // record table's claimed ways (a way's key, the socket's address, is its first word).
-func (t *Tracer) recordCount(name string) (int, error) {
-	m := t.coll.Maps[name]
+func CountRecords(m *ebpf.Map) (int, error) {
 	n := 0
 	if m.Type() != ebpf.Array {
-		var key, next uint64
-		var cur any
-		for m.NextKey(cur, &next) == nil {
+		key, next := make([]byte, m.KeySize()), make([]byte, m.KeySize())
+		var cur any // nil: the first key
+		for n < 2*int(m.MaxEntries()) && m.NextKey(cur, next) == nil {
 			n++
-			key = next
-			cur = &key
+			copy(key, next)
+			cur = key
 		}
 		return n, nil
 	}

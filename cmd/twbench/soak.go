@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/twtrace/twtrace/tracer"
 )
 
 // soakSample is one look at the running agent.
@@ -71,8 +72,8 @@ func soak(cfg config) error {
 	return replaceSection(cfg.out, "make soak", report)
 }
 
-// mapEntries counts the entries of the hash maps the process holds; arrays and the
-// ring buffer have a fixed size by construction.
+// mapEntries counts the entries of the hash maps the process holds and the records of its
+// record tables (socks, tws); other arrays and the ring buffer have a fixed size by construction.
 func mapEntries(pid int) map[string]int {
 	out := map[string]int{}
 	for _, id := range objectsOf(pid).Maps {
@@ -81,8 +82,14 @@ func mapEntries(pid int) map[string]int {
 			continue
 		}
 		info, err := m.Info()
-		if err == nil && (info.Type == ebpf.Hash || info.Type == ebpf.LRUHash) {
+		switch {
+		case err != nil:
+		case info.Type == ebpf.Hash || info.Type == ebpf.LRUHash:
 			out[info.Name] = countKeys(m, info)
+		case info.Type == ebpf.Array && (info.Name == "socks" || info.Name == "tws"):
+			if n, err := tracer.CountRecords(m); err == nil {
+				out[info.Name] = n
+			}
 		}
 		m.Close()
 	}
