@@ -219,8 +219,9 @@ type costProgramJSON struct {
 	RunsPerConnection float64  `json:"runs_per_connection"`
 	NsPerRun          *int64   `json:"ns_per_run"` // null: it never ran
 	FloorRuns         *uint64  `json:"floor_runs"`
-	FloorNsPerRun     *int64   `json:"floor_ns_per_run"`    // null: no empty variant, or it never ran
-	EstimatePerRun    *int64   `json:"estimate_ns_per_run"` // ns_per_run - floor_ns_per_run: twtrace's work per event
+	FloorMisses       *uint64  `json:"floor_recursion_misses"` // the empty program's runs the kernel skipped
+	FloorNsPerRun     *int64   `json:"floor_ns_per_run"`       // null: no empty variant, or it never ran
+	EstimatePerRun    *int64   `json:"estimate_ns_per_run"`    // ns_per_run - floor_ns_per_run: twtrace's work per event
 	Estimate          *float64 `json:"estimate_ns_per_connection"`
 	RecursionMisses   uint64   `json:"recursion_misses"`
 }
@@ -242,7 +243,7 @@ func newCostJSON(rep *selfcost.Report) *costJSON {
 				pj.NsPerRun = ptr(d.Nanoseconds())
 			}
 			if p.Floored {
-				pj.FloorRuns = ptr(uint64(p.Floor.Runs))
+				pj.FloorRuns, pj.FloorMisses = ptr(uint64(p.Floor.Runs)), ptr(p.FloorMisses)
 			}
 			if f, ok := p.FloorPerRun(); ok {
 				pj.FloorNsPerRun = ptr(f.Nanoseconds())

@@ -102,10 +102,12 @@ func TestProbeCost(t *testing.T) {
 				timewait = p
 			}
 		}
-		if state.Runs < 10*conns+2 || state.RunsPerConnection < 10 || state.FloorRuns == nil || *state.FloorRuns < 3*(10*conns+2) {
+		// a run the kernel skipped (recursion) still was a transition
+		if state.Runs+state.RecursionMisses < 10*conns+2 || state.FloorRuns == nil || state.FloorMisses == nil ||
+			*state.FloorRuns+*state.FloorMisses < 3*(10*conns+2) {
 			t.Errorf("%s: tp_set_state %+v for %d connections: want at least %d runs (%d in the floor's 3 rounds)", name, state, conns, 10*conns+2, 3*(10*conns+2))
 		}
-		if timewait.Runs < conns {
+		if timewait.Runs+timewait.RecursionMisses < conns {
 			t.Errorf("%s: the timewait hook's %s ran %d times for %d timewait sockets", name, timewait.Program, timewait.Runs, conns)
 		}
 		if state.NsPerRun == nil || state.FloorNsPerRun == nil || state.Estimate == nil || *state.NsPerRun <= *state.FloorNsPerRun || *state.Estimate <= 0 {

@@ -63,8 +63,9 @@ type Program struct {
 	// Floor is the same program with an empty body over every round of the same workload
 	// (an empty body costs the same whatever the event). Floored is false where the
 	// backend's programs have no empty variant.
-	Floored bool
-	Floor   Counts
+	Floored     bool
+	Floor       Counts
+	FloorMisses uint64 // the empty program's runs the kernel skipped, over every round
 }
 
 // Counts are runs and their time.
@@ -308,6 +309,7 @@ func join(order string, mode Mode, m, floor variant) Run {
 			for _, s := range floor.samples[order] {
 				p.Floor.Runs += float64(s.window[name].Runs)
 				p.Floor.RunTime += s.window[name].RunTime
+				p.FloorMisses += s.window[name].RecursionMisses
 			}
 			r.Programs = append(r.Programs, p)
 		}
