@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"github.com/twtrace/twtrace/internal/testnet"
 	"os"
 	"regexp"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/twtrace/twtrace/internal/testnet"
 )
 
 // statsSysctl reads kernel.bpf_stats_enabled. It shows only what was written to it: a

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/twtrace/twtrace/internal/testnet"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twtrace/twtrace/internal/bpfobj"
+	"github.com/twtrace/twtrace/internal/testnet"
 )
 
 // probe --cost measures twtrace's real programs and their empty twins under its own

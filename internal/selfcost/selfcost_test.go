@@ -1,7 +1,6 @@
 package selfcost
 
 import (
-	"github.com/twtrace/twtrace/internal/testnet"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/twtrace/twtrace/internal/bpfobj"
 	"github.com/twtrace/twtrace/internal/churn"
+	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/tracer"
 )
 
