@@ -8,7 +8,7 @@
 #   VMTEST_ARCHES        architectures to run, e.g. "arm64" (default: all in the kernels file)
 #   LONG_KERNELS         the kernels that run the long tests (default "amd64/6.1 arm64/6.12"); others get TWTRACE_SKIP_LONG=1
 #   VMTEST_JOBS          VMs booted at once (default 2: single-threaded TCG keeps one host CPU busy per VM)
-#   VMTEST_TIMEOUT       seconds per VM (default 1800; arm64 ones get VMTEST_TIMEOUT_ARM64, default 3000)
+#   VMTEST_TIMEOUT       seconds per VM (default 2700; arm64 ones get VMTEST_TIMEOUT_ARM64, default 3000)
 #   VMTEST_BINARIES_DIR  use <arch>/{tracer.test,twtrace-cmd.test,snapshot.test,twtrace} from this directory instead of building them
 #   VMTEST_ICOUNT_AMD64, VMTEST_ICOUNT_ARM64
 #                        QEMU -icount options (default "shift=0,sleep=off"; empty: the guest follows the host's clock)
@@ -33,7 +33,7 @@ JOBS=${VMTEST_JOBS:-2}
 # the host's clock, a VM failed a few of those tests at load average 4 to 10; counting, none did). x86 guests
 # hang bringing up a second CPU under -icount with QEMU 7.2: the kernels file gives them one vCPU.
 declare -A ICOUNT=([amd64]=${VMTEST_ICOUNT_AMD64-shift=0,sleep=off} [arm64]=${VMTEST_ICOUNT_ARM64-shift=0,sleep=off})
-declare -A TIMEOUT=([amd64]=${VMTEST_TIMEOUT:-1800} [arm64]=${VMTEST_TIMEOUT_ARM64:-3000}) # arm64 6.1 took 1,637 s, load 12
+declare -A TIMEOUT=([amd64]=${VMTEST_TIMEOUT:-2700} [arm64]=${VMTEST_TIMEOUT_ARM64:-3000}) # arm64 6.1 took 1,637 s, load 12; amd64 6.12 1,600 s (2026-12-02)
 # Options the guest needs built in (tcp, loopback and ring buffers come with NET/INET/BPF_SYSCALL).
 REQUIRED_CONFIG=(CONFIG_NET_NS CONFIG_INET CONFIG_BPF_SYSCALL CONFIG_DEBUG_INFO_BTF CONFIG_DEVTMPFS
   CONFIG_BLK_DEV_INITRD CONFIG_RD_GZIP)
