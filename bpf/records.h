@@ -18,7 +18,8 @@
 #ifndef TWTRACE_RECORDS_H
 #define TWTRACE_RECORDS_H
 
-#define RECORD_WAYS 4
+/* named so that bpf2go carries it to Go (tracer.CountRecords) */
+enum record_layout { RECORD_WAYS = 4 };
 /* 90 s at HZ 1000, longer at lower rates: far beyond a socket's quiet spell between two of
  * its own record writes in a full bucket, which then only holds long-lived ones */
 #define RECORD_STALE_J (90 * 1000ULL)
@@ -52,9 +53,13 @@ struct {
 } tws SEC(".maps");
 
 #define DEFINE_RECORDS(name, map, rec_t, info_t)                                           \
-	static __always_inline rec_t *name##_find(__u64 addr)                                \
+	/* name##_get: addr's record, copied into *out, or NULL */                          \
+	static __always_inline rec_t *name##_get(__u64 addr, info_t *out)                    \
 	{                                                                                    \
-		return bpf_map_lookup_elem(&map, &addr);                                     \
+		rec_t *r = bpf_map_lookup_elem(&map, &addr);                                 \
+		if (r)                                                                       \
+			*out = r->info;                                                      \
+		return r;                                                                    \
 	}                                                                                    \
 	static __always_inline void name##_put(__u64 addr, const info_t *info)               \
 	{                                                                                    \
@@ -65,10 +70,6 @@ struct {
 	{                                                                                    \
 		__u64 addr = r->key;                                                         \
 		bpf_map_delete_elem(&map, &addr);                                            \
-	}                                                                                    \
-	static __always_inline bool name##_still(const rec_t *r, __u64 addr)                 \
-	{                                                                                    \
-		return true;                                                                 \
 	}
 
 #else
@@ -116,16 +117,25 @@ struct {
 	{                                                                                    \
 		return &b->way[as_scalar(w) & (RECORD_WAYS - 1)];                            \
 	}                                                                                    \
-	static __always_inline rec_t *name##_find(__u64 ptr)                                 \
+	/* name##_at: the record of addr (a plain number, as_scalar), or NULL */             \
+	static __always_inline rec_t *name##_at(bucket_t *b, __u64 addr)                     \
 	{                                                                                    \
-		__u64 addr = as_scalar(ptr);                                                 \
-		bucket_t *b = name##_bucket(addr);                                           \
-		if (!b)                                                                      \
-			return NULL;                                                         \
 		for (int w = 0; w < RECORD_WAYS; w++)                                        \
 			if (b->way[w].key == addr)                                           \
 				return name##_way(b, w);                                     \
 		return NULL;                                                                 \
+	}                                                                                    \
+	/* name##_get: addr's record, copied into *out, or NULL; NULL too when the record    \
+	 * was taken over while being copied */                                              \
+	static __always_inline rec_t *name##_get(__u64 ptr, info_t *out)                     \
+	{                                                                                    \
+		__u64 addr = as_scalar(ptr);                                                 \
+		bucket_t *b = name##_bucket(addr);                                           \
+		rec_t *r = b ? name##_at(b, addr) : NULL;                                    \
+		if (!r)                                                                      \
+			return NULL;                                                         \
+		*out = r->info;                                                              \
+		return *(volatile const __u64 *)&r->key == addr ? r : NULL;                  \
 	}                                                                                    \
 	/* name##_claim: addr's record, else a free one, else a stale one, else none */      \
 	static __always_inline rec_t *name##_claim(__u64 ptr)                                \
@@ -136,9 +146,9 @@ struct {
 		__u32 oldest = 0;                                                            \
 		if (!b)                                                                      \
 			return NULL;                                                         \
-		for (int w = 0; w < RECORD_WAYS; w++)                                        \
-			if (b->way[w].key == addr)                                           \
-				return name##_way(b, w);                                     \
+		rec_t *own = name##_at(b, addr);                                             \
+		if (own)                                                                     \
+			return own;                                                          \
 		for (int w = 0; w < RECORD_WAYS; w++) {                                      \
 			if (!b->way[w].key && __sync_val_compare_and_swap(&b->way[w].key, 0, addr) == 0) { \
 				b->way[w].claimed_j = now;                                   \
@@ -168,11 +178,6 @@ struct {
 	static __always_inline void name##_drop(rec_t *r)                                    \
 	{                                                                                    \
 		r->key = 0;                                                                  \
-	}                                                                                    \
-	/* name##_still: after copying r, whether it was addr's all along */                 \
-	static __always_inline bool name##_still(const rec_t *r, __u64 ptr)                  \
-	{                                                                                    \
-		return *(volatile const __u64 *)&r->key == as_scalar(ptr);                   \
 	}
 
 #endif
@@ -186,37 +191,12 @@ DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info, struct sock_bucke
 DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2, 8)
 #endif
 
-/* sock_get copies addr's record into *out, and says whether there was one. */
-static __always_inline bool sock_get(__u64 addr, struct sock_info *out)
-{
-	struct sock_rec *r = sock_find(addr);
-
-	if (!r)
-		return false;
-	*out = r->info;
-	return sock_still(r, addr);
-}
-
-/* tw_get copies addr's record into *out, and says whether there was one. */
-static __always_inline bool tw_get(__u64 addr, struct tw_info *out)
-{
-	struct tw_rec *r = tw_find(addr);
-
-	if (!r)
-		return false;
-	*out = r->info;
-	return tw_still(r, addr);
-}
-
 /* tw_take is tw_get that drops the record. */
 static __always_inline bool tw_take(__u64 addr, struct tw_info *out)
 {
-	struct tw_rec *r = tw_find(addr);
+	struct tw_rec *r = tw_get(addr, out);
 
 	if (!r)
-		return false;
-	*out = r->info;
-	if (!tw_still(r, addr))
 		return false;
 	tw_drop(r);
 	return true;

@@ -102,12 +102,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	}
 	if (needs_time(old, new))
 		e.ts_ns = bpf_ktime_get_ns();
-	r = sock_find(key);
-	if (r) {
-		cur = r->info;
-		if (!sock_still(r, key))
-			r = NULL;
-	}
+	r = sock_get(key, &cur);
 	if (r) {
 		if (cur.since_ns && e.ts_ns) {
 			e.duration_ns = e.ts_ns - cur.since_ns;

@@ -31,6 +31,7 @@ const enum inferred_reason *_inferred __attribute__((unused));
 const enum tcp_state_id *_state __attribute__((unused));
 const enum event_family *_family __attribute__((unused));
 const struct filter_case *_filter_case __attribute__((unused));
+const enum record_layout *_record_layout __attribute__((unused));
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_set_state, struct sock *sk, int oldstate, int newstate)

@@ -18,9 +18,6 @@ const (
 	RecordLRUHash Records = "lru-hash"
 )
 
-// recordWays is RECORD_WAYS in bpf/records.h: the records in a table's bucket.
-const recordWays = 4
-
 // hideAtomics, in testHideEnv, treats the kernel as one without BPF atomics.
 const hideAtomics = "atomics"
 
@@ -67,8 +64,8 @@ func recordsHere(hidden map[string]bool) (Records, func() (*ebpf.CollectionSpec,
 // recordCount counts the records the per-socket map name holds.
 func (t *Tracer) recordCount(name string) (int, error) { return CountRecords(t.coll.Maps[name]) }
 
-// CountRecords counts the records a per-socket map holds (socks, tws): a hash's keys, or a
-// record table's claimed ways (a way's key, the socket's address, is its first word).
+// CountRecords counts the entries of a hash map, or the records a record table holds (socks,
+// tws): its claimed ways (a way's key, the socket's address, is its first word).
 func CountRecords(m *ebpf.Map) (int, error) {
 	n := 0
 	if m.Type() != ebpf.Array {
@@ -81,12 +78,13 @@ func CountRecords(m *ebpf.Map) (int, error) {
 		}
 		return n, nil
 	}
-	stride := int(m.ValueSize()) / recordWays
+	const ways = int(twtraceRecordLayoutRECORD_WAYS)
+	stride := int(m.ValueSize()) / ways
 	var idx uint32
 	var bucket []byte
 	it := m.Iterate()
 	for it.Next(&idx, &bucket) {
-		for w := range recordWays {
+		for w := range ways {
 			if binary.NativeEndian.Uint64(bucket[w*stride:]) != 0 {
 				n++
 			}

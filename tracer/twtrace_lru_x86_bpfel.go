@@ -50,6 +50,7 @@ const (
 	twtraceLRUVarFlag                = "_flag"
 	twtraceLRUVarInferred            = "_inferred"
 	twtraceLRUVarKind                = "_kind"
+	twtraceLRUVarRecordLayout        = "_record_layout"
 	twtraceLRUVarStat                = "_stat"
 	twtraceLRUVarState               = "_state"
 	twtraceLRUVarCfgAddr             = "cfg_addr"
@@ -161,6 +162,7 @@ type twtraceLRUVariableSpecs struct {
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
+	RecordLayout      *ebpf.VariableSpec `ebpf:"_record_layout"`
 	Stat              *ebpf.VariableSpec `ebpf:"_stat"`
 	State             *ebpf.VariableSpec `ebpf:"_state"`
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
@@ -236,6 +238,7 @@ type twtraceLRUVariables struct {
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
+	RecordLayout      *ebpf.Variable `ebpf:"_record_layout"`
 	Stat              *ebpf.Variable `ebpf:"_stat"`
 	State             *ebpf.Variable `ebpf:"_state"`
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`

@@ -170,6 +170,12 @@ type twtraceOverflowSeen struct {
 	Net   uint64
 }
 
+type twtraceRecordLayout uint32
+
+const (
+	twtraceRecordLayoutRECORD_WAYS twtraceRecordLayout = 4
+)
+
 type twtraceSockBucket struct {
 	_   structs.HostLayout
 	Way [4]struct {
@@ -301,6 +307,7 @@ const (
 	twtraceVarFlag                = "_flag"
 	twtraceVarInferred            = "_inferred"
 	twtraceVarKind                = "_kind"
+	twtraceVarRecordLayout        = "_record_layout"
 	twtraceVarStat                = "_stat"
 	twtraceVarState               = "_state"
 	twtraceVarCfgAddr             = "cfg_addr"
@@ -412,6 +419,7 @@ type twtraceVariableSpecs struct {
 	Flag              *ebpf.VariableSpec `ebpf:"_flag"`
 	Inferred          *ebpf.VariableSpec `ebpf:"_inferred"`
 	Kind              *ebpf.VariableSpec `ebpf:"_kind"`
+	RecordLayout      *ebpf.VariableSpec `ebpf:"_record_layout"`
 	Stat              *ebpf.VariableSpec `ebpf:"_stat"`
 	State             *ebpf.VariableSpec `ebpf:"_state"`
 	CfgAddr           *ebpf.VariableSpec `ebpf:"cfg_addr"`
@@ -487,6 +495,7 @@ type twtraceVariables struct {
 	Flag              *ebpf.Variable `ebpf:"_flag"`
 	Inferred          *ebpf.Variable `ebpf:"_inferred"`
 	Kind              *ebpf.Variable `ebpf:"_kind"`
+	RecordLayout      *ebpf.Variable `ebpf:"_record_layout"`
 	Stat              *ebpf.Variable `ebpf:"_stat"`
 	State             *ebpf.Variable `ebpf:"_state"`
 	CfgAddr           *ebpf.Variable `ebpf:"cfg_addr"`
