@@ -39,12 +39,14 @@ echo "vmtest: kernel $kernel ($(uname -r)), TWTRACE_SKIP_LONG=${TWTRACE_SKIP_LON
 echo "=== vmtest: /snapshot.test"
 /snapshot.test -test.v
 s=$(verdict $?)
-for b in fentry kprobe tracepoint; do
+backends=$(arg backends | tr , ' ')
+run=$(arg run)
+for b in ${backends:-fentry kprobe tracepoint}; do
   echo "=== vmtest: /tracer.test -backend=$b"
-  /tracer.test -test.v -test.timeout 10m -backend=$b
+  /tracer.test -test.v -test.timeout 10m -test.run "${run:-.}" -backend=$b
   t=$(verdict $?)
   echo "=== vmtest: /twtrace-cmd.test -backend=$b"
-  /twtrace-cmd.test -test.v -backend=$b
+  /twtrace-cmd.test -test.v -test.run "${run:-.}" -backend=$b
   c=$(verdict $?)
   # Both binaries must agree; one passing while the other says "not available" is a bug.
   r=$t

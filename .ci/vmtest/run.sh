@@ -9,6 +9,8 @@
 #   LONG_KERNELS         the kernels that run the long tests (default "amd64/6.1 arm64/6.12"); others get TWTRACE_SKIP_LONG=1
 #   VMTEST_JOBS          VMs booted at once (default 2: single-threaded TCG keeps one host CPU busy per VM)
 #   VMTEST_TIMEOUT       seconds per VM (default 2700; arm64 ones get VMTEST_TIMEOUT_ARM64, default 3000)
+#   VMTEST_BACKENDS      backends to run (default "fentry kprobe tracepoint"); the matrix shows only these
+#   VMTEST_RUN           a -test.run pattern for the test binaries (no spaces), to repeat one failure
 #   VMTEST_BINARIES_DIR  use <arch>/{tracer.test,twtrace-cmd.test,snapshot.test,twtrace} from this directory instead of building them
 #   VMTEST_ICOUNT_AMD64, VMTEST_ICOUNT_ARM64
 #                        QEMU -icount options (default "shift=0,sleep=off"; empty: the guest follows the host's clock)
@@ -18,7 +20,7 @@ shopt -s inherit_errexit # so a failing go build inside $(...) stops the run
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=$HERE/cache
 OUT=$HERE/out
-BACKENDS=(fentry kprobe tracepoint)
+read -r -a BACKENDS <<<"${VMTEST_BACKENDS:-fentry kprobe tracepoint}"
 BINARIES=(tracer.test twtrace-cmd.test snapshot.test twtrace)
 # sock_diag for TCP (twtrace stat, the timewait view, doctor), veth (the connect tests' routed namespaces);
 # on arm64 also the results channel, a virtio console (qemu's virt machine has one UART): Debian builds some
@@ -227,7 +229,7 @@ boot_kernel() { # id (arch/name)
   timeout "${TIMEOUT[$arch]}" "${machine[@]}" -smp "${VCPUS[$id]}" -m 2G \
     -nographic -monitor none -nic none -no-reboot \
     -kernel "$CACHE/$id/vmlinuz" -initrd "$OUT/initrd-$file.gz" \
-    -append "console=${CONSOLE[$arch]} panic=-1 random.trust_cpu=on vmtest.kernel=$id vmtest.long=$long vmtest.result=${RESULT_DEV[$arch]}" \
+    -append "console=${CONSOLE[$arch]} panic=-1 random.trust_cpu=on vmtest.kernel=$id vmtest.long=$long vmtest.result=${RESULT_DEV[$arch]} vmtest.backends=$(IFS=,; echo "${BACKENDS[*]}") vmtest.run=${VMTEST_RUN:-}" \
     </dev/null || rc=$?
   ((rc == 0)) || log "$id: qemu exited with $rc (124 = timeout after ${TIMEOUT[$arch]}s)"
   n=$(grep -c RESULT "$OUT/$file.status" || true)
@@ -280,6 +282,23 @@ matrix() { # ids...
   echo "host   $(uname -r): covered by 'make test' (tracepoint backend)"
 }
 
+# The failed tests' own lines from a VM's console, so that a red CI log says what failed
+# without the console file: each "--- FAIL" with the test output above it, and any panic.
+failures() { # id
+  local log=$OUT/${1//\//-}.log
+  grep -qE '^(--- FAIL|panic:|FAIL)' "$log" 2>/dev/null || return 0
+  log "$1: failures (whole console: $log)"
+  tr -d '\r' <"$log" | awk '
+    /^=== vmtest:/ { bin = $0 }
+    /^=== RUN/ { n = 0 }
+    { ctx[n++ % 40] = $0 }
+    /^--- FAIL|^panic:|^FAIL\t/ {
+      print bin
+      for (i = (n > 40 ? n - 40 : 0); i < n; i++) print "    " ctx[i % 40]
+      n = 0
+    }' | head -n 400 >&2
+}
+
 main() {
   local start=$SECONDS t ids=() order=() arches=() arch name suite pkg cpus bin failed=0 id
   mkdir -p "$CACHE" "$OUT"
@@ -329,6 +348,7 @@ main() {
 
   matrix "${ids[@]}" | tee "$OUT/matrix.txt"
   grep -q failed "$OUT/matrix.txt" && failed=1
+  for id in "${ids[@]}"; do failures "$id"; done
   log "total wall time $((SECONDS - start))s"
   return $failed
 }
