@@ -33,7 +33,7 @@ func run(args []string, stdout io.Writer) error {
 	cfg := churn.Config{}
 	fs.IntVar(&cfg.Clients, "clients", 4, "concurrent clients (and as many server workers)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to churn")
-	fs.StringVar(&cfg.CloseFirst, "close", "client", "who closes first, and so holds the TIME_WAIT socket: client or server")
+	fs.StringVar(&cfg.CloseFirst, "close", "client", "who closes first, and so holds the TIME_WAIT socket: client or server; abort: the client resets, no TIME_WAIT")
 	fs.IntVar(&cfg.Family, "family", 4, "4 (127.0.0.1) or 6 (::1)")
 	fs.IntVar(&cfg.Payload, "payload", 64, "bytes the client writes per connection")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")

@@ -12,6 +12,11 @@ import (
 
 var closeOrders = []string{"client", "server"}
 
+// abortOrder is churn whose client resets its connections: no TIME_WAIT socket is born,
+// so every timer operation the programs see is some other timer's, the ones the timer
+// hooks must reject at once.
+const abortOrder = "abort"
+
 // The tools measured; the first attaches twtrace's programs with empty bodies: the cost
 // of attaching at all, which no program body can go under.
 const (
@@ -60,9 +65,12 @@ func overhead(cfg config) error {
 	if err != nil {
 		return err
 	}
-	for _, order := range closeOrders {
+	for _, order := range append(closeOrders, abortOrder) {
 		res.costs[order] = map[string]sample{}
 		for _, t := range tools[1:] {
+			if order == abortOrder && !slices.Contains([]string{emptyTool, aggregateTool, streamTool}, t.name) {
+				continue
+			}
 			s, err := measure(cfg, t, order, true)
 			if err != nil {
 				stop()

@@ -123,6 +123,16 @@ func (r results) markdown() string {
 		}
 	}
 
+	if above, ok := r.timerAboveEmpty(); ok {
+		fmt.Fprintf(&b, "\nTimers that are not a timewait socket's: the same statistics over `churn -close abort` (the client resets each "+
+			"connection with `SO_LINGER {1, 0}`, so no TIME_WAIT socket is born and every timer operation is one the timer hooks reject), "+
+			"above the empty programs' average in the same churn:")
+		for _, a := range above {
+			fmt.Fprintf(&b, " `%s` %+.0f ns (%s);", a.program, a.ns, a.tool)
+		}
+		fmt.Fprintf(&b, " negative figures are the run-to-run noise of the averages.\n")
+	}
+
 	fmt.Fprintf(&b, "\n### Memory\n\n| tool | peak RSS | kernel map memory (memlock) |\n| --- | ---: | ---: |\n")
 	for _, t := range r.tools[1:] {
 		rss, maps := r.peak(t.name)
@@ -259,26 +269,45 @@ func (r results) targets() []target {
 }
 
 // timerTarget: a timer operation that is not a timewait socket's costs at most 15 ns more
-// than an empty program. The kernel's statistics average every run, timewait timers
-// included, so the run measures an upper bound: met when that bound is, else unknown.
+// than an empty program. Measured where every timer is such a one: churn whose clients
+// reset their connections, so that no TIME_WAIT socket is born.
 func (r results) timerTarget() target {
-	bound, seen := 0.0, false
-	for _, o := range closeOrders {
-		for _, name := range timerPrograms {
-			empty := findProg(r.costs[o][emptyTool].progs, name)
-			for _, tool := range []string{aggregateTool, streamTool} {
-				if p := findProg(r.costs[o][tool].progs, name); p.runs >= 1000 && empty.runs > 0 {
-					bound, seen = max(bound, p.avgNs()-empty.avgNs()), true
-				}
+	t := target{what: "a non-timewait timer operation ≤ 15 ns above an empty program"}
+	above, ok := r.timerAboveEmpty()
+	if !ok {
+		t.measured, t.unknown = "no timer program ran 1,000 times in the run without TIME_WAIT", true
+		return t
+	}
+	worst := 0.0
+	var parts []string
+	for _, a := range above {
+		worst = max(worst, a.ns)
+		parts = append(parts, fmt.Sprintf("`%s` %+.0f ns (%s)", a.program, a.ns, a.tool))
+	}
+	t.measured = fmt.Sprintf("%s; connections reset, no TIME_WAIT socket", strings.Join(parts, ", "))
+	t.met = worst <= 15
+	return t
+}
+
+type timerCost struct {
+	program, tool string
+	ns            float64 // average run time above the empty program's
+}
+
+// timerAboveEmpty compares the timer programs' average run time in the run without
+// TIME_WAIT sockets with the empty programs' in the same churn.
+func (r results) timerAboveEmpty() ([]timerCost, bool) {
+	var out []timerCost
+	for _, name := range timerPrograms {
+		empty := findProg(r.costs[abortOrder][emptyTool].progs, name)
+		if empty.runs < 1000 {
+			continue
+		}
+		for _, tool := range []string{aggregateTool, streamTool} {
+			if p := findProg(r.costs[abortOrder][tool].progs, name); p.runs >= 1000 {
+				out = append(out, timerCost{program: name, tool: strings.TrimPrefix(tool, "twtrace "), ns: p.avgNs() - empty.avgNs()})
 			}
 		}
 	}
-	t := target{what: "a non-timewait timer operation ≤ 15 ns above an empty program",
-		measured: fmt.Sprintf("at most %.0f ns above (the average over every timer, timewait ones included)", bound)}
-	if !seen {
-		t.measured = "no timer program ran 1,000 times"
-	}
-	t.met = seen && bound <= 15
-	t.unknown = !t.met
-	return t
+	return out, len(out) > 0
 }

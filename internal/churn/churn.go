@@ -19,7 +19,10 @@ import (
 type Config struct {
 	Clients    int           // concurrent clients, and as many server workers
 	Duration   time.Duration // how long to churn; 0: until Connections are made
-	CloseFirst string        // "client" or "server": who closes first, and so holds the TIME_WAIT socket
+	// CloseFirst is "client" or "server": who closes first, and so holds the TIME_WAIT
+	// socket; or "abort": the client resets the connection (SO_LINGER {1, 0}) and no
+	// TIME_WAIT socket is born, so every timer the connections arm is a full socket's.
+	CloseFirst string
 	Family     int           // 4 (127.0.0.1) or 6 (::1)
 	Payload    int           // bytes the client writes per connection
 	// Connections stops the run after this many connections were attempted; 0: no limit.
@@ -37,8 +40,8 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("-clients %d: want 1-4096", cfg.Clients)
 	case cfg.Duration < 0 || cfg.Duration == 0 && cfg.Connections == 0:
 		return fmt.Errorf("-duration %s: must be positive", cfg.Duration)
-	case cfg.CloseFirst != "client" && cfg.CloseFirst != "server":
-		return fmt.Errorf("-close %q: want client or server", cfg.CloseFirst)
+	case cfg.CloseFirst != "client" && cfg.CloseFirst != "server" && cfg.CloseFirst != "abort":
+		return fmt.Errorf("-close %q: want client, server or abort", cfg.CloseFirst)
 	case cfg.Family != 4 && cfg.Family != 6:
 		return fmt.Errorf("-family %d: want 4 or 6", cfg.Family)
 	case cfg.Payload < 1 || cfg.Payload > 1<<16:
@@ -219,7 +222,7 @@ func listen(family int) (int, unix.Sockaddr, error) {
 
 // serve accepts until the listener is shut down. Client-closes-first: read to EOF, then
 // close (the server ends in LAST_ACK). Server-closes-first: read the payload, close
-// first, and the server holds the TIME_WAIT socket.
+// first, and the server holds the TIME_WAIT socket. Abort: read until the client's reset.
 func serve(lfd int, cfg Config, served *served) {
 	buf := make([]byte, cfg.Payload)
 	for {
@@ -230,7 +233,7 @@ func serve(lfd int, cfg Config, served *served) {
 		if err != nil {
 			return
 		}
-		if cfg.CloseFirst == "client" {
+		if cfg.CloseFirst != "server" {
 			drain(fd, buf)
 		} else {
 			readFull(fd, buf)
@@ -287,8 +290,13 @@ func connection(addr unix.Sockaddr, cfg Config, buf []byte) error {
 	if _, err := unix.Write(fd, buf); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	if cfg.CloseFirst == "server" {
+	switch cfg.CloseFirst {
+	case "server":
 		drain(fd, buf)
+	case "abort":
+		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+			return fmt.Errorf("SO_LINGER: %w", err)
+		}
 	}
 	return nil
 }
