@@ -24,19 +24,17 @@ enum record_layout { RECORD_WAYS = 4 };
  * its own record writes in a full bucket, which then only holds long-lived ones */
 #define RECORD_STALE_J (90 * 1000ULL)
 
+#ifdef TWTRACE_LRU_RECORDS
+
 struct sock_rec {
 	__u64 key;
-	__u64 claimed_j;
 	struct sock_info info;
 };
 
 struct tw_rec {
 	__u64 key;
-	__u64 claimed_j;
 	struct tw_info info;
 };
-
-#ifdef TWTRACE_LRU_RECORDS
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -54,21 +52,21 @@ struct {
 
 #define DEFINE_RECORDS(name, map, rec_t, info_t)                                           \
 	/* name##_get: addr's record, copied into *out, or NULL */                          \
-	static __always_inline rec_t *name##_get(__u64 addr, info_t *out)                    \
+	static __always_inline info_t *name##_get(__u64 addr, info_t *out)                   \
 	{                                                                                    \
 		rec_t *r = bpf_map_lookup_elem(&map, &addr);                                 \
-		if (r)                                                                       \
-			*out = r->info;                                                      \
-		return r;                                                                    \
+		if (!r)                                                                      \
+			return NULL;                                                         \
+		*out = r->info;                                                              \
+		return &r->info;                                                             \
 	}                                                                                    \
 	static __always_inline void name##_put(__u64 addr, const info_t *info)               \
 	{                                                                                    \
 		rec_t r = { .key = addr, .info = *info };                                    \
 		bpf_map_update_elem(&map, &addr, &r, BPF_ANY);                               \
 	}                                                                                    \
-	static __always_inline void name##_drop(rec_t *r)                                    \
+	static __always_inline void name##_drop(__u64 addr)                                  \
 	{                                                                                    \
-		__u64 addr = r->key;                                                         \
 		bpf_map_delete_elem(&map, &addr);                                            \
 	}
 
@@ -77,13 +75,24 @@ struct {
 #define SOCK_BUCKETS_LOG2 14 /* 65,536 records */
 #define TW_BUCKETS_LOG2 15   /* 131,072: a namespace's tcp_max_tw_buckets on a 24 GiB machine */
 
+/* A bucket keeps its ways' keys and claim times on its first cache line, so that finding a
+ * record, or claiming one, reads one line: with whole records side by side, a claim's
+ * look for the address already there read all four of the bucket's lines (the state hook
+ * spent about half its samples there). Buckets are 256 bytes, so every one starts a line. */
 struct sock_bucket {
-	struct sock_rec way[RECORD_WAYS];
+	__u64 key[RECORD_WAYS];
+	__u64 claimed_j[RECORD_WAYS];
+	struct sock_info info[RECORD_WAYS];
+	__u8 _pad[256 - 16 * RECORD_WAYS - RECORD_WAYS * sizeof(struct sock_info)];
 };
 
 struct tw_bucket {
-	struct tw_rec way[RECORD_WAYS];
+	__u64 key[RECORD_WAYS];
+	__u64 claimed_j[RECORD_WAYS];
+	struct tw_info info[RECORD_WAYS];
 };
+
+_Static_assert(sizeof(struct sock_bucket) == 256 && sizeof(struct tw_bucket) == 256, "a bucket is 4 cache lines");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -105,40 +114,37 @@ struct {
  * state hook took 35-60 ns longer on average (BENCHMARKS.md). */
 #define RECORD_BUCKET(addr, log2, shift) ((__u32)((addr) >> (shift)) & ((1U << (log2)) - 1))
 
-#define DEFINE_RECORDS(name, map, rec_t, info_t, bucket_t, log2, shift)                         \
+#define DEFINE_RECORDS(name, map, info_t, bucket_t, log2, shift)                                \
 	static __always_inline bucket_t *name##_bucket(__u64 addr)                           \
 	{                                                                                    \
 		__u32 i = RECORD_BUCKET(addr, log2, shift);                                   \
 		return bpf_map_lookup_elem(&map, &i);                                        \
 	}                                                                                    \
-	/* name##_way: way w of b, as one pointer whichever w: the verifier then checks what \
-	 * follows once, not once per way (four times the instructions, twice the load time) */ \
-	static __always_inline rec_t *name##_way(bucket_t *b, __u32 w)                       \
-	{                                                                                    \
-		return &b->way[as_scalar(w) & (RECORD_WAYS - 1)];                            \
-	}                                                                                    \
-	/* name##_at: the record of addr (a plain number, as_scalar), or NULL */             \
-	static __always_inline rec_t *name##_at(bucket_t *b, __u64 addr)                     \
+	/* name##_find: the way holding addr (a plain number, as_scalar), or -1. The way is    \
+	 * laundered (as_scalar): the verifier then checks what follows once, not once per    \
+	 * way (four times the instructions, twice the load time). */                        \
+	static __always_inline int name##_find(bucket_t *b, __u64 addr)                      \
 	{                                                                                    \
 		for (int w = 0; w < RECORD_WAYS; w++)                                        \
-			if (b->way[w].key == addr)                                           \
-				return name##_way(b, w);                                     \
-		return NULL;                                                                 \
+			if (b->key[w] == addr)                                               \
+				return as_scalar(w) & (RECORD_WAYS - 1);                     \
+		return -1;                                                                   \
 	}                                                                                    \
 	/* name##_get: addr's record, copied into *out, or NULL; NULL too when the record    \
 	 * was taken over while being copied */                                              \
-	static __always_inline rec_t *name##_get(__u64 ptr, info_t *out)                     \
+	static __always_inline info_t *name##_get(__u64 ptr, info_t *out)                    \
 	{                                                                                    \
 		__u64 addr = as_scalar(ptr);                                                 \
 		bucket_t *b = name##_bucket(addr);                                           \
-		rec_t *r = b ? name##_at(b, addr) : NULL;                                    \
-		if (!r)                                                                      \
+		int w = b ? name##_find(b, addr) : -1;                                       \
+		if (w < 0)                                                                   \
 			return NULL;                                                         \
-		*out = r->info;                                                              \
-		return *(volatile const __u64 *)&r->key == addr ? r : NULL;                  \
+		w &= RECORD_WAYS - 1;                                                        \
+		*out = b->info[w];                                                           \
+		return *(volatile const __u64 *)&b->key[w] == addr ? &b->info[w] : NULL;     \
 	}                                                                                    \
 	/* name##_claim: addr's record, else a free one, else a stale one, else none */      \
-	static __always_inline rec_t *name##_claim(__u64 ptr)                                \
+	static __always_inline info_t *name##_claim(__u64 ptr)                               \
 	{                                                                                    \
 		__u64 addr = as_scalar(ptr);                                                 \
 		bucket_t *b = name##_bucket(addr);                                           \
@@ -146,38 +152,42 @@ struct {
 		__u32 oldest = 0;                                                            \
 		if (!b)                                                                      \
 			return NULL;                                                         \
-		rec_t *own = name##_at(b, addr);                                             \
-		if (own)                                                                     \
-			return own;                                                          \
+		int own = name##_find(b, addr);                                              \
+		if (own >= 0)                                                                \
+			return &b->info[own & (RECORD_WAYS - 1)];                            \
 		for (int w = 0; w < RECORD_WAYS; w++) {                                      \
-			if (!b->way[w].key && __sync_val_compare_and_swap(&b->way[w].key, 0, addr) == 0) { \
-				b->way[w].claimed_j = now;                                   \
-				return name##_way(b, w);                                     \
+			if (!b->key[w] && __sync_val_compare_and_swap(&b->key[w], 0, addr) == 0) { \
+				b->claimed_j[w] = now;                                       \
+				return &b->info[as_scalar(w) & (RECORD_WAYS - 1)];           \
 			}                                                                    \
-			if (b->way[w].claimed_j < b->way[oldest].claimed_j)                  \
+			if (b->claimed_j[w] < b->claimed_j[oldest & (RECORD_WAYS - 1)])      \
 				oldest = w;                                                  \
 		}                                                                            \
-		rec_t *r = name##_way(b, oldest);                                            \
-		__u64 old = r->key;                                                          \
-		if (old && now - r->claimed_j > RECORD_STALE_J &&                            \
-		    __sync_val_compare_and_swap(&r->key, old, addr) == old) {                \
-			r->claimed_j = now;                                                  \
+		oldest &= RECORD_WAYS - 1;                                                   \
+		__u64 old = b->key[oldest];                                                  \
+		if (old && now - b->claimed_j[oldest] > RECORD_STALE_J &&                    \
+		    __sync_val_compare_and_swap(&b->key[oldest], old, addr) == old) {        \
+			b->claimed_j[oldest] = now;                                          \
 			count(STAT_RECORD_STALE);                                            \
-			return r;                                                            \
+			return &b->info[oldest];                                             \
 		}                                                                            \
 		count(STAT_RECORD_NO_ROOM);                                                  \
 		return NULL;                                                                 \
 	}                                                                                    \
 	static __always_inline void name##_put(__u64 addr, const info_t *info)               \
 	{                                                                                    \
-		rec_t *r = name##_claim(addr);                                               \
+		info_t *r = name##_claim(addr);                                              \
 		if (r)                                                                       \
-			r->info = *info;                                                     \
+			*r = *info;                                                          \
 	}                                                                                    \
 	/* only the record's own socket drops it */                                          \
-	static __always_inline void name##_drop(rec_t *r)                                    \
+	static __always_inline void name##_drop(__u64 ptr)                                   \
 	{                                                                                    \
-		r->key = 0;                                                                  \
+		__u64 addr = as_scalar(ptr);                                                 \
+		bucket_t *b = name##_bucket(addr);                                           \
+		int w = b ? name##_find(b, addr) : -1;                                       \
+		if (w >= 0)                                                                  \
+			b->key[w & (RECORD_WAYS - 1)] = 0;                                   \
 	}
 
 #endif
@@ -187,18 +197,16 @@ DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info)
 DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info)
 #else
 /* a tcp_sock takes about 2.3 KB of its slab, a tcp_timewait_sock about 256 bytes */
-DEFINE_RECORDS(sock, socks, struct sock_rec, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2, 11)
-DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2, 8)
+DEFINE_RECORDS(sock, socks, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2, 11)
+DEFINE_RECORDS(tw, tws, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2, 8)
 #endif
 
 /* tw_take is tw_get that drops the record. */
 static __always_inline bool tw_take(__u64 addr, struct tw_info *out)
 {
-	struct tw_rec *r = tw_get(addr, out);
-
-	if (!r)
+	if (!tw_get(addr, out))
 		return false;
-	tw_drop(r);
+	tw_drop(addr);
 	return true;
 }
 

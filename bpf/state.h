@@ -51,7 +51,7 @@ static __always_inline bool needs_time(int old, int new)
 static __always_inline int on_set_state(struct sock *sk, int old, int new)
 {
 	struct cpu_scratch *c;
-	struct sock_rec *r;
+	struct sock_info *r;
 	struct sock_info cur = {};
 	struct owner owner = {};
 	struct event e = {};
@@ -116,10 +116,10 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 
 	if (new != S_CLOSE) {
 		if (r) {
-			r->info.since_ns = e.ts_ns;
-			r->info.owner = owner;
+			r->since_ns = e.ts_ns;
+			r->owner = owner;
 			if (old == S_CLOSE && new == S_SYN_SENT)
-				connect_started(sk, &r->info);
+				connect_started(sk, r);
 		} else {
 			struct sock_info n = { .since_ns = e.ts_ns, .owner = owner };
 			if (old == S_CLOSE && new == S_SYN_SENT)
@@ -133,7 +133,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	if (old == S_SYN_SENT && (cfg_events & FAM_CONNECT))
 		check_connect_fail(sk, &e, r ? &cur : NULL);
 	if (r)
-		sock_drop(r);
+		sock_drop(key);
 	c->closed_sk = key;
 	c->closed_owner = owner;
 	if (leaves_for_timewait(old, new) && tw_handoff(c, &e, &owner)) {

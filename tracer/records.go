@@ -65,7 +65,7 @@ func recordsHere(hidden map[string]bool) (Records, func() (*ebpf.CollectionSpec,
 func (t *Tracer) recordCount(name string) (int, error) { return CountRecords(t.coll.Maps[name]) }
 
 // CountRecords counts the entries of a hash map, or the records a record table holds (socks,
-// tws): its claimed ways (a way's key, the socket's address, is its first word).
+// tws): its claimed ways (a bucket starts with its ways' keys, the sockets' addresses).
 func CountRecords(m *ebpf.Map) (int, error) {
 	n := 0
 	if m.Type() != ebpf.Array {
@@ -79,13 +79,12 @@ func CountRecords(m *ebpf.Map) (int, error) {
 		return n, nil
 	}
 	const ways = int(twtraceRecordLayoutRECORD_WAYS)
-	stride := int(m.ValueSize()) / ways
 	var idx uint32
 	var bucket []byte
 	it := m.Iterate()
 	for it.Next(&idx, &bucket) {
 		for w := range ways {
-			if binary.NativeEndian.Uint64(bucket[w*stride:]) != 0 {
+			if binary.NativeEndian.Uint64(bucket[w*8:]) != 0 {
 				n++
 			}
 		}

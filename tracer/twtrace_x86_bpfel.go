@@ -177,24 +177,22 @@ const (
 )
 
 type twtraceSockBucket struct {
-	_   structs.HostLayout
-	Way [4]struct {
-		_        structs.HostLayout
-		Key      uint64
-		ClaimedJ uint64
-		Info     struct {
-			_       structs.HostLayout
-			SinceNs uint64
-			Owner   struct {
-				_     structs.HostLayout
-				Pid   uint32
-				Known uint32
-				Comm  [16]int8
-			}
-			ConnectTxhash      uint32
-			ConnectTxhashKnown uint32
+	_        structs.HostLayout
+	Key      [4]uint64
+	ClaimedJ [4]uint64
+	Info     [4]struct {
+		_       structs.HostLayout
+		SinceNs uint64
+		Owner   struct {
+			_     structs.HostLayout
+			Pid   uint32
+			Known uint32
+			Comm  [16]int8
 		}
+		ConnectTxhash      uint32
+		ConnectTxhashKnown uint32
 	}
+	Pad [32]uint8
 }
 
 type twtraceStatIndex uint32
@@ -230,24 +228,21 @@ const (
 )
 
 type twtraceTwBucket struct {
-	_   structs.HostLayout
-	Way [4]struct {
-		_        structs.HostLayout
-		Key      uint64
-		ClaimedJ uint64
-		Info     struct {
-			_       structs.HostLayout
-			BirthNs uint64
-			Cgroup  uint64
-			Owner   struct {
-				_     structs.HostLayout
-				Pid   uint32
-				Known uint32
-				Comm  [16]int8
-			}
-			CgroupIn uint8
-			Pad      [7]uint8
+	_        structs.HostLayout
+	Key      [4]uint64
+	ClaimedJ [4]uint64
+	Info     [4]struct {
+		_       structs.HostLayout
+		BirthNs uint64
+		Cgroup  uint64
+		Owner   struct {
+			_     structs.HostLayout
+			Pid   uint32
+			Known uint32
+			Comm  [16]int8
 		}
+		CgroupIn uint8
+		Pad      [7]uint8
 	}
 }
 
