@@ -35,7 +35,8 @@ func compare(args []string) error {
 	}
 	tools := append([]tool{{name: "baseline"}}, specs...)
 	ratios := map[string][]float64{}
-	cpu := map[string][]float64{} // µs of CPU per connection, churn's and the tool's
+	cpu := map[string][]float64{}     // µs of CPU per connection, churn's and the tool's
+	toolCPU := map[string][]float64{} // the tool's alone
 	for round := range cfg.rounds {
 		var base float64
 		got := map[string]float64{}
@@ -47,6 +48,7 @@ func compare(args []string) error {
 			}
 			got[t.name] = s.perSecond
 			cpu[t.name] = append(cpu[t.name], float64(s.churnCPU+s.toolCPU)/1e3)
+			toolCPU[t.name] = append(toolCPU[t.name], float64(s.toolCPU)/1e3)
 			if t.argv == nil {
 				base = s.perSecond
 			}
@@ -58,10 +60,10 @@ func compare(args []string) error {
 		}
 		fmt.Println()
 	}
-	fmt.Printf("\n| tool | median ratio | min–max | CPU µs per connection (churn + tool) |\n| --- | ---: | ---: | ---: |\n")
+	fmt.Printf("\n| tool | median ratio | min–max | CPU µs per connection (churn + tool) | of which the tool's |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, t := range tools {
 		lo, hi := minMax(ratios[t.name])
-		fmt.Printf("| %s | %.3f | %.3f–%.3f | %.2f |\n", t.name, median(ratios[t.name]), lo, hi, median(cpu[t.name]))
+		fmt.Printf("| %s | %.3f | %.3f–%.3f | %.2f | %.2f |\n", t.name, median(ratios[t.name]), lo, hi, median(cpu[t.name]), median(toolCPU[t.name]))
 	}
 	stop, err := enableStats()
 	if err != nil {
