@@ -239,7 +239,8 @@ boot_kernel() { # id (arch/name)
 
 # An emulated kernel sometimes dies under TCG with faults no test can cause (a double fault
 # inside SLUB's cmpxchg16b fast path, seen on 6.12): a VM that reported no verdict for some
-# backend is booted once more, and said so. A reported failure is never retried.
+# backend is booted once more, and said so. A reported failure is not booted again (init.sh
+# runs a failed test once more itself, and says so).
 boot_kernel_retrying() { # id
   local file=${1//\//-}
   boot_kernel "$1" && return
@@ -263,6 +264,7 @@ cell() { # id backend -> passed | failed | not available | not implemented
     awk -v k="$1" -v b="$2" '$1 == "RESULT" && $2 == k && $3 == b { r = $4 } END { print r }')
   case $r in
     passed) echo passed ;;
+    retried) echo "passed (retried)" ;;
     unavailable) echo "not available" ;;
     unimplemented) echo "not implemented" ;;
     *) echo failed ;; # also when the VM died before reporting
@@ -349,6 +351,8 @@ main() {
   matrix "${ids[@]}" | tee "$OUT/matrix.txt"
   grep -q failed "$OUT/matrix.txt" && failed=1
   for id in "${ids[@]}"; do failures "$id"; done
+  # tests that failed and then passed alone: named in the log, every time, so that a flaky test is seen and fixed
+  cat "$OUT"/*.status 2>/dev/null | tr -d '\r' | grep '^FLAKY' | sed 's/^FLAKY/==> passed only when run again:/' >&2 || true
   log "total wall time $((SECONDS - start))s"
   return $failed
 }
