@@ -23,7 +23,7 @@ func compare(args []string) error {
 	fs.IntVar(&cfg.rounds, "rounds", 5, "interleaved rounds")
 	fs.IntVar(&cfg.clients, "clients", 8, "churn clients")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "churn per measurement")
-	closeFirst := fs.String("close", "server", "client or server")
+	closeFirst := fs.String("close", "server", "client, server or abort (connections reset, no TIME_WAIT)")
 	statRounds := fs.Int("stat-rounds", 1, "then interleaved rounds with the kernel's run time statistics")
 	fs.StringVar(&cfg.cpus, "cpus", "", "pin churn to these CPUs (taskset list, e.g. 0 or 0,1)")
 	fs.Var(&specs, "tool", "NAME=BINARY ARGS... (repeatable); env: NAME=ENV=V,... BINARY ARGS")
