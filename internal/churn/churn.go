@@ -17,14 +17,14 @@ import (
 
 // Config is one run's workload.
 type Config struct {
-	Clients    int           // concurrent clients, and as many server workers
-	Duration   time.Duration // how long to churn; 0: until Connections are made
+	Clients  int           // concurrent clients, and as many server workers
+	Duration time.Duration // how long to churn; 0: until Connections are made
 	// CloseFirst is "client" or "server": who closes first, and so holds the TIME_WAIT
 	// socket; or "abort": the client resets the connection (SO_LINGER {1, 0}) and no
 	// TIME_WAIT socket is born, so every timer the connections arm is a full socket's.
 	CloseFirst string
-	Family     int           // 4 (127.0.0.1) or 6 (::1)
-	Payload    int           // bytes the client writes per connection
+	Family     int // 4 (127.0.0.1) or 6 (::1)
+	Payload    int // bytes the client writes per connection
 	// Connections stops the run after this many connections were attempted; 0: no limit.
 	Connections uint64
 	// Finish waits, at the end, for the server to finish every connection the clients
