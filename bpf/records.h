@@ -78,7 +78,9 @@ struct {
 /* A bucket keeps its ways' keys and claim times on its first cache line, so that finding a
  * record, or claiming one, reads one line: with whole records side by side, a claim's
  * look for the address already there read all four of the bucket's lines (the state hook
- * spent about half its samples there). Buckets are 256 bytes, so every one starts a line. */
+ * spent about half its samples there). Buckets are 256 bytes, so the keys (32 bytes) sit at
+ * the same place in every bucket's line and never straddle two: an array's values begin 16
+ * bytes into a line (struct bpf_array), at most 32 would do. */
 struct sock_bucket {
 	__u64 key[RECORD_WAYS];
 	__u64 claimed_j[RECORD_WAYS];
