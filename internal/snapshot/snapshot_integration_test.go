@@ -21,7 +21,13 @@ func TestTakeMatchesKernel(t *testing.T) {
 	ns.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40999")
 	lfd, port := ns.Listen(t, unix.AF_INET)
 	defer unix.Close(lfd)
-	l6, _ := ns.Listen(t, unix.AF_INET6)
+	// both listeners take a port from the range; IPv6 may draw the IPv4 one's number (a
+	// port is per family), which one port counted and the port filter would see: draw again
+	l6, port6 := ns.Listen(t, unix.AF_INET6)
+	for port6 == port {
+		unix.Close(l6)
+		l6, port6 = ns.Listen(t, unix.AF_INET6)
+	}
 	defer unix.Close(l6)
 	for range 5 {
 		ns.ClientCloses(t, unix.AF_INET, lfd, port) // 5 clients in TIME_WAIT
