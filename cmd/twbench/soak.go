@@ -81,9 +81,7 @@ func mapEntries(pid int) map[string]int {
 		if err != nil {
 			continue
 		}
-		info, err := m.Info()
-		counted := info.Type == ebpf.Hash || info.Type == ebpf.LRUHash || info.Type == ebpf.Array && (info.Name == "socks" || info.Name == "tws")
-		if err == nil && counted {
+		if info, err := m.Info(); err == nil && counted(info) {
 			if n, err := tracer.CountRecords(m); err == nil {
 				out[info.Name] = n
 			}
@@ -91,6 +89,11 @@ func mapEntries(pid int) map[string]int {
 		m.Close()
 	}
 	return out
+}
+
+// counted says whether a map's entries come and go: hashes, and the record tables.
+func counted(info *ebpf.MapInfo) bool {
+	return info.Type == ebpf.Hash || info.Type == ebpf.LRUHash || info.Type == ebpf.Array && (info.Name == "socks" || info.Name == "tws")
 }
 
 func scrapeSum(url, metric string) (float64, error) {
