@@ -128,7 +128,7 @@ func (r results) markdown() string {
 			"connection with `SO_LINGER {1, 0}`, so no TIME_WAIT socket is born and every timer operation is one the timer hooks reject), "+
 			"above the empty programs' average in the same churn:")
 		for _, a := range above {
-			fmt.Fprintf(&b, " `%s` %+.0f ns (%s);", a.program, a.ns, a.tool)
+			fmt.Fprintf(&b, " %s;", a)
 		}
 		fmt.Fprintf(&b, " negative figures are the run-to-run noise of the averages.\n")
 	}
@@ -282,7 +282,7 @@ func (r results) timerTarget() target {
 	var parts []string
 	for _, a := range above {
 		worst = max(worst, a.ns)
-		parts = append(parts, fmt.Sprintf("`%s` %+.0f ns (%s)", a.program, a.ns, a.tool))
+		parts = append(parts, a.String())
 	}
 	t.measured = fmt.Sprintf("%s; connections reset, no TIME_WAIT socket", strings.Join(parts, ", "))
 	t.met = worst <= 15
@@ -293,6 +293,8 @@ type timerCost struct {
 	program, tool string
 	ns            float64 // average run time above the empty program's
 }
+
+func (c timerCost) String() string { return fmt.Sprintf("`%s` %+.0f ns (%s)", c.program, c.ns, c.tool) }
 
 // timerAboveEmpty compares the timer programs' average run time in the run without
 // TIME_WAIT sockets with the empty programs' in the same churn.
