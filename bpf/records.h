@@ -68,6 +68,13 @@ struct {
 	static __always_inline void name##_drop(__u64 addr)                                  \
 	{                                                                                    \
 		bpf_map_delete_elem(&map, &addr);                                            \
+	}                                                                                    \
+	static __always_inline bool name##_take(__u64 addr, info_t *out)                     \
+	{                                                                                    \
+		if (!name##_get(addr, out))                                                  \
+			return false;                                                        \
+		name##_drop(addr);                                                           \
+		return true;                                                                 \
 	}
 
 #else
@@ -132,9 +139,9 @@ struct {
 				return as_scalar(w) & (RECORD_WAYS - 1);                     \
 		return -1;                                                                   \
 	}                                                                                    \
-	/* name##_get: addr's record, copied into *out, or NULL; NULL too when the record    \
-	 * was taken over while being copied */                                              \
-	static __always_inline info_t *name##_get(__u64 ptr, info_t *out)                    \
+	/* name##_copy: copies addr's record into *out and returns its bucket (*way: its     \
+	 * way), or NULL; NULL too when the record was taken over while being copied */      \
+	static __always_inline bucket_t *name##_copy(__u64 ptr, info_t *out, int *way)        \
 	{                                                                                    \
 		__u64 addr = as_scalar(ptr);                                                 \
 		bucket_t *b = name##_bucket(addr);                                           \
@@ -143,7 +150,25 @@ struct {
 			return NULL;                                                         \
 		w &= RECORD_WAYS - 1;                                                        \
 		*out = b->info[w];                                                           \
-		return *(volatile const __u64 *)&b->key[w] == addr ? &b->info[w] : NULL;     \
+		*way = w;                                                                    \
+		return *(volatile const __u64 *)&b->key[w] == addr ? b : NULL;               \
+	}                                                                                    \
+	/* name##_get: addr's record, copied into *out, or NULL */                           \
+	static __always_inline info_t *name##_get(__u64 ptr, info_t *out)                    \
+	{                                                                                    \
+		int w = 0;                                                                   \
+		bucket_t *b = name##_copy(ptr, out, &w);                                     \
+		return b ? &b->info[w & (RECORD_WAYS - 1)] : NULL;                           \
+	}                                                                                    \
+	/* name##_take: name##_get that drops the record, found once */                      \
+	static __always_inline bool name##_take(__u64 ptr, info_t *out)                      \
+	{                                                                                    \
+		int w = 0;                                                                   \
+		bucket_t *b = name##_copy(ptr, out, &w);                                     \
+		if (!b)                                                                      \
+			return false;                                                        \
+		b->key[w & (RECORD_WAYS - 1)] = 0;                                           \
+		return true;                                                                 \
 	}                                                                                    \
 	/* name##_claim: addr's record, else a free one, else a stale one, else none */      \
 	static __always_inline info_t *name##_claim(__u64 ptr)                               \
@@ -202,14 +227,5 @@ DEFINE_RECORDS(tw, tws, struct tw_rec, struct tw_info)
 DEFINE_RECORDS(sock, socks, struct sock_info, struct sock_bucket, SOCK_BUCKETS_LOG2, 11)
 DEFINE_RECORDS(tw, tws, struct tw_info, struct tw_bucket, TW_BUCKETS_LOG2, 8)
 #endif
-
-/* tw_take is tw_get that drops the record. */
-static __always_inline bool tw_take(__u64 addr, struct tw_info *out)
-{
-	if (!tw_get(addr, out))
-		return false;
-	tw_drop(addr);
-	return true;
-}
 
 #endif
