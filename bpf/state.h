@@ -56,7 +56,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	struct owner owner = {};
 	struct event e = {};
 	__u64 key = (__u64)sk;
-	bool owner_ctx;
+	bool owner_ctx, known;
 
 	if (cfg_empty)
 		return 0;
@@ -102,8 +102,13 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	}
 	if (needs_time(old, new))
 		e.ts_ns = bpf_ktime_get_ns();
-	r = sock_get(key, &cur);
-	if (r) {
+	/* a closing socket's record is taken, found once: nothing follows its CLOSE */
+	r = NULL;
+	if (new == S_CLOSE)
+		known = sock_take(key, &cur);
+	else
+		known = (r = sock_get(key, &cur)) != NULL;
+	if (known) {
 		if (cur.since_ns && e.ts_ns) {
 			e.duration_ns = e.ts_ns - cur.since_ns;
 			e.flags |= F_DURATION_KNOWN;
@@ -131,9 +136,7 @@ static __always_inline int on_set_state(struct sock *sk, int old, int new)
 	}
 
 	if (old == S_SYN_SENT && (cfg_events & FAM_CONNECT))
-		check_connect_fail(sk, &e, r ? &cur : NULL);
-	if (r)
-		sock_drop(key);
+		check_connect_fail(sk, &e, known ? &cur : NULL);
 	c->closed_sk = key;
 	c->closed_owner = owner;
 	if (leaves_for_timewait(old, new) && tw_handoff(c, &e, &owner)) {
